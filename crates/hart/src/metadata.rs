@@ -1,0 +1,272 @@
+//! Package metadata (IDENT, TARGET, DEPS, TDEPS, PATH, EXPOSES, SVC_USER, ...) read from a
+//! verified hart's tar stream without unpacking anything to disk.
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::{Component, Path};
+
+use serde::Serialize;
+
+use crate::artifact::{DecodeOptions, HartError, VerifiedHart};
+use crate::ident::{PackageIdent, PackageTarget};
+
+/// The metafiles read from the top of a package's prefix (Habitat's set plus the runtime
+/// files the exporter needs). Everything else is only counted.
+pub const METAFILES: &[&str] = &[
+    "BINDS",
+    "BINDS_OPTIONAL",
+    "BUILD_DEPS",
+    "BUILD_TDEPS",
+    "CFLAGS",
+    "DEPS",
+    "EXPORTS",
+    "EXPOSES",
+    "IDENT",
+    "LDFLAGS",
+    "LD_RUN_PATH",
+    "MANIFEST",
+    "PACKAGE_TYPE",
+    "PATH",
+    "RUNTIME_ENVIRONMENT",
+    "RUNTIME_PATH",
+    "SHUTDOWN_SIGNAL",
+    "SHUTDOWN_TIMEOUT",
+    "SVC_GROUP",
+    "SVC_USER",
+    "TARGET",
+    "TDEPS",
+    "TYPE",
+    "default.toml",
+];
+
+/// A metafile larger than this is refused rather than held in memory (real MANIFESTs, the
+/// largest, are tens of KB).
+pub const MAX_METAFILE: u64 = 8 * 1024 * 1024;
+
+/// What a package says about itself.
+#[derive(Debug, Clone, Serialize)]
+pub struct PackageMetadata {
+    pub ident: PackageIdent,
+    pub target: PackageTarget,
+    pub deps: Vec<PackageIdent>,
+    pub tdeps: Vec<PackageIdent>,
+    pub build_deps: Vec<PackageIdent>,
+    /// Binary directories from PATH that lie inside the package's own prefix.
+    pub path: Vec<String>,
+    pub exposes: Vec<String>,
+    pub svc_user: Option<String>,
+    pub svc_group: Option<String>,
+    pub shutdown_signal: Option<String>,
+    /// Has `hooks/run` or a top-level `run`: a service, not a library.
+    pub is_service: bool,
+    pub has_install_hook: bool,
+    /// Number of tar entries and bytes of regular-file content.
+    pub entries: u64,
+    pub unpacked_size: u64,
+    /// Every metafile found, trimmed, by name.
+    #[serde(skip)]
+    pub files: BTreeMap<String, String>,
+}
+
+impl PackageMetadata {
+    /// `hab/pkgs/o/n/v/r` for this package (no leading slash).
+    pub fn prefix(&self) -> String {
+        format!("hab/pkgs/{}", self.ident)
+    }
+
+    pub fn file(&self, name: &str) -> Option<&str> {
+        self.files.get(name).map(String::as_str)
+    }
+}
+
+/// The `hab/pkgs/o/n/v/r` prefix of an entry, and the rest of its path.
+fn split_prefix(path: &Path) -> Option<([String; 4], Vec<String>)> {
+    let mut parts = Vec::new();
+    for c in path.components() {
+        match c {
+            Component::Normal(s) => parts.push(s.to_str()?.to_owned()),
+            Component::CurDir => {}
+            _ => return None,
+        }
+    }
+    if parts.len() < 6 || parts[0] != "hab" || parts[1] != "pkgs" {
+        return None;
+    }
+    let rest = parts.split_off(6);
+    let prefix = [
+        parts[2].clone(),
+        parts[3].clone(),
+        parts[4].clone(),
+        parts[5].clone(),
+    ];
+    Some((prefix, rest))
+}
+
+/// Is `path` one of the parent directories `hab/`, `hab/pkgs/`, ... above a prefix?
+fn is_parent_dir(path: &Path) -> bool {
+    let parts: Vec<_> = path.components().collect();
+    let all_normal = parts.iter().all(|c| matches!(c, Component::Normal(_)));
+    all_normal
+        && (1..=5).contains(&parts.len())
+        && path.starts_with("hab")
+        && (parts.len() < 2 || path.starts_with("hab/pkgs"))
+}
+
+impl VerifiedHart {
+    /// Streams the whole payload once and returns the package's metadata. Every entry must
+    /// lie inside one `hab/pkgs/o/n/v/r/` prefix (or be a parent directory of it), and that
+    /// prefix must be the ident the IDENT file names.
+    pub fn metadata(&self, opts: DecodeOptions) -> Result<PackageMetadata, HartError> {
+        let path = self.path().to_owned();
+        let meta_err = |detail: String| HartError::Metadata {
+            path: path.clone(),
+            detail,
+        };
+        let payload_err = |source: std::io::Error| HartError::Payload {
+            path: path.clone(),
+            source,
+        };
+        let mut archive = tar::Archive::new(self.payload(opts)?);
+        let mut prefix: Option<[String; 4]> = None;
+        let mut files = BTreeMap::new();
+        let (mut entries, mut unpacked_size) = (0u64, 0u64);
+        let (mut is_service, mut has_install_hook) = (false, false);
+        for entry in archive.entries().map_err(payload_err)? {
+            let mut entry = entry.map_err(payload_err)?;
+            entries += 1;
+            let entry_path = entry.path().map_err(payload_err)?.into_owned();
+            let Some((this_prefix, rest)) = split_prefix(&entry_path) else {
+                if entry.header().entry_type().is_dir() && is_parent_dir(&entry_path) {
+                    continue;
+                }
+                return Err(meta_err(format!(
+                    "tar entry '{}' is outside hab/pkgs/ORIGIN/NAME/VERSION/RELEASE/",
+                    entry_path.display()
+                )));
+            };
+            match &prefix {
+                None => prefix = Some(this_prefix.clone()),
+                Some(p) if *p != this_prefix => {
+                    return Err(meta_err(format!(
+                        "tar entry '{}' belongs to another package than hab/pkgs/{}",
+                        entry_path.display(),
+                        p.join("/")
+                    )));
+                }
+                Some(_) => {}
+            }
+            let kind = entry.header().entry_type();
+            if kind.is_file() {
+                unpacked_size += entry.size();
+            }
+            let rest: Vec<&str> = rest.iter().map(String::as_str).collect();
+            match rest.as_slice() {
+                ["run"] | ["hooks", "run"] => is_service = true,
+                ["hooks", "install"] => has_install_hook = true,
+                [name] if kind.is_file() && METAFILES.contains(name) => {
+                    if entry.size() > MAX_METAFILE {
+                        return Err(meta_err(format!(
+                            "metadata file {name} is {} bytes, more than the {MAX_METAFILE} allowed",
+                            entry.size()
+                        )));
+                    }
+                    let mut buf = Vec::with_capacity(entry.size() as usize);
+                    (&mut entry)
+                        .take(MAX_METAFILE)
+                        .read_to_end(&mut buf)
+                        .map_err(payload_err)?;
+                    let text = String::from_utf8(buf)
+                        .map_err(|_| meta_err(format!("metadata file {name} is not UTF-8 text")))?;
+                    files.insert((*name).to_owned(), text.trim().to_owned());
+                }
+                _ => {}
+            }
+        }
+        let prefix = prefix.ok_or_else(|| meta_err("the package holds no files".into()))?;
+        let ident_text = files
+            .get("IDENT")
+            .ok_or_else(|| meta_err("the package has no IDENT file".into()))?;
+        let ident = PackageIdent::parse_fq(ident_text)
+            .map_err(|e| meta_err(format!("IDENT: {e}")))?;
+        let prefix_ident = prefix.join("/");
+        if ident.to_string() != prefix_ident {
+            return Err(meta_err(format!(
+                "IDENT says {ident} but the files are under hab/pkgs/{prefix_ident}"
+            )));
+        }
+        let target = files
+            .get("TARGET")
+            .ok_or_else(|| meta_err("the package has no TARGET file".into()))
+            .and_then(|t| PackageTarget::parse(t).map_err(|e| meta_err(format!("TARGET: {e}"))))?;
+        let idents = |name: &str| -> Result<Vec<PackageIdent>, HartError> {
+            let Some(text) = files.get(name) else {
+                return Ok(Vec::new());
+            };
+            text.lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .map(|l| PackageIdent::parse_fq(l).map_err(|e| meta_err(format!("{name}: {e}"))))
+                .collect()
+        };
+        let deps = idents("DEPS")?;
+        let tdeps = idents("TDEPS")?;
+        let build_deps = idents("BUILD_DEPS")?;
+        if tdeps.contains(&ident) || deps.contains(&ident) {
+            return Err(meta_err(format!("{ident} lists itself as its own dependency")));
+        }
+        let own_prefix = format!("/{}", ident_prefix(&ident));
+        let path_dirs = files
+            .get("PATH")
+            .map(|p| {
+                p.split(':')
+                    .filter(|d| Path::new(d).starts_with(&own_prefix))
+                    .map(str::to_owned)
+                    .collect()
+            })
+            .unwrap_or_default();
+        let word = |name: &str| files.get(name).filter(|s| !s.is_empty()).cloned();
+        Ok(PackageMetadata {
+            exposes: files
+                .get("EXPOSES")
+                .map(|e| e.split_whitespace().map(str::to_owned).collect())
+                .unwrap_or_default(),
+            svc_user: word("SVC_USER"),
+            svc_group: word("SVC_GROUP"),
+            shutdown_signal: word("SHUTDOWN_SIGNAL"),
+            ident,
+            target,
+            deps,
+            tdeps,
+            build_deps,
+            path: path_dirs,
+            is_service,
+            has_install_hook,
+            entries,
+            unpacked_size,
+            files,
+        })
+    }
+}
+
+fn ident_prefix(ident: &PackageIdent) -> String {
+    format!("hab/pkgs/{ident}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefixes() {
+        let (p, rest) = split_prefix(Path::new("hab/pkgs/a/b/1/2/bin/x")).expect("in prefix");
+        assert_eq!(p.join("/"), "a/b/1/2");
+        assert_eq!(rest, vec!["bin", "x"]);
+        assert!(split_prefix(Path::new("hab/pkgs/a/b/1/2/../../x")).is_none());
+        assert!(split_prefix(Path::new("/hab/pkgs/a/b/1/2/x")).is_none());
+        assert!(split_prefix(Path::new("etc/passwd")).is_none());
+        assert!(is_parent_dir(Path::new("hab/pkgs/a/b/1")));
+        assert!(is_parent_dir(Path::new("hab/")));
+        assert!(!is_parent_dir(Path::new("etc")));
+        assert!(!is_parent_dir(Path::new("hab/other")));
+    }
+}
