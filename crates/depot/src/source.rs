@@ -1,0 +1,211 @@
+//! Package sources: the `.hart` files of some directories, indexed by the ident their
+//! canonical file name claims (confirmed against IDENT once the file is verified), and the
+//! directories origin public keys are looked up in.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use hart::{DecodeOptions, Hart, KeyDirs, PackageMetadata, PackageTarget, VerifiedHart};
+
+use crate::error::DepotError;
+
+/// Where to look, resolved by the caller (flags, environment, defaults).
+#[derive(Debug, Clone, Default)]
+pub struct DepotSettings {
+    /// Directories of `.hart` files. Each may be a plain directory of harts or a
+    /// `hab pkg download --download-directory` tree (`artifacts/`, `keys/`); its keys are used.
+    pub sources: Vec<PathBuf>,
+    /// Habitat artifact caches (harts only), searched after the sources.
+    pub artifact_caches: Vec<PathBuf>,
+    /// Key directories (`--keys`, or Habitat's key cache), searched after the sources' own.
+    pub key_dirs: Vec<PathBuf>,
+    /// The image's platform.
+    pub target: Option<PackageTarget>,
+    /// Threads for decoding one payload (multi-block xz).
+    pub decode_threads: u32,
+}
+
+/// What a file name says, when it is in Habitat's canonical form
+/// `{origin}-{name}-{version}-{release}-{target}.hart`. Origin, name and version can all
+/// contain `-`, so the `origin-name-version` part is kept whole and matched against requests.
+#[derive(Debug, Clone)]
+pub(crate) struct NameClaim {
+    pub(crate) onv: String,
+    pub(crate) release: String,
+    pub(crate) target: PackageTarget,
+}
+
+impl NameClaim {
+    pub(crate) fn parse(file_name: &str) -> Option<NameClaim> {
+        let stem = file_name.strip_suffix(".hart")?;
+        let (rest, target) = PackageTarget::known().iter().find_map(|t| {
+            stem.strip_suffix(t)
+                .and_then(|r| r.strip_suffix('-'))
+                .map(|r| (r, *t))
+        })?;
+        let (onv, release) = rest.rsplit_once('-')?;
+        if release.len() != 14 || !release.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        Some(NameClaim {
+            onv: onv.to_owned(),
+            release: release.to_owned(),
+            target: PackageTarget::parse(target).ok()?,
+        })
+    }
+
+    /// The ident this claim denotes if the package is `origin/name`, i.e. its version.
+    pub(crate) fn version_for(&self, origin: &str, name: &str) -> Option<&str> {
+        self.onv
+            .strip_prefix(origin)?
+            .strip_prefix('-')?
+            .strip_prefix(name)?
+            .strip_prefix('-')
+            .filter(|v| !v.is_empty())
+    }
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct Candidate {
+    pub(crate) path: PathBuf,
+    pub(crate) claim: Option<NameClaim>,
+}
+
+/// A verified package with its metadata.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    pub hart: VerifiedHart,
+    pub metadata: PackageMetadata,
+}
+
+/// An index of package sources plus a cache of verified packages.
+#[derive(Debug)]
+pub struct Depot {
+    pub(crate) candidates: Vec<Candidate>,
+    pub(crate) searched: Vec<PathBuf>,
+    pub(crate) keys: KeyDirs,
+    pub(crate) target: PackageTarget,
+    pub(crate) decode: DecodeOptions,
+    loaded: Mutex<HashMap<PathBuf, Loaded>>,
+}
+
+impl Depot {
+    /// Lists the `.hart` files of every source (not opening them yet).
+    pub fn open(settings: &DepotSettings) -> Result<Depot, DepotError> {
+        let mut candidates = Vec::new();
+        let mut searched = Vec::new();
+        let mut key_dirs = Vec::new();
+        for src in &settings.sources {
+            if !src.is_dir() {
+                return Err(DepotError::Io {
+                    path: src.clone(),
+                    source: std::io::Error::new(
+                        std::io::ErrorKind::NotFound,
+                        "package source is not a directory",
+                    ),
+                });
+            }
+            for dir in [src.clone(), src.join("artifacts")] {
+                if dir.is_dir() {
+                    scan(&dir, &mut candidates)?;
+                    searched.push(dir);
+                }
+            }
+            for dir in [src.join("keys"), src.clone()] {
+                if dir.is_dir() {
+                    key_dirs.push(dir);
+                }
+            }
+        }
+        for cache in &settings.artifact_caches {
+            if cache.is_dir() {
+                scan(cache, &mut candidates)?;
+                searched.push(cache.clone());
+            }
+        }
+        key_dirs.extend(settings.key_dirs.iter().cloned());
+        Ok(Depot {
+            candidates,
+            searched,
+            keys: KeyDirs::new(key_dirs),
+            target: settings.target.clone().unwrap_or_else(PackageTarget::host_linux),
+            decode: DecodeOptions {
+                threads: settings.decode_threads.max(1),
+            },
+            loaded: Mutex::new(HashMap::new()),
+        })
+    }
+
+    pub fn key_dirs(&self) -> &KeyDirs {
+        &self.keys
+    }
+
+    pub fn target(&self) -> &PackageTarget {
+        &self.target
+    }
+
+    pub fn searched(&self) -> &[PathBuf] {
+        &self.searched
+    }
+
+    /// Verifies `path` (signature and payload hash), then reads its metadata. Cached per path.
+    pub fn load(&self, path: &Path) -> Result<Loaded, DepotError> {
+        if let Some(l) = self.loaded.lock().ok().and_then(|m| m.get(path).cloned()) {
+            return Ok(l);
+        }
+        let hart = Hart::open(path)?.verify(&self.keys)?;
+        let metadata = hart.metadata(self.decode)?;
+        let loaded = Loaded { hart, metadata };
+        if let Ok(mut m) = self.loaded.lock() {
+            m.insert(path.to_owned(), loaded.clone());
+        }
+        Ok(loaded)
+    }
+}
+
+fn scan(dir: &Path, out: &mut Vec<Candidate>) -> Result<(), DepotError> {
+    let io = |source| DepotError::Io {
+        path: dir.to_owned(),
+        source,
+    };
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(io)? {
+        let entry = entry.map_err(io)?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if !name.ends_with(".hart") || !entry.path().is_file() {
+            continue;
+        }
+        found.push(Candidate {
+            path: entry.path(),
+            claim: NameClaim::parse(name),
+        });
+    }
+    // Directory order differs between machines; the index must not.
+    found.sort_by(|a, b| a.path.cmp(&b.path));
+    out.extend(found);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn canonical_names() {
+        let c = NameClaim::parse("neurosis-oddversion6-1.2.3-beta12-20190513194219-x86_64-linux.hart")
+            .expect("canonical");
+        assert_eq!(c.onv, "neurosis-oddversion6-1.2.3-beta12");
+        assert_eq!(c.release, "20190513194219");
+        assert_eq!(c.target.as_str(), "x86_64-linux");
+        assert_eq!(c.version_for("neurosis", "oddversion6"), Some("1.2.3-beta12"));
+        assert_eq!(c.version_for("neurosis", "oddversion"), None);
+        let c = NameClaim::parse("core-linux-headers-4.3-20160612063537-x86_64-linux-kernel2.hart")
+            .expect("canonical");
+        assert_eq!(c.target.as_str(), "x86_64-linux-kernel2");
+        assert_eq!(c.version_for("core", "linux-headers"), Some("4.3"));
+        assert!(NameClaim::parse("foo.hart").is_none());
+        assert!(NameClaim::parse("a-b-1-2024-x86_64-linux.hart").is_none());
+    }
+}
