@@ -319,7 +319,9 @@ fn check_consistency(members: &BTreeMap<String, Loaded>) -> Result<(), DepotErro
             }
         }
         for d in &m.tdeps {
-            let Some(dep) = members.get(&d.to_string()) else { continue };
+            let Some(dep) = members.get(&d.to_string()) else {
+                continue;
+            };
             if let Some(t) = dep.metadata.tdeps.iter().find(|t| !m.tdeps.contains(t)) {
                 return Err(inconsistent(format!(
                     "{}: TDEPS lacks {t}, which its dependency {d} needs",
@@ -354,7 +356,9 @@ fn heights(members: &BTreeMap<String, Loaded>) -> Result<HashMap<String, usize>,
             }
             None => {}
         }
-        let Some(l) = members.get(key) else { return Ok(0) };
+        let Some(l) = members.get(key) else {
+            return Ok(0);
+        };
         state.insert(key.to_owned(), State::Visiting);
         path.push(l.metadata.ident.clone());
         let mut h = 0;

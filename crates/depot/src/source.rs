@@ -129,7 +129,10 @@ impl Depot {
             candidates,
             searched,
             keys: KeyDirs::new(key_dirs),
-            target: settings.target.clone().unwrap_or_else(PackageTarget::host_linux),
+            target: settings
+                .target
+                .clone()
+                .unwrap_or_else(PackageTarget::host_linux),
             decode: DecodeOptions {
                 threads: settings.decode_threads.max(1),
             },
@@ -194,12 +197,16 @@ mod tests {
 
     #[test]
     fn canonical_names() {
-        let c = NameClaim::parse("neurosis-oddversion6-1.2.3-beta12-20190513194219-x86_64-linux.hart")
-            .expect("canonical");
+        let c =
+            NameClaim::parse("neurosis-oddversion6-1.2.3-beta12-20190513194219-x86_64-linux.hart")
+                .expect("canonical");
         assert_eq!(c.onv, "neurosis-oddversion6-1.2.3-beta12");
         assert_eq!(c.release, "20190513194219");
         assert_eq!(c.target.as_str(), "x86_64-linux");
-        assert_eq!(c.version_for("neurosis", "oddversion6"), Some("1.2.3-beta12"));
+        assert_eq!(
+            c.version_for("neurosis", "oddversion6"),
+            Some("1.2.3-beta12")
+        );
         assert_eq!(c.version_for("neurosis", "oddversion"), None);
         let c = NameClaim::parse("core-linux-headers-4.3-20160612063537-x86_64-linux-kernel2.hart")
             .expect("canonical");

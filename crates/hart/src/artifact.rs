@@ -138,7 +138,6 @@ pub fn parse_header<R: BufRead>(r: &mut R) -> Result<(Header, u64), HeaderReadEr
     if !delim.is_empty() {
         return Err(HeaderError::Delimiter(delim.chars().take(40).collect()).into());
     }
-    drop(next);
     Ok((Header { signer, signature }, consumed))
 }
 
@@ -154,7 +153,9 @@ pub enum HeaderReadError {
 impl HeaderReadError {
     fn from_io(e: io::Error) -> HeaderReadError {
         if e.get_ref().is_some_and(|inner| inner.is::<HeaderError>()) {
-            let inner = e.into_inner().and_then(|b| b.downcast::<HeaderError>().ok());
+            let inner = e
+                .into_inner()
+                .and_then(|b| b.downcast::<HeaderError>().ok());
             match inner {
                 Some(h) => HeaderReadError::Header(*h),
                 None => HeaderReadError::Io(io::Error::other("header read failed")),
@@ -176,7 +177,7 @@ pub enum HartError {
     UnknownKey {
         path: PathBuf,
         signer: NamedRevision,
-        source: KeyLookupError,
+        source: Box<KeyLookupError>,
     },
     #[error(
         "{}: the signature does not verify with public key {key} (the header was altered, or the key is not the one that signed it)",
@@ -276,7 +277,7 @@ impl Hart {
             .map_err(|source| HartError::UnknownKey {
                 path: self.path.clone(),
                 signer: self.header.signer.clone(),
-                source,
+                source: Box::new(source),
             })?;
         let key_path = keys
             .dirs()
@@ -494,7 +495,10 @@ mod tests {
 
     #[test]
     fn header_cases() {
-        let good = format!("HART-1\nacme-20200101000000\nBLAKE2b\n{}\n\nPAYLOAD", sig_b64());
+        let good = format!(
+            "HART-1\nacme-20200101000000\nBLAKE2b\n{}\n\nPAYLOAD",
+            sig_b64()
+        );
         let (h, n) = header_of(good.as_bytes()).expect("valid");
         assert_eq!(h.signer.to_string(), "acme-20200101000000");
         assert_eq!(n as usize, good.len() - "PAYLOAD".len());
@@ -506,8 +510,14 @@ mod tests {
         };
         assert_eq!(err(b""), HeaderError::Empty);
         assert!(matches!(err(b"HART-2\n"), HeaderError::FormatVersion(_)));
-        assert!(matches!(err(b"HART-1\nnope\n"), HeaderError::NamedRevision(_)));
-        assert!(matches!(err(b"HART-1\nacme-20200101000000\nSHA1\n"), HeaderError::HashType(_)));
+        assert!(matches!(
+            err(b"HART-1\nnope\n"),
+            HeaderError::NamedRevision(_)
+        ));
+        assert!(matches!(
+            err(b"HART-1\nacme-20200101000000\nSHA1\n"),
+            HeaderError::HashType(_)
+        ));
         assert_eq!(
             err(b"HART-1\nacme-20200101000000\nBLAKE2b\n***\n\n"),
             HeaderError::SignatureBase64
@@ -517,10 +527,16 @@ mod tests {
             HeaderError::SignatureLength(3)
         );
         let no_delim = format!("HART-1\nacme-20200101000000\nBLAKE2b\n{}\nxx\n", sig_b64());
-        assert!(matches!(err(no_delim.as_bytes()), HeaderError::Delimiter(_)));
+        assert!(matches!(
+            err(no_delim.as_bytes()),
+            HeaderError::Delimiter(_)
+        ));
         let cut = format!("HART-1\nacme-20200101000000\nBLAKE2b\n{}\n", sig_b64());
         assert_eq!(err(cut.as_bytes()), HeaderError::Truncated { line: 5 });
-        assert_eq!(err(b"HART-1\nacme-2020"), HeaderError::Truncated { line: 2 });
+        assert_eq!(
+            err(b"HART-1\nacme-2020"),
+            HeaderError::Truncated { line: 2 }
+        );
         let long = format!("HART-1\n{}\n", "a".repeat(5000));
         assert_eq!(err(long.as_bytes()), HeaderError::LineTooLong { line: 2 });
         assert_eq!(

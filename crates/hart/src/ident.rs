@@ -77,7 +77,9 @@ impl PackageIdent {
                     part: PART_NAMES[i],
                 });
             }
-            if part.chars().any(|c| c.is_whitespace() || c.is_control()) || *part == "." || *part == ".."
+            if part.chars().any(|c| c.is_whitespace() || c.is_control())
+                || *part == "."
+                || *part == ".."
             {
                 return Err(IdentError::BadChar {
                     ident: s.to_owned(),
@@ -397,16 +399,41 @@ mod tests {
 
     #[test]
     fn parse_and_display() {
-        for s in ["core/redis", "core/redis/7.2.4", "core/redis/7.2.4/20240101000000"] {
+        for s in [
+            "core/redis",
+            "core/redis/7.2.4",
+            "core/redis/7.2.4/20240101000000",
+        ] {
             assert_eq!(PackageIdent::parse(s).expect("valid").to_string(), s);
         }
-        assert!(matches!(PackageIdent::parse("core"), Err(IdentError::Parts(_))));
-        assert!(matches!(PackageIdent::parse("a/b/c/d/e"), Err(IdentError::Parts(_))));
-        assert!(matches!(PackageIdent::parse("core//1.0"), Err(IdentError::EmptyPart { part: "name", .. })));
-        assert!(matches!(PackageIdent::parse("Core/redis"), Err(IdentError::Origin { .. })));
-        assert!(matches!(PackageIdent::parse("core/re.dis"), Err(IdentError::Name { .. })));
-        assert!(matches!(PackageIdent::parse("core/redis/1 0"), Err(IdentError::BadChar { .. })));
-        assert!(matches!(PackageIdent::parse("core/redis/.."), Err(IdentError::BadChar { .. })));
+        assert!(matches!(
+            PackageIdent::parse("core"),
+            Err(IdentError::Parts(_))
+        ));
+        assert!(matches!(
+            PackageIdent::parse("a/b/c/d/e"),
+            Err(IdentError::Parts(_))
+        ));
+        assert!(matches!(
+            PackageIdent::parse("core//1.0"),
+            Err(IdentError::EmptyPart { part: "name", .. })
+        ));
+        assert!(matches!(
+            PackageIdent::parse("Core/redis"),
+            Err(IdentError::Origin { .. })
+        ));
+        assert!(matches!(
+            PackageIdent::parse("core/re.dis"),
+            Err(IdentError::Name { .. })
+        ));
+        assert!(matches!(
+            PackageIdent::parse("core/redis/1 0"),
+            Err(IdentError::BadChar { .. })
+        ));
+        assert!(matches!(
+            PackageIdent::parse("core/redis/.."),
+            Err(IdentError::BadChar { .. })
+        ));
         assert!(PackageIdent::parse_fq("core/redis/1.0").is_err());
     }
 
@@ -437,12 +464,27 @@ mod tests {
     fn partial_cmp_rules() {
         let p = |s: &str| PackageIdent::parse(s).expect("valid");
         assert_eq!(p("a/x").habitat_partial_cmp(&p("a/y")), None);
-        assert_eq!(p("a/x").habitat_partial_cmp(&p("b/x")), Some(Ordering::Equal));
-        assert_eq!(p("a/x/1.0").habitat_partial_cmp(&p("a/x")), Some(Ordering::Greater));
-        assert_eq!(p("a/x/1.0/2").habitat_partial_cmp(&p("a/x/1.0")), Some(Ordering::Greater));
-        assert_eq!(p("a/x/1.0/2").habitat_partial_cmp(&p("a/x/1.0.0/1")), Some(Ordering::Greater));
+        assert_eq!(
+            p("a/x").habitat_partial_cmp(&p("b/x")),
+            Some(Ordering::Equal)
+        );
+        assert_eq!(
+            p("a/x/1.0").habitat_partial_cmp(&p("a/x")),
+            Some(Ordering::Greater)
+        );
+        assert_eq!(
+            p("a/x/1.0/2").habitat_partial_cmp(&p("a/x/1.0")),
+            Some(Ordering::Greater)
+        );
+        assert_eq!(
+            p("a/x/1.0/2").habitat_partial_cmp(&p("a/x/1.0.0/1")),
+            Some(Ordering::Greater)
+        );
         // Unparsable versions fall back to string comparison.
-        assert_eq!(p("a/x/abc/1").habitat_partial_cmp(&p("a/x/abd/1")), Some(Ordering::Less));
+        assert_eq!(
+            p("a/x/abc/1").habitat_partial_cmp(&p("a/x/abd/1")),
+            Some(Ordering::Less)
+        );
     }
 
     #[test]
@@ -470,7 +512,11 @@ mod tests {
             prop::bool::ANY,
         )
             .prop_map(|(nums, ext, dash)| {
-                let mut s = nums.iter().map(u64::to_string).collect::<Vec<_>>().join(".");
+                let mut s = nums
+                    .iter()
+                    .map(u64::to_string)
+                    .collect::<Vec<_>>()
+                    .join(".");
                 if let Some(e) = ext {
                     if dash {
                         s.push('-');

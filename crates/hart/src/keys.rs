@@ -321,8 +321,7 @@ fn write_key_file(path: &Path, text: &str, mode: u32) -> Result<(), KeyError> {
     let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(io_err)?;
     tmp.write_all(text.as_bytes()).map_err(io_err)?;
     set_mode(tmp.path(), mode).map_err(io_err)?;
-    tmp.persist_noclobber(path)
-        .map_err(|e| io_err(e.error))?;
+    tmp.persist_noclobber(path).map_err(|e| io_err(e.error))?;
     Ok(())
 }
 
@@ -341,7 +340,7 @@ fn set_mode(_path: &Path, _mode: u32) -> io::Result<()> {
 #[derive(Debug, thiserror::Error)]
 pub enum KeyLookupError {
     #[error(
-        "no public key {file} for signer {signer}; searched: {}{}",
+        "no public key file {file} in {}{}",
         searched_list(.searched),
         "\nhint: fetch it with `hab origin key download <origin> <revision>` or pass --keys DIR"
     )]
@@ -452,22 +451,35 @@ mod tests {
             name: sk.name.clone(),
             key: SigningKey::from_bytes(&[7u8; 32]),
         };
-        assert!(matches!(other.write_pair(dir.path()), Err(KeyError::Exists { .. })));
+        assert!(matches!(
+            other.write_pair(dir.path()),
+            Err(KeyError::Exists { .. })
+        ));
     }
 
     #[test]
     fn bad_key_files() {
         let p = Path::new("k.pub");
-        let good = SecretKey::generate("acme").expect("gen").public().to_file_text();
+        let good = SecretKey::generate("acme")
+            .expect("gen")
+            .public()
+            .to_file_text();
         assert!(PublicKey::parse(p, &good).is_ok());
-        assert!(matches!(PublicKey::parse(p, ""), Err(KeyError::MissingVersion { .. })));
+        assert!(matches!(
+            PublicKey::parse(p, ""),
+            Err(KeyError::MissingVersion { .. })
+        ));
         assert!(matches!(
             PublicKey::parse(p, &good.replace("SIG-PUB-1", "NONSENSE-12")),
             Err(KeyError::Version { .. })
         ));
         assert!(matches!(
             PublicKey::parse(p, "SIG-PUB-1\nacme-20200101000000\n\nAAAA"),
-            Err(KeyError::Length { found: 3, expected: 32, .. })
+            Err(KeyError::Length {
+                found: 3,
+                expected: 32,
+                ..
+            })
         ));
         assert!(matches!(
             PublicKey::parse(p, "SIG-PUB-1\nacme-20200101000000\n\n!!!"),

@@ -117,6 +117,21 @@ impl VerifiedHart {
     /// lie inside one `hab/pkgs/o/n/v/r/` prefix (or be a parent directory of it), and that
     /// prefix must be the ident the IDENT file names.
     pub fn metadata(&self, opts: DecodeOptions) -> Result<PackageMetadata, HartError> {
+        self.read_metadata(opts, false)
+    }
+
+    /// Like [`VerifiedHart::metadata`] but stops decoding as soon as IDENT and TARGET have
+    /// been read: enough to name the package, usually a small fraction of the payload. The
+    /// other fields, sizes and counts cover only what was read.
+    pub fn ident_and_target(&self, opts: DecodeOptions) -> Result<PackageMetadata, HartError> {
+        self.read_metadata(opts, true)
+    }
+
+    fn read_metadata(
+        &self,
+        opts: DecodeOptions,
+        stop_at_ident: bool,
+    ) -> Result<PackageMetadata, HartError> {
         let path = self.path().to_owned();
         let meta_err = |detail: String| HartError::Metadata {
             path: path.clone(),
@@ -178,16 +193,25 @@ impl VerifiedHart {
                     let text = String::from_utf8(buf)
                         .map_err(|_| meta_err(format!("metadata file {name} is not UTF-8 text")))?;
                     files.insert((*name).to_owned(), text.trim().to_owned());
+                    if stop_at_ident && files.contains_key("IDENT") && files.contains_key("TARGET")
+                    {
+                        break;
+                    }
                 }
                 _ => {}
             }
+        }
+        if !stop_at_ident {
+            // Read past the tar's end-of-archive marker to the end of the xz stream, so the
+            // stream's own checks and the re-hash of the file (see `payload`) both run.
+            std::io::copy(&mut archive.into_inner(), &mut std::io::sink()).map_err(payload_err)?;
         }
         let prefix = prefix.ok_or_else(|| meta_err("the package holds no files".into()))?;
         let ident_text = files
             .get("IDENT")
             .ok_or_else(|| meta_err("the package has no IDENT file".into()))?;
-        let ident = PackageIdent::parse_fq(ident_text)
-            .map_err(|e| meta_err(format!("IDENT: {e}")))?;
+        let ident =
+            PackageIdent::parse_fq(ident_text).map_err(|e| meta_err(format!("IDENT: {e}")))?;
         let prefix_ident = prefix.join("/");
         if ident.to_string() != prefix_ident {
             return Err(meta_err(format!(
@@ -212,7 +236,9 @@ impl VerifiedHart {
         let tdeps = idents("TDEPS")?;
         let build_deps = idents("BUILD_DEPS")?;
         if tdeps.contains(&ident) || deps.contains(&ident) {
-            return Err(meta_err(format!("{ident} lists itself as its own dependency")));
+            return Err(meta_err(format!(
+                "{ident} lists itself as its own dependency"
+            )));
         }
         let own_prefix = format!("/{}", ident_prefix(&ident));
         let path_dirs = files

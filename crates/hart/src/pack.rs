@@ -22,7 +22,7 @@ pub enum PackError {
     WrongOrigin {
         key: String,
         key_origin: String,
-        ident: PackageIdent,
+        ident: Box<PackageIdent>,
     },
     #[error("{}: unsupported file type (only files, directories and symlinks can be packed)", path.display())]
     FileType { path: PathBuf },
@@ -97,7 +97,7 @@ pub fn pack(
         return Err(PackError::WrongOrigin {
             key: key.name.to_string(),
             key_origin: key.name.name.clone(),
-            ident,
+            ident: Box::new(ident),
         });
     }
     let dest = match out {

@@ -5,7 +5,9 @@ use std::path::{Path, PathBuf};
 use hart::{DecodeOptions, Hart, HartError, KeyDirs, NamedRevision, PublicKey, SecretKey};
 
 fn fixtures(sub: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures").join(sub)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../fixtures")
+        .join(sub)
 }
 
 fn keys(sub: &str) -> KeyDirs {
@@ -15,12 +17,24 @@ fn keys(sub: &str) -> KeyDirs {
 #[test]
 fn happyhumans_verifies_with_upstream_checksum() {
     let path = fixtures("habitat/happyhumans-possums-8.1.4-20160427165340-x86_64-linux.hart");
-    let v = Hart::open(&path).expect("header").verify(&keys("habitat")).expect("verifies");
-    assert_eq!(v.checksum(), "74d368d3642721b5045929845f6a1146fad50c7ecab7ab547603965e45a29a82");
-    assert_eq!(v.payload_hash(), "0f2c5f4de145c7f78601caae9c7b8767098413d05739de913c012922b7eed760");
+    let v = Hart::open(&path)
+        .expect("header")
+        .verify(&keys("habitat"))
+        .expect("verifies");
+    assert_eq!(
+        v.checksum(),
+        "74d368d3642721b5045929845f6a1146fad50c7ecab7ab547603965e45a29a82"
+    );
+    assert_eq!(
+        v.payload_hash(),
+        "0f2c5f4de145c7f78601caae9c7b8767098413d05739de913c012922b7eed760"
+    );
     assert_eq!(v.payload_len(), 940);
     let m = v.metadata(DecodeOptions::default()).expect("metadata");
-    assert_eq!(m.ident.to_string(), "happyhumans/possums/8.1.4/20160427165340");
+    assert_eq!(
+        m.ident.to_string(),
+        "happyhumans/possums/8.1.4/20160427165340"
+    );
     assert_eq!(m.target.as_str(), "x86_64-linux");
     assert_eq!(m.entries, 6);
     assert!(m.file("MANIFEST").is_some());
@@ -37,9 +51,17 @@ fn builder_fixtures_classified() {
         if path.extension().is_none_or(|e| e != "hart") {
             continue;
         }
-        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_owned();
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default()
+            .to_owned();
         let result = Hart::open(&path).expect("header").verify(&keys);
-        let unknown = ["0.1.3-20171205003213", "0.1.3-20171206004121", "0.1.4-20171206004139"];
+        let unknown = [
+            "0.1.3-20171205003213",
+            "0.1.3-20171206004121",
+            "0.1.4-20171206004139",
+        ];
         if unknown.iter().any(|u| name.contains(u)) {
             match result {
                 Err(HartError::UnknownKey { signer, .. }) => {
@@ -71,8 +93,8 @@ fn signme_matches_upstream_vector() {
     assert_eq!(&sig[..6], &[148, 34, 226, 235, 2, 136]);
     assert_eq!(hex::encode(&sig), SIGNME_SIGNATURE);
     // The public key verifies what the secret key signed.
-    let public =
-        PublicKey::from_file(&fixtures("habitat/origin-key-valid-20160509190508.pub")).expect("pub");
+    let public = PublicKey::from_file(&fixtures("habitat/origin-key-valid-20160509190508.pub"))
+        .expect("pub");
     assert_eq!(public.key, key.public().key);
 }
 
@@ -101,7 +123,10 @@ fn invalid_version_keys_rejected() {
 #[test]
 fn unknown_key_names_file_and_dirs() {
     let path = fixtures("builder/neurosis-testapp-0.1.3-20171205003213-x86_64-linux.hart");
-    let err = Hart::open(&path).expect("header").verify(&keys("builder")).expect_err("unknown");
+    let err = Hart::open(&path)
+        .expect("header")
+        .verify(&keys("builder"))
+        .expect_err("unknown");
     let msg = err.to_string();
     assert!(msg.contains("neurosis-20171205003147.pub"), "{msg}");
     assert!(msg.contains("fixtures/builder"), "{msg}");

@@ -37,10 +37,45 @@ impl Rng {
 }
 
 const WORDS: &[&str] = &[
-    "habitat", "package", "service", "supervisor", "config", "layer", "image", "registry",
-    "the", "of", "and", "to", "in", "is", "for", "on", "with", "as", "by", "this", "that",
-    "return", "static", "const", "struct", "function", "error", "value", "buffer", "index",
-    "memory", "thread", "signal", "socket", "stream", "header", "version", "release", "origin",
+    "habitat",
+    "package",
+    "service",
+    "supervisor",
+    "config",
+    "layer",
+    "image",
+    "registry",
+    "the",
+    "of",
+    "and",
+    "to",
+    "in",
+    "is",
+    "for",
+    "on",
+    "with",
+    "as",
+    "by",
+    "this",
+    "that",
+    "return",
+    "static",
+    "const",
+    "struct",
+    "function",
+    "error",
+    "value",
+    "buffer",
+    "index",
+    "memory",
+    "thread",
+    "signal",
+    "socket",
+    "stream",
+    "header",
+    "version",
+    "release",
+    "origin",
 ];
 
 /// Fills `out` with `len` bytes of content shaped like real package files: a mix of prose,
@@ -114,7 +149,11 @@ pub fn write_package_dir(root: &Path, spec: &PackageSpec) -> Result<PathBuf> {
     let parts = [
         ("lib", format!("lib{}.so", id.name), total * 6 / 10),
         ("bin", id.name.clone(), total * 3 / 10),
-        ("share/doc", "README".to_owned(), total - total * 6 / 10 - total * 3 / 10),
+        (
+            "share/doc",
+            "README".to_owned(),
+            total - total * 6 / 10 - total * 3 / 10,
+        ),
     ];
     for (sub, name, len) in parts {
         let mut buf = Vec::with_capacity(len);
@@ -128,7 +167,10 @@ pub fn write_package_dir(root: &Path, spec: &PackageSpec) -> Result<PathBuf> {
     if spec.service {
         fs::create_dir_all(dir.join("hooks"))?;
         let run = dir.join("hooks/run");
-        fs::write(&run, format!("#!/bin/sh\nexec /hab/pkgs/{id}/bin/{} \"$@\"\n", id.name))?;
+        fs::write(
+            &run,
+            format!("#!/bin/sh\nexec /hab/pkgs/{id}/bin/{} \"$@\"\n", id.name),
+        )?;
         set_exec(&run)?;
         fs::write(dir.join("SVC_USER"), "hab\n")?;
         fs::write(dir.join("SVC_GROUP"), "hab\n")?;
@@ -210,11 +252,24 @@ pub fn plan_closure(spec: &ClosureSpec) -> Vec<PackageSpec> {
     let mut specs: Vec<PackageSpec> = Vec::with_capacity(n);
     for i in 0..n {
         let primary = i == n - 1;
-        let name = if primary { "app".to_owned() } else { format!("lib{i:03}") };
-        let ident = PackageIdent::new_fq(&spec.origin, &name, &format!("1.{}.0", i % 7), &spec.release);
+        let name = if primary {
+            "app".to_owned()
+        } else {
+            format!("lib{i:03}")
+        };
+        let ident = PackageIdent::new_fq(
+            &spec.origin,
+            &name,
+            &format!("1.{}.0", i % 7),
+            &spec.release,
+        );
         let mut deps: Vec<PackageIdent> = Vec::new();
         if i > 0 {
-            let want = if primary { 3.min(i) + (i / 8).min(4) } else { rng.below(4) as usize };
+            let want = if primary {
+                3.min(i) + (i / 8).min(4)
+            } else {
+                rng.below(4) as usize
+            };
             for _ in 0..want {
                 let d = &specs[rng.below(i as u64) as usize].ident;
                 if !deps.contains(d) {
@@ -224,7 +279,11 @@ pub fn plan_closure(spec: &ClosureSpec) -> Vec<PackageSpec> {
         }
         let mut tdeps: Vec<PackageIdent> = Vec::new();
         for d in &deps {
-            let dspec = specs.iter().find(|s| &s.ident == d).map(|s| s.tdeps.clone()).unwrap_or_default();
+            let dspec = specs
+                .iter()
+                .find(|s| &s.ident == d)
+                .map(|s| s.tdeps.clone())
+                .unwrap_or_default();
             for t in std::iter::once(d.clone()).chain(dspec) {
                 if !tdeps.contains(&t) {
                     tdeps.push(t);
@@ -305,7 +364,13 @@ pub fn add_package(closure: &mut Closure, spec: PackageSpec, block_size: u64) ->
         mtime: Some(1_700_000_000),
         ..PackOptions::default()
     };
-    let packed = hart::pack(&dir, &closure.key, None, &closure.dir.join("artifacts"), &opts)?;
+    let packed = hart::pack(
+        &dir,
+        &closure.key,
+        None,
+        &closure.dir.join("artifacts"),
+        &opts,
+    )?;
     closure.harts.push(packed.path.clone());
     closure.packages.push(spec);
     Ok(packed.path)
@@ -317,13 +382,20 @@ mod tests {
 
     #[test]
     fn plan_is_deterministic_and_closed() {
-        let spec = ClosureSpec { packages: 40, ..ClosureSpec::default() };
+        let spec = ClosureSpec {
+            packages: 40,
+            ..ClosureSpec::default()
+        };
         let a = plan_closure(&spec);
         let b = plan_closure(&spec);
         assert_eq!(a.len(), 40);
         assert_eq!(
-            a.iter().map(|s| (s.ident.to_string(), s.size)).collect::<Vec<_>>(),
-            b.iter().map(|s| (s.ident.to_string(), s.size)).collect::<Vec<_>>()
+            a.iter()
+                .map(|s| (s.ident.to_string(), s.size))
+                .collect::<Vec<_>>(),
+            b.iter()
+                .map(|s| (s.ident.to_string(), s.size))
+                .collect::<Vec<_>>()
         );
         // Every library is in the primary's TDEPS, and every TDEPS is closed.
         let app = &a[39];

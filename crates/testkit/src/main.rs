@@ -41,7 +41,15 @@ enum Command {
 
 fn main() -> Result<()> {
     match Cli::parse().command {
-        Command::Gen { out, packages, size_mb, origin, seed, block_kb, release } => {
+        Command::Gen {
+            out,
+            packages,
+            size_mb,
+            origin,
+            seed,
+            block_kb,
+            release,
+        } => {
             let spec = ClosureSpec {
                 origin,
                 packages,

@@ -1,0 +1,98 @@
+//! `hab-oci resolve`: the verified closure in layer order.
+
+use std::process::ExitCode;
+
+use anyhow::{Result, anyhow};
+use depot::{Depot, DepotError, Request};
+use serde::Serialize;
+
+use crate::cli::ResolveArgs;
+use crate::printer::Printer;
+use crate::settings;
+
+#[derive(Serialize)]
+struct Entry<'a> {
+    ident: &'a hart::PackageIdent,
+    target: &'a hart::PackageTarget,
+    file: String,
+    checksum: &'a str,
+    signer: String,
+    height: usize,
+    requested: bool,
+    deps: &'a [hart::PackageIdent],
+}
+
+/// Adds what to do next to errors where there is a clear next step.
+fn with_hint(err: DepotError) -> anyhow::Error {
+    let hint = match &err {
+        DepotError::Missing { missing, .. } => Some(format!(
+            "download them (keys included) with `hab pkg download --download-directory DIR {}` and pass --source DIR",
+            missing
+                .iter()
+                .map(|m| m.ident.to_string())
+                .collect::<Vec<_>>()
+                .join(" ")
+        )),
+        DepotError::NotFound { .. } => {
+            Some("pass the directory holding the .hart with --source DIR".to_owned())
+        }
+        _ => None,
+    };
+    match hint {
+        Some(h) => anyhow!("{err}\nhint: {h}"),
+        None => anyhow!(err),
+    }
+}
+
+pub(crate) fn run(args: &ResolveArgs, printer: &Printer) -> Result<ExitCode> {
+    let requests = args
+        .packages
+        .iter()
+        .map(|p| Request::parse(p))
+        .collect::<Result<Vec<_>, _>>()?;
+    let depot = Depot::open(&settings::depot(&args.source)?).map_err(with_hint)?;
+    printer.verbose(&format!(
+        "package sources: {}; key directories: {}",
+        depot
+            .searched()
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", "),
+        depot
+            .key_dirs()
+            .dirs()
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    ));
+    let closure = depot.resolve(&requests).map_err(with_hint)?;
+    if args.json {
+        let entries: Vec<Entry<'_>> = closure
+            .packages
+            .iter()
+            .map(|p| Entry {
+                ident: p.ident(),
+                target: &p.metadata.target,
+                file: p.hart.path().display().to_string(),
+                checksum: p.hart.checksum(),
+                signer: p.hart.signer().to_string(),
+                height: p.height,
+                requested: p.requested,
+                deps: &p.metadata.deps,
+            })
+            .collect();
+        printer.out(&serde_json::to_string_pretty(&entries)?)?;
+    } else {
+        for p in &closure.packages {
+            printer.out(&p.ident().to_string())?;
+        }
+    }
+    printer.status(&format!(
+        "{} packages verified ({})",
+        closure.packages.len(),
+        closure.target
+    ));
+    Ok(ExitCode::SUCCESS)
+}

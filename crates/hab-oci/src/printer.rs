@@ -1,0 +1,46 @@
+//! All terminal output goes through here: results on stdout, messages on stderr.
+
+use std::io::{self, Write};
+
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Printer {
+    quiet: bool,
+    verbose: bool,
+}
+
+impl Printer {
+    pub(crate) fn new(quiet: bool, verbose: bool) -> Printer {
+        Printer { quiet, verbose }
+    }
+
+    /// One result line on stdout (never suppressed: scripts read it).
+    pub(crate) fn out(&self, line: &str) -> io::Result<()> {
+        let mut o = io::stdout().lock();
+        writeln!(o, "{line}")
+    }
+
+    /// A status message on stderr, unless `--quiet`.
+    pub(crate) fn status(&self, line: &str) {
+        if !self.quiet {
+            let _ = writeln!(io::stderr().lock(), "{line}");
+        }
+    }
+
+    /// Detail shown with `-v`.
+    pub(crate) fn verbose(&self, line: &str) {
+        if self.verbose && !self.quiet {
+            let _ = writeln!(io::stderr().lock(), "{line}");
+        }
+    }
+
+    /// A failure: the error and its causes, then any hint. Always shown.
+    pub(crate) fn error(&self, err: &anyhow::Error) {
+        let mut e = io::stderr().lock();
+        let _ = writeln!(e, "error: {err:#}");
+    }
+
+    /// A per-item failure that does not stop the command (e.g. one of several files).
+    pub(crate) fn item_error(&self, line: &str) {
+        let _ = writeln!(io::stderr().lock(), "error: {line}");
+    }
+}

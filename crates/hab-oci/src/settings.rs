@@ -1,0 +1,51 @@
+//! Turns parsed arguments plus the environment into resolved settings for the libraries.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use depot::DepotSettings;
+use hart::{KeyDirs, PackageTarget};
+
+use crate::cli::{KeysArgs, SourceArgs};
+
+fn home_hab(sub: &str) -> Option<PathBuf> {
+    std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".hab/cache").join(sub))
+}
+
+/// Habitat's cache directory for `sub` ("keys", "artifacts"): `$env_var` if set, else the
+/// system one and the user's one (`hab` uses the first as root, the second otherwise).
+fn habitat_cache(env_var: &str, sub: &str) -> Vec<PathBuf> {
+    if let Some(p) = std::env::var_os(env_var) {
+        return vec![PathBuf::from(p)];
+    }
+    let mut v = vec![PathBuf::from("/hab/cache").join(sub)];
+    v.extend(home_hab(sub));
+    v
+}
+
+/// Where `key generate` writes by default.
+pub(crate) fn key_cache_for_writing() -> PathBuf {
+    habitat_cache("HAB_CACHE_KEY_PATH", "keys")
+        .into_iter()
+        .next()
+        .unwrap_or_else(|| PathBuf::from("/hab/cache/keys"))
+}
+
+pub(crate) fn key_dirs(args: &KeysArgs) -> KeyDirs {
+    if args.keys.is_empty() {
+        KeyDirs::new(habitat_cache("HAB_CACHE_KEY_PATH", "keys"))
+    } else {
+        KeyDirs::new(args.keys.clone())
+    }
+}
+
+pub(crate) fn depot(args: &SourceArgs) -> Result<DepotSettings> {
+    let target = PackageTarget::parse(&args.target).context("--target")?;
+    Ok(DepotSettings {
+        sources: args.sources.clone(),
+        artifact_caches: habitat_cache("HAB_CACHE_ARTIFACT_PATH", "artifacts"),
+        key_dirs: key_dirs(&args.keys).dirs().to_vec(),
+        target: Some(target),
+        decode_threads: 1,
+    })
+}

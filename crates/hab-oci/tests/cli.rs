@@ -1,0 +1,359 @@
+//! The `hab-oci` binary end to end: the upstream fixtures, damaged copies of them, and a
+//! generated closure taken through key generate → pack → verify → info → resolve.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use assert_cmd::Command;
+use predicates::prelude::*;
+
+fn fixtures(sub: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../fixtures")
+        .join(sub)
+}
+
+/// The binary with Habitat's caches pointed at an empty directory, so the machine's own
+/// /hab/cache never leaks into a test.
+fn hab_oci(empty: &Path) -> Command {
+    let mut c = Command::cargo_bin("hab-oci").expect("binary");
+    c.env("HAB_CACHE_KEY_PATH", empty.join("keys"))
+        .env("HAB_CACHE_ARTIFACT_PATH", empty.join("artifacts"))
+        .env_remove("SOURCE_DATE_EPOCH");
+    c
+}
+
+const HAPPY: &str = "happyhumans-possums-8.1.4-20160427165340-x86_64-linux.hart";
+
+#[test]
+fn verify_classifies_the_builder_fixtures() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = fixtures("builder");
+    let mut files: Vec<PathBuf> = fs::read_dir(&dir)
+        .expect("dir")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "hart"))
+        .collect();
+    files.sort();
+    let out = hab_oci(tmp.path())
+        .args(["hart", "verify", "--keys"])
+        .arg(&dir)
+        .args(&files)
+        .assert()
+        .code(1)
+        .get_output()
+        .clone();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stdout.lines().count(), 7, "{stdout}");
+    assert!(stdout.contains(": ok neurosis/oddversion6/2.0/20190513194234 x86_64-linux"));
+    assert!(stdout.contains(": ok neurosis/testapp/0.1.4/20181115124506 x86_64-windows"));
+    assert_eq!(
+        stderr
+            .matches("no public key file neurosis-20171205003147.pub")
+            .count(),
+        3,
+        "{stderr}"
+    );
+}
+
+/// Copies the happyhumans fixture with `damage` applied and returns the verify stderr.
+fn verify_damaged(tmp: &Path, name: &str, damage: impl Fn(&mut Vec<u8>)) -> String {
+    let mut bytes = fs::read(fixtures("habitat").join(HAPPY)).expect("fixture");
+    damage(&mut bytes);
+    let path = tmp.join(name);
+    fs::write(&path, bytes).expect("write");
+    let out = hab_oci(tmp)
+        .args(["hart", "verify", "--keys"])
+        .arg(fixtures("habitat"))
+        .arg(&path)
+        .assert()
+        .code(1)
+        .stdout("")
+        .get_output()
+        .clone();
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(err.contains(name), "error must name the file: {err}");
+    err
+}
+
+#[test]
+fn damaged_copies_fail_with_distinct_messages() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    hab_oci(tmp.path())
+        .args(["hart", "verify", "--keys"])
+        .arg(fixtures("habitat"))
+        .arg(fixtures("habitat").join(HAPPY))
+        .assert()
+        .success()
+        .stdout(predicate::str::contains(
+            ": ok happyhumans/possums/8.1.4/20160427165340 x86_64-linux",
+        ));
+
+    let header_len = 216;
+    let flipped = verify_damaged(tmp.path(), "flipped.hart", |b| b[header_len + 100] ^= 0x01);
+    assert!(flipped.contains("payload was modified"), "{flipped}");
+    let truncated = verify_damaged(tmp.path(), "truncated.hart", |b| {
+        b.truncate(header_len + 500)
+    });
+    assert!(truncated.contains("payload is truncated"), "{truncated}");
+    let cut_header = verify_damaged(tmp.path(), "cut-header.hart", |b| b.truncate(100));
+    assert!(
+        cut_header.contains("can't find end of header"),
+        "{cut_header}"
+    );
+    let bad_version = verify_damaged(tmp.path(), "version.hart", |b| b[5] = b'9');
+    assert!(
+        bad_version.contains("unsupported format version 'HART-9'"),
+        "{bad_version}"
+    );
+    let sig = verify_damaged(tmp.path(), "sig.hart", |b| {
+        b[60] = if b[60] == b'A' { b'B' } else { b'A' }
+    });
+    assert!(sig.contains("signature does not verify"), "{sig}");
+    let long = verify_damaged(tmp.path(), "long.hart", |b| {
+        b.splice(7..7, std::iter::repeat_n(b'x', 5000));
+    });
+    assert!(
+        long.contains("header line 2 is longer than 1024 bytes"),
+        "{long}"
+    );
+    let utf8 = verify_damaged(tmp.path(), "utf8.hart", |b| b[8] = 0xff);
+    assert!(utf8.contains("header line 2 is not UTF-8"), "{utf8}");
+    let all = [
+        &flipped,
+        &truncated,
+        &cut_header,
+        &bad_version,
+        &sig,
+        &long,
+        &utf8,
+    ];
+    for (i, a) in all.iter().enumerate() {
+        for b in &all[i + 1..] {
+            assert_ne!(a, b);
+        }
+    }
+}
+
+#[test]
+fn bad_keys_and_idents_are_clear_errors() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    // A public key of the wrong length under the name the hart asks for.
+    let keys = tmp.path().join("k");
+    fs::create_dir_all(&keys).expect("mkdir");
+    fs::write(
+        keys.join("happyhumans-20160424223347.pub"),
+        "SIG-PUB-1\nhappyhumans-20160424223347\n\nAAAA",
+    )
+    .expect("key");
+    hab_oci(tmp.path())
+        .args(["hart", "verify", "--keys"])
+        .arg(&keys)
+        .arg(fixtures("habitat").join(HAPPY))
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains(
+            "key material is 3 bytes, expected 32",
+        ));
+    // A key whose header names another key than its file name.
+    let text = fs::read_to_string(fixtures("habitat/happyhumans-20160424223347.pub")).expect("key");
+    fs::write(
+        keys.join("happyhumans-20160424223347.pub"),
+        text.replace("happyhumans-2016", "other-2016"),
+    )
+    .expect("key");
+    hab_oci(tmp.path())
+        .args(["hart", "verify", "--keys"])
+        .arg(&keys)
+        .arg(fixtures("habitat").join(HAPPY))
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("the file is named for happyhumans-20160424223347 but the key inside is other-20160424223347"));
+    hab_oci(tmp.path())
+        .args(["resolve", "--source"])
+        .arg(fixtures("builder"))
+        .arg("neurosis/testapp/0.1.3/20190327162537/extra")
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("invalid package identifier"));
+    hab_oci(tmp.path())
+        .args(["resolve", "--bogus-flag"])
+        .assert()
+        .code(2);
+}
+
+#[test]
+fn resolve_on_the_builder_fixtures() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    hab_oci(tmp.path())
+        .args(["resolve", "--source"])
+        .arg(fixtures("builder"))
+        .arg("neurosis/oddversion6")
+        .assert()
+        .success()
+        .stdout("neurosis/oddversion6/2.0/20190513194234\n");
+    let out = hab_oci(tmp.path())
+        .args(["resolve", "--source"])
+        .arg(fixtures("builder"))
+        .arg("neurosis/testapp3")
+        .assert()
+        .code(1)
+        .stdout("")
+        .get_output()
+        .clone();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("2 dependencies are missing"), "{err}");
+    assert!(
+        err.contains("\n  core/glibc/2.27/20190115002733 (needed by"),
+        "{err}"
+    );
+    assert!(
+        err.contains("\n  core/linux-headers/4.17.12/20190115002705 (needed by"),
+        "{err}"
+    );
+    assert!(err.contains("hint: download them"), "{err}");
+}
+
+#[test]
+fn round_trip_generate_pack_verify_info_resolve() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let keys = tmp.path().join("keys");
+    let out = hab_oci(tmp.path())
+        .args(["key", "generate", "--keys"])
+        .arg(&keys)
+        .arg("rt")
+        .assert()
+        .success()
+        .get_output()
+        .clone();
+    let written: Vec<PathBuf> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(PathBuf::from)
+        .collect();
+    assert_eq!(written.len(), 2);
+    let secret = written
+        .iter()
+        .find(|p| p.to_string_lossy().ends_with(".sig.key"))
+        .expect("secret");
+
+    let spec = hab_oci_testkit::ClosureSpec {
+        origin: "rt".into(),
+        packages: 6,
+        total_size: 300 * 1024,
+        ..Default::default()
+    };
+    let pkgs = tmp.path().join("pkgs");
+    let harts = tmp.path().join("harts");
+    fs::create_dir_all(&harts).expect("mkdir");
+    let plan = hab_oci_testkit::plan_closure(&spec);
+    for p in &plan {
+        let dir = hab_oci_testkit::write_package_dir(&pkgs, p).expect("package dir");
+        hab_oci(tmp.path())
+            .current_dir(&harts)
+            .args(["hart", "pack", "--xz-block-size", "65536", "--key"])
+            .arg(secret)
+            .arg(&dir)
+            .assert()
+            .success()
+            .stdout(predicate::str::ends_with(format!(
+                "{}\n",
+                p.ident
+                    .archive_name(&hart::PackageTarget::host_linux())
+                    .expect("fq")
+            )));
+    }
+    let primary = &plan[plan.len() - 1].ident;
+    let primary_hart = harts.join(
+        primary
+            .archive_name(&hart::PackageTarget::host_linux())
+            .expect("fq"),
+    );
+    hab_oci(tmp.path())
+        .args(["hart", "verify", "--keys"])
+        .arg(&keys)
+        .arg(&primary_hart)
+        .assert()
+        .success()
+        .stdout(predicate::str::contains(format!(
+            ": ok {primary} x86_64-linux"
+        )));
+    let info = hab_oci(tmp.path())
+        .args(["hart", "info", "--json", "--keys"])
+        .arg(&keys)
+        .arg(&primary_hart)
+        .assert()
+        .success()
+        .get_output()
+        .clone();
+    let info: serde_json::Value = serde_json::from_slice(&info.stdout).expect("json");
+    assert_eq!(info["ident"], primary.to_string());
+    assert_eq!(info["service"], true);
+    assert_eq!(info["svc_user"], "hab");
+    assert_eq!(info["tdeps"].as_array().map(Vec::len), Some(5));
+    assert!(info["unpacked_size"].as_u64().unwrap_or(0) >= plan[plan.len() - 1].size);
+
+    // Packing the same directory twice with SOURCE_DATE_EPOCH gives identical bytes.
+    let dir = pkgs.join("hab/pkgs").join(primary.to_string());
+    for name in ["a.hart", "b.hart"] {
+        hab_oci(tmp.path())
+            .env("SOURCE_DATE_EPOCH", "1700000000")
+            .args(["hart", "pack", "--key"])
+            .arg(secret)
+            .arg("-o")
+            .arg(tmp.path().join(name))
+            .arg(&dir)
+            .assert()
+            .success();
+    }
+    assert_eq!(
+        fs::read(tmp.path().join("a.hart")).expect("a"),
+        fs::read(tmp.path().join("b.hart")).expect("b")
+    );
+
+    let resolved = hab_oci(tmp.path())
+        .args(["resolve", "--source"])
+        .arg(&harts)
+        .arg("--keys")
+        .arg(&keys)
+        .arg("rt/app")
+        .assert()
+        .success()
+        .get_output()
+        .clone();
+    let lines: Vec<String> = String::from_utf8_lossy(&resolved.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(lines.len(), 6);
+    assert_eq!(lines.last(), Some(&primary.to_string()));
+}
+
+#[test]
+fn pack_refuses_a_key_of_another_origin() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let spec = hab_oci_testkit::ClosureSpec {
+        packages: 1,
+        total_size: 1000,
+        ..Default::default()
+    };
+    let p = &hab_oci_testkit::plan_closure(&spec)[0];
+    let dir = hab_oci_testkit::write_package_dir(tmp.path(), p).expect("dir");
+    hab_oci(tmp.path())
+        .args(["hart", "pack", "--key"])
+        .arg(fixtures("habitat/origin-key-valid-20160509190508.sig.key"))
+        .arg("-o")
+        .arg(tmp.path().join("x.hart"))
+        .arg(&dir)
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("is for origin 'origin-key-valid'"));
+    assert!(!tmp.path().join("x.hart").exists());
+    // Nothing half-written is left beside the destination either.
+    let leftovers: Vec<_> = fs::read_dir(tmp.path())
+        .expect("dir")
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with(".hart-pack-"))
+        .collect();
+    assert!(leftovers.is_empty());
+}
