@@ -357,3 +357,101 @@ fn pack_refuses_a_key_of_another_origin() {
         .collect();
     assert!(leftovers.is_empty());
 }
+
+/// The shipped examples verify, resolve, and are exactly what `scripts/make-examples.sh`
+/// produces from `examples/pkgs` (so the one documented command regenerates them).
+#[test]
+fn examples_are_current() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples");
+    hab_oci(tmp.path())
+        .args(["resolve", "--source"])
+        .arg(&examples)
+        .arg("example/hello")
+        .assert()
+        .success()
+        .stdout(
+            "example/greeting-data/1.0.0/20240101000000\nexample/libhello/1.2.0/20240101000000\nexample/hello/0.3.0/20240101000000\n",
+        );
+    let key = fs::read_dir(examples.join("keys"))
+        .expect("keys")
+        .map(|e| e.expect("entry").path())
+        .find(|p| p.to_string_lossy().ends_with(".sig.key"))
+        .expect("example secret key");
+    let mut checked = 0;
+    for hart in fs::read_dir(examples.join("artifacts")).expect("artifacts") {
+        let hart = hart.expect("entry").path();
+        let name = hart
+            .file_name()
+            .and_then(|n| n.to_str())
+            .expect("name")
+            .to_owned();
+        let stem = name.trim_end_matches("-x86_64-linux.hart");
+        // example-NAME-VERSION-RELEASE → the package directory.
+        let dir = fs::read_dir(examples.join("pkgs/hab/pkgs/example"))
+            .expect("pkgs")
+            .flat_map(|n| {
+                let n = n.expect("entry").path();
+                fs::read_dir(&n)
+                    .expect("versions")
+                    .flat_map(|v| {
+                        let v = v.expect("entry").path();
+                        fs::read_dir(&v)
+                            .expect("releases")
+                            .map(|r| r.expect("entry").path())
+                            .collect::<Vec<_>>()
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .find(|d| {
+                let parts: Vec<String> = d
+                    .iter()
+                    .rev()
+                    .take(3)
+                    .map(|c| c.to_string_lossy().into_owned())
+                    .collect();
+                stem == format!("example-{}-{}-{}", parts[2], parts[1], parts[0])
+            })
+            .expect("package dir for hart");
+        // Normalize modes on a copy as the script does (a checkout's umask may differ).
+        let copy = tmp.path().join(&name);
+        copy_normalized(&dir, &copy);
+        let out = tmp.path().join(format!("new-{name}"));
+        hab_oci(tmp.path())
+            .env("SOURCE_DATE_EPOCH", "1704067200")
+            .args(["hart", "pack", "--key"])
+            .arg(&key)
+            .arg("-o")
+            .arg(&out)
+            .arg(&copy)
+            .assert()
+            .success();
+        assert!(
+            fs::read(&out).expect("new") == fs::read(&hart).expect("old"),
+            "{name} is stale: run scripts/make-examples.sh"
+        );
+        checked += 1;
+    }
+    assert_eq!(checked, 4);
+}
+
+fn copy_normalized(from: &Path, to: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    fs::create_dir_all(to).expect("mkdir");
+    fs::set_permissions(to, fs::Permissions::from_mode(0o755)).expect("chmod");
+    for e in fs::read_dir(from).expect("read") {
+        let e = e.expect("entry");
+        let dst = to.join(e.file_name());
+        if e.file_type().expect("type").is_dir() {
+            copy_normalized(&e.path(), &dst);
+        } else {
+            fs::copy(e.path(), &dst).expect("copy");
+            let exec = e.metadata().expect("meta").permissions().mode() & 0o100 != 0;
+            fs::set_permissions(
+                &dst,
+                fs::Permissions::from_mode(if exec { 0o755 } else { 0o644 }),
+            )
+            .expect("chmod");
+        }
+    }
+}

@@ -62,7 +62,15 @@ impl PackageIdent {
         }
     }
 
-    /// Parses and validates an ident. Unlike Habitat (which checks characters later, or
+    /// Parses and validates an ident.
+    ///
+    /// ```
+    /// let id = hart::PackageIdent::parse("core/redis/7.2.4").unwrap();
+    /// assert_eq!(id.release, None);
+    /// assert!(hart::PackageIdent::parse("core/redis/7.2.4/20240101000000/x").is_err());
+    /// ```
+    ///
+    /// Unlike Habitat (which checks characters later, or
     /// never), we validate at once: every ident we accept can be a path component.
     pub fn parse(s: &str) -> Result<PackageIdent, IdentError> {
         let parts: Vec<&str> = s.split('/').collect();
@@ -302,6 +310,18 @@ fn cmp_split(a: &SplitVersion, b: &SplitVersion) -> Ordering {
 }
 
 /// Habitat's `version_sort`.
+///
+/// ```
+/// use std::cmp::Ordering;
+/// use hart::ident::version_sort;
+///
+/// assert_eq!(version_sort("1.10", "1.9"), Ok(Ordering::Greater));
+/// assert_eq!(version_sort("1.0", "1.0.0"), Ok(Ordering::Equal));
+/// // No suffix ranks above a suffix; suffixes compare as plain strings.
+/// assert_eq!(version_sort("2.1.1", "2.1.1-alpha2"), Ok(Ordering::Greater));
+/// assert_eq!(version_sort("1.2.3-beta12", "1.2.3-beta2"), Ok(Ordering::Less));
+/// assert!(version_sort("latest", "1.0").is_err());
+/// ```
 pub fn version_sort(a: &str, b: &str) -> Result<Ordering, VersionError> {
     Ok(cmp_split(&split_version(a)?, &split_version(b)?))
 }

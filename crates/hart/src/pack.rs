@@ -155,6 +155,13 @@ pub fn pack(
     let file = tmp.as_file_mut();
     file.seek(SeekFrom::Start(0)).map_err(io_at(&dest))?;
     file.write_all(&header).map_err(io_at(&dest))?;
+    // Temporary files are created 0600; a package is meant to be read by anyone.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        file.set_permissions(fs::Permissions::from_mode(0o644))
+            .map_err(io_at(&dest))?;
+    }
     file.sync_all().map_err(io_at(&dest))?;
     tmp.persist(&dest).map_err(|e| PackError::Io {
         path: dest.clone(),

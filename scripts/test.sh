@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# The test command: installs what the tests need when it is missing, then runs the format
+# check, clippy (warnings are errors), every unit and integration test, and the doctests.
+# Runs on a fresh machine of the project's kind (Debian 12, root) and in CI (`.ci/run`).
+#
+#   bash scripts/test.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+log() { printf '\n==> %s\n' "$*" >&2; }
+
+# System packages the tests and benchmarks use. Later issues add the container tools
+# (docker.io, docker-registry, buildah, skopeo, umoci) here together with the tests that
+# need them; a test that needs a service must find it running, never skip.
+apt_packages=(xz-utils)
+missing=()
+for p in "${apt_packages[@]}"; do
+  dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  log "installing ${missing[*]}"
+  sudo_cmd=""
+  [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
+  $sudo_cmd apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+if ! cargo nextest --version >/dev/null 2>&1; then
+  log "installing cargo-nextest"
+  cargo install --locked cargo-nextest
+fi
+
+log "cargo fmt --check"
+cargo fmt --all -- --check
+
+log "cargo clippy -D warnings"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+log "tests"
+cargo nextest run --workspace --locked --no-fail-fast
+
+log "doctests"
+cargo test --workspace --doc --locked
+
+log "all tests passed"
