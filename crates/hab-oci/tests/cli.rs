@@ -455,3 +455,30 @@ fn copy_normalized(from: &Path, to: &Path) {
         }
     }
 }
+
+/// Without --source, packages come from Habitat's artifact cache ($HAB_CACHE_ARTIFACT_PATH)
+/// and keys from its key cache ($HAB_CACHE_KEY_PATH), as `hab` finds them.
+#[test]
+fn habitat_caches_are_sources() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples");
+    Command::cargo_bin("hab-oci")
+        .expect("binary")
+        .env("HAB_CACHE_ARTIFACT_PATH", examples.join("artifacts"))
+        .env("HAB_CACHE_KEY_PATH", examples.join("keys"))
+        .args(["resolve", "example/hello/0.2.0"])
+        .assert()
+        .success()
+        .stdout(predicate::str::ends_with(
+            "example/hello/0.2.0/20230601000000\n",
+        ));
+    // And with an empty key cache the error names the key file and where it looked.
+    hab_oci(tmp.path())
+        .env("HAB_CACHE_ARTIFACT_PATH", examples.join("artifacts"))
+        .args(["resolve", "example/hello"])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("no public key file example-").and(
+            predicate::str::contains(tmp.path().join("keys").display().to_string()),
+        ));
+}
