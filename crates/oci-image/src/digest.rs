@@ -1,0 +1,65 @@
+//! Tee writers: hash or count what passes through. Written by hand because sha2 0.11 hashers
+//! no longer implement `io::Write`.
+
+use std::io::{self, Write};
+
+use sha2::{Digest as _, Sha256};
+
+/// Passes bytes to `W` and feeds them to a SHA-256 state.
+pub struct HashingWriter<W> {
+    inner: W,
+    state: Sha256,
+}
+
+impl<W> HashingWriter<W> {
+    pub fn new(inner: W) -> HashingWriter<W> {
+        HashingWriter {
+            inner,
+            state: Sha256::new(),
+        }
+    }
+
+    pub fn into_parts(self) -> (Sha256, W) {
+        (self.state, self.inner)
+    }
+}
+
+impl<W: Write> Write for HashingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.state.update(&buf[..n]);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// Passes bytes to `W` and counts them.
+pub struct Counted<W> {
+    inner: W,
+    count: u64,
+}
+
+impl<W> Counted<W> {
+    pub fn new(inner: W) -> Counted<W> {
+        Counted { inner, count: 0 }
+    }
+
+    pub fn into_parts(self) -> (W, u64) {
+        (self.inner, self.count)
+    }
+}
+
+impl<W: Write> Write for Counted<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.count += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}

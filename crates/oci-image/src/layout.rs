@@ -1,0 +1,244 @@
+//! The OCI image layout directory (`oci-layout`, `index.json`, `blobs/sha256/…`) and tar
+//! archives of it. The docker flavour adds a `manifest.json` whose paths point at the same
+//! blobs: Docker's `docker load` reads that, OCI tools read the layout (this is the layout
+//! `docker save` itself writes since Docker 25).
+
+use std::collections::BTreeMap;
+use std::fs::{self, File};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+use oci_spec::image::{ImageIndexBuilder, MediaType};
+use serde::Serialize;
+
+use crate::image::{BuiltImage, ImageError, canonical_json, manifest_descriptor};
+
+#[derive(Debug, thiserror::Error)]
+pub enum LayoutError {
+    #[error("{}: {source}", path.display())]
+    Io { path: PathBuf, source: io::Error },
+    #[error(transparent)]
+    Image(#[from] ImageError),
+    #[error("{digest} is not a sha256 digest")]
+    BadDigest { digest: String },
+}
+
+fn io_at(path: &Path) -> impl Fn(io::Error) -> LayoutError + '_ {
+    move |source| LayoutError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+const OCI_LAYOUT: &[u8] = br#"{"imageLayoutVersion":"1.0.0"}"#;
+
+/// An OCI image layout directory.
+#[derive(Debug, Clone)]
+pub struct OciDir {
+    root: PathBuf,
+}
+
+/// A blob being written: a temporary file inside `blobs/sha256/`, renamed to its digest
+/// only when complete, so a blob path never holds partial content.
+pub struct BlobWriter {
+    tmp: tempfile::NamedTempFile,
+    dir: PathBuf,
+}
+
+impl Write for BlobWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.tmp.write(buf)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.tmp.flush()
+    }
+}
+
+impl BlobWriter {
+    /// Renames the finished blob to `blobs/sha256/<hex of digest>`.
+    pub fn commit(self, digest: &str) -> Result<PathBuf, LayoutError> {
+        let hex = hex_of(digest)?;
+        let dest = self.dir.join(hex);
+        self.tmp
+            .persist(&dest)
+            .map_err(|e| io_at(&dest)(e.error))?;
+        Ok(dest)
+    }
+}
+
+fn hex_of(digest: &str) -> Result<&str, LayoutError> {
+    digest
+        .strip_prefix("sha256:")
+        .filter(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()))
+        .ok_or_else(|| LayoutError::BadDigest {
+            digest: digest.to_owned(),
+        })
+}
+
+/// One image in an index, with the references it is known by.
+pub struct IndexEntry<'a> {
+    pub image: &'a BuiltImage,
+    /// Full references (`name:tag`), for `io.containerd.image.name`.
+    pub names: Vec<String>,
+    /// Tags, for `org.opencontainers.image.ref.name` (what `oci:DIR:TAG` selects).
+    pub tags: Vec<String>,
+}
+
+impl OciDir {
+    /// Creates the layout skeleton at `root` (which may exist and be empty).
+    pub fn create(root: &Path) -> Result<OciDir, LayoutError> {
+        let blobs = root.join("blobs/sha256");
+        fs::create_dir_all(&blobs).map_err(io_at(&blobs))?;
+        let layout = root.join("oci-layout");
+        fs::write(&layout, OCI_LAYOUT).map_err(io_at(&layout))?;
+        Ok(OciDir {
+            root: root.to_owned(),
+        })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn blob_path(&self, digest: &str) -> Result<PathBuf, LayoutError> {
+        Ok(self.root.join("blobs/sha256").join(hex_of(digest)?))
+    }
+
+    pub fn blob_writer(&self) -> Result<BlobWriter, LayoutError> {
+        let dir = self.root.join("blobs/sha256");
+        let tmp = tempfile::Builder::new()
+            .prefix(".tmp-")
+            .tempfile_in(&dir)
+            .map_err(io_at(&dir))?;
+        Ok(BlobWriter { tmp, dir })
+    }
+
+    /// Writes `bytes` as a blob (atomically) and returns its path.
+    pub fn put_blob(&self, digest: &str, bytes: &[u8]) -> Result<PathBuf, LayoutError> {
+        let mut w = self.blob_writer()?;
+        w.write_all(bytes).map_err(io_at(&self.root))?;
+        w.commit(digest)
+    }
+
+    /// Writes config and manifest blobs of `entries` and the `index.json` listing them.
+    pub fn write_images(&self, entries: &[IndexEntry<'_>]) -> Result<(), LayoutError> {
+        for e in entries {
+            self.put_blob(&e.image.config_digest, &e.image.config)?;
+            self.put_blob(&e.image.manifest_digest, &e.image.manifest)?;
+        }
+        let index = index_json(entries)?;
+        let path = self.root.join("index.json");
+        let mut tmp = tempfile::NamedTempFile::new_in(&self.root).map_err(io_at(&self.root))?;
+        tmp.write_all(&index).map_err(io_at(&path))?;
+        tmp.persist(&path).map_err(|e| io_at(&path)(e.error))?;
+        Ok(())
+    }
+}
+
+fn index_json(entries: &[IndexEntry<'_>]) -> Result<Vec<u8>, LayoutError> {
+    let mut manifests = Vec::new();
+    for e in entries {
+        if e.tags.is_empty() {
+            manifests.push(manifest_descriptor(e.image, &BTreeMap::new())?);
+        }
+        for (tag, name) in e.tags.iter().zip(e.names.iter()) {
+            let ann = BTreeMap::from([
+                ("io.containerd.image.name".to_owned(), name.clone()),
+                ("org.opencontainers.image.ref.name".to_owned(), tag.clone()),
+            ]);
+            manifests.push(manifest_descriptor(e.image, &ann)?);
+        }
+    }
+    let index = ImageIndexBuilder::default()
+        .schema_version(2u32)
+        .media_type(MediaType::ImageIndex)
+        .manifests(manifests)
+        .build()
+        .map_err(|e| ImageError::Spec {
+            what: "index",
+            detail: e.to_string(),
+        })?;
+    Ok(canonical_json(&index).map_err(ImageError::from)?)
+}
+
+/// What kind of tar archive to write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ArchiveKind {
+    /// The OCI layout only (`oci-archive:`).
+    Oci,
+    /// The OCI layout plus Docker's `manifest.json` (`docker-archive:`, `docker load`).
+    Docker,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct DockerManifestEntry<'a> {
+    config: String,
+    repo_tags: &'a [String],
+    layers: Vec<String>,
+}
+
+/// Streams a tar of the layout for `entry` into `out`: `oci-layout`, `index.json`, for Docker
+/// `manifest.json`, then the blobs (config, manifest, layers bottom to top). Entries carry
+/// fixed metadata, so the same image gives the same archive bytes.
+pub fn write_archive<W: Write>(
+    dir: &OciDir,
+    entry: &IndexEntry<'_>,
+    kind: ArchiveKind,
+    out: W,
+) -> Result<W, LayoutError> {
+    let image = entry.image;
+    let mut tar = tar::Builder::new(out);
+    let err = io_at(dir.root());
+    let add = |tar: &mut tar::Builder<W>, name: &str, data: &[u8]| -> io::Result<()> {
+        let mut h = fixed_header(tar::EntryType::Regular, 0o644);
+        h.set_size(data.len() as u64);
+        tar.append_data(&mut h, name, data)
+    };
+    add(&mut tar, "oci-layout", OCI_LAYOUT).map_err(&err)?;
+    add(&mut tar, "index.json", &index_json(std::slice::from_ref(entry))?).map_err(&err)?;
+    let blob_name = |d: &str| -> Result<String, LayoutError> { Ok(format!("blobs/sha256/{}", hex_of(d)?)) };
+    if kind == ArchiveKind::Docker {
+        let m = [DockerManifestEntry {
+            config: blob_name(&image.config_digest)?,
+            repo_tags: &entry.names,
+            layers: image
+                .layers
+                .iter()
+                .map(|l| blob_name(&l.digests.digest))
+                .collect::<Result<_, _>>()?,
+        }];
+        add(&mut tar, "manifest.json", &serde_json::to_vec(&m).map_err(ImageError::from)?)
+            .map_err(&err)?;
+    }
+    for d in ["blobs/", "blobs/sha256/"] {
+        let mut h = fixed_header(tar::EntryType::Directory, 0o755);
+        h.set_size(0);
+        tar.append_data(&mut h, d, io::empty()).map_err(&err)?;
+    }
+    add(&mut tar, &blob_name(&image.config_digest)?, &image.config).map_err(&err)?;
+    add(&mut tar, &blob_name(&image.manifest_digest)?, &image.manifest).map_err(&err)?;
+    let mut seen = std::collections::HashSet::new();
+    for l in &image.layers {
+        if !seen.insert(l.digests.digest.clone()) {
+            continue;
+        }
+        let path = dir.blob_path(&l.digests.digest)?;
+        let f = File::open(&path).map_err(io_at(&path))?;
+        let mut h = fixed_header(tar::EntryType::Regular, 0o644);
+        h.set_size(l.digests.size);
+        tar.append_data(&mut h, blob_name(&l.digests.digest)?, f)
+            .map_err(io_at(&path))?;
+    }
+    tar.into_inner().map_err(&err)
+}
+
+fn fixed_header(kind: tar::EntryType, mode: u32) -> tar::Header {
+    let mut h = tar::Header::new_ustar();
+    h.set_entry_type(kind);
+    h.set_mode(mode);
+    h.set_mtime(0);
+    h.set_uid(0);
+    h.set_gid(0);
+    h
+}

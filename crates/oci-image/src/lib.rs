@@ -1,0 +1,14 @@
+//! Deterministic OCI image building blocks, free of Habitat and of any async runtime:
+//! normalized layer tars compressed while streaming with their digests ([`layer`]),
+//! canonical JSON config/manifest/index ([`image`]), and the on-disk formats: an OCI image
+//! layout directory, and tar archives of it (oci-archive, and the dual docker-archive that
+//! `docker load` and OCI tools both read) ([`layout`]).
+
+pub mod digest;
+pub mod image;
+pub mod layer;
+pub mod layout;
+
+pub use image::{BuiltImage, HistoryEntry, ImageConfigSpec, LayerDescriptor};
+pub use layer::{Compression, EntryMeta, LayerDigests, LayerWriter, sha256_digest};
+pub use layout::{ArchiveKind, BlobWriter, IndexEntry, LayoutError, OciDir, write_archive};
