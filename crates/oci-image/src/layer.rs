@@ -305,7 +305,7 @@ mod tests {
     #[test]
     fn pax_record_lengths() {
         assert_eq!(pax_record("path", "a"), b"9 path=a\n".to_vec());
-        assert_eq!(pax_record("path", "abc"), b"11 path=abc\n".to_vec());
+        assert_eq!(pax_record("path", "abc"), b"12 path=abc\n".to_vec());
         let long = "x".repeat(300);
         let r = pax_record("path", &long);
         let len: usize = String::from_utf8_lossy(&r)
