@@ -161,15 +161,30 @@ impl Depot {
 
     /// Resolves the requested packages and their runtime closure, verified and in layer order.
     pub fn resolve(&self, requests: &[Request]) -> Result<ResolvedClosure, DepotError> {
-        let requested: Vec<Loaded> = requests
+        self.resolve_with_base(&[], requests)
+    }
+
+    /// Like [`Depot::resolve`], plus `base` packages (e.g. the Supervisor's) that join the
+    /// closure with their dependencies but are not requested (primary) packages.
+    pub fn resolve_with_base(
+        &self,
+        base: &[Request],
+        requests: &[Request],
+    ) -> Result<ResolvedClosure, DepotError> {
+        let all: Vec<(bool, &Request)> = base
+            .iter()
+            .map(|r| (false, r))
+            .chain(requests.iter().map(|r| (true, r)))
+            .collect();
+        let requested: Vec<(bool, Loaded)> = all
             .par_iter()
-            .map(|r| self.load_request(r))
+            .map(|(primary, r)| self.load_request(r).map(|l| (*primary, l)))
             .collect::<Result<_, _>>()?;
         let mut primary: Vec<PackageIdent> = Vec::new();
         let mut members: BTreeMap<String, Loaded> = BTreeMap::new();
-        for l in requested {
+        for (is_primary, l) in requested {
             let id = l.metadata.ident.clone();
-            if !primary.contains(&id) {
+            if is_primary && !primary.contains(&id) {
                 primary.push(id.clone());
             }
             if let Some(existing) = members.get(&id.to_string())

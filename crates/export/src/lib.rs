@@ -1,1 +1,39 @@
-//! stub
+//! From a resolved Habitat closure to an image: [`ImagePlan`] (a pure function of the closure
+//! and options: which packages go in which layer, the extras layer, the config, names and
+//! tags), the native engine that streams each hart into its layer ([`native`]), the outputs
+//! ([`output`]) and the report ([`report`]).
+//!
+//! The layer format (v1) is what makes digests reproducible: see `rewrite.rs` and DESIGN.md.
+//! This crate never prints and never sees clap; progress goes through [`Progress`].
+
+mod error;
+pub mod extras;
+pub mod naming;
+pub mod native;
+pub mod output;
+pub mod plan;
+pub mod report;
+mod rewrite;
+
+pub use error::ExportError;
+pub use naming::{Naming, NamingOptions};
+pub use output::{Output, OutputSet};
+pub use plan::{ImagePlan, Layering, PlanOptions, PlannedLayer, Supervisor};
+
+/// The layer format version: part of every layer's annotations and of cache keys.
+pub const LAYER_FORMAT: &str = "1";
+
+/// Progress events from long work; the binary draws them, tests ignore them.
+pub trait Progress: Sync {
+    /// A layer started: its index in the plan, a label, and the bytes it will process.
+    fn layer_started(&self, _index: usize, _label: &str, _total: u64) {}
+    /// `bytes` more of layer `index` were processed.
+    fn layer_advanced(&self, _index: usize, _bytes: u64) {}
+    fn layer_finished(&self, _index: usize, _digest: &str, _size: u64) {}
+    /// A message about what happens next (writing an output, loading into docker, ...).
+    fn step(&self, _message: &str) {}
+}
+
+/// A `Progress` that ignores everything.
+pub struct NoProgress;
+impl Progress for NoProgress {}

@@ -33,6 +33,8 @@ pub(crate) enum Command {
     /// The verified runtime closure of packages, one fully qualified ident per line in layer
     /// order (the dry run of `export`).
     Resolve(ResolveArgs),
+    /// Build an image from packages (idents or .hart paths) and their runtime closure.
+    Export(Box<ExportArgs>),
     /// Work with .hart files.
     #[command(subcommand)]
     Hart(HartCommand),
@@ -72,6 +74,139 @@ pub(crate) struct ResolveArgs {
     #[command(flatten)]
     pub(crate) source: SourceArgs,
     /// Print a JSON array with each package's details instead of idents.
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+/// `hab pkg export container`'s flags keep their names and meanings; ours are added.
+/// Differences from Habitat: the engine is `native` (no daemon), and it builds one layer per
+/// package by default (Habitat: one layer unless --multi-layer).
+#[derive(Debug, Args)]
+pub(crate) struct ExportArgs {
+    /// Packages: idents (origin/name[/version[/release]]) or paths to .hart files. The first
+    /// service among them is the primary one (users, /init.sh, default command).
+    #[arg(value_name = "PKG", required = true)]
+    pub(crate) packages: Vec<String>,
+    #[command(flatten)]
+    pub(crate) source: SourceArgs,
+    /// Where the image goes (repeatable): oci:DIR, oci-archive:FILE, docker-archive:FILE
+    /// (loads with `docker load`, read by skopeo/umoci too) or docker-daemon. Default:
+    /// docker-daemon when a Docker daemon answers.
+    #[arg(long = "output", short = 'o', value_name = "OUTPUT")]
+    pub(crate) outputs: Vec<String>,
+    /// Replace an existing output path even if hab-oci did not write it.
+    #[arg(long)]
+    pub(crate) force: bool,
+    /// Write a JSON report (name, tags, digests, per-layer packages) to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) report: Option<PathBuf>,
+    /// Image name template (Handlebars variables pkg_origin, pkg_name, pkg_version,
+    /// pkg_release, channel). Default: {{pkg_origin}}/{{pkg_name}}.
+    #[arg(long, short = 'i', value_name = "IMAGE_NAME")]
+    pub(crate) image_name: Option<String>,
+    /// Prefix for the image name, e.g. registry.example.com:5000/team.
+    #[arg(long, short = 'G', value_name = "REGISTRY_URL")]
+    pub(crate) registry_url: Option<String>,
+    /// Tag the image `latest` (default).
+    #[arg(long, overrides_with = "no_tag_latest")]
+    pub(crate) tag_latest: bool,
+    /// Do not tag the image `latest`.
+    #[arg(long)]
+    pub(crate) no_tag_latest: bool,
+    /// Tag the image with the package version (default).
+    #[arg(long, overrides_with = "no_tag_version")]
+    pub(crate) tag_version: bool,
+    #[arg(long)]
+    pub(crate) no_tag_version: bool,
+    /// Tag the image with VERSION-RELEASE (default).
+    #[arg(long, overrides_with = "no_tag_version_release")]
+    pub(crate) tag_version_release: bool,
+    #[arg(long)]
+    pub(crate) no_tag_version_release: bool,
+    /// An extra tag, a template like --image-name.
+    #[arg(long, value_name = "TAG_CUSTOM")]
+    pub(crate) tag_custom: Option<String>,
+    /// Channel name, for templates ({{channel}}).
+    #[arg(long, short = 'c', default_value = "base")]
+    pub(crate) channel: String,
+    /// Accepted for compatibility: one layer per package is the native default.
+    #[arg(long, conflicts_with = "single_layer")]
+    pub(crate) multi_layer: bool,
+    /// All packages in one layer (plus the extras layer).
+    #[arg(long)]
+    pub(crate) single_layer: bool,
+    /// Layer budget for the whole image (2 to 125); above it packages are grouped.
+    #[arg(long, default_value_t = 100, value_name = "N")]
+    pub(crate) max_layers: usize,
+    /// Layer compression.
+    #[arg(long, default_value = "gzip", value_parser = ["gzip", "zstd", "none"])]
+    pub(crate) compression: String,
+    /// Build engine. Only `native` is implemented so far.
+    #[arg(
+        long,
+        env = "HAB_PKG_EXPORT_CONTAINER_ENGINE",
+        default_value = "native"
+    )]
+    pub(crate) engine: String,
+    /// The hab CLI package of the Supervisor.
+    #[arg(long, default_value = "chef/hab", value_name = "HAB_PKG")]
+    pub(crate) hab_pkg: String,
+    /// The Supervisor package.
+    #[arg(long, default_value = "chef/hab-sup", value_name = "HAB_SUP_PKG")]
+    pub(crate) sup_pkg: String,
+    /// The Launcher package.
+    #[arg(
+        long,
+        default_value = "chef/hab-launcher",
+        value_name = "HAB_LAUNCHER_PKG"
+    )]
+    pub(crate) launcher_pkg: String,
+    /// No Supervisor (hab, hab-sup, hab-launcher, busybox, cacerts) and no /init.sh: the
+    /// image runs its command directly (default: the primary service's run hook).
+    #[arg(long)]
+    pub(crate) no_supervisor: bool,
+    /// Entrypoint: a JSON array (["/bin/x","arg"]) or one path.
+    #[arg(long, value_name = "ENTRYPOINT")]
+    pub(crate) entrypoint: Option<String>,
+    /// Cmd: a JSON array or whitespace-separated words.
+    #[arg(long, value_name = "CMD")]
+    pub(crate) cmd: Option<String>,
+    /// Environment variable K=V for the image (repeatable).
+    #[arg(long = "env", value_name = "K=V")]
+    pub(crate) env: Vec<String>,
+    /// User the container runs as.
+    #[arg(long)]
+    pub(crate) user: Option<String>,
+    /// Working directory of the container.
+    #[arg(long, value_name = "DIR")]
+    pub(crate) workdir: Option<String>,
+    /// Image label K=V (repeatable).
+    #[arg(long = "label", value_name = "K=V")]
+    pub(crate) labels: Vec<String>,
+    /// Push every tag (not supported yet).
+    #[arg(long)]
+    pub(crate) push_image: bool,
+    #[arg(long, hide = true)]
+    pub(crate) no_push_image: bool,
+    #[arg(long, short = 'U', hide = true)]
+    pub(crate) username: Option<String>,
+    #[arg(long, short = 'P', hide = true)]
+    pub(crate) password: Option<String>,
+    #[arg(long, short = 'R', hide = true)]
+    pub(crate) registry_type: Option<String>,
+    #[arg(long, hide = true)]
+    pub(crate) rm_image: bool,
+    #[arg(long, short = 'm', hide = true)]
+    pub(crate) memory: Option<String>,
+    #[arg(long, short = 'u', hide = true)]
+    pub(crate) url: Option<String>,
+    #[arg(long, hide = true)]
+    pub(crate) base_pkgs_url: Option<String>,
+    #[arg(long, hide = true)]
+    pub(crate) base_pkgs_channel: Option<String>,
+    #[arg(long, short = 'z', hide = true)]
+    pub(crate) auth: Option<String>,
+    /// Print the report JSON on stdout instead of the references.
     #[arg(long)]
     pub(crate) json: bool,
 }

@@ -19,6 +19,12 @@ impl Printer {
         writeln!(o, "{line}")
     }
 
+    /// Progress bars are drawn unless `--quiet` or `-v` (bars and detail lines interleave
+    /// badly); indicatif itself hides them when stderr is not a terminal.
+    pub(crate) fn progress_enabled(&self) -> bool {
+        !self.quiet && !self.verbose
+    }
+
     /// A status message on stderr, unless `--quiet`.
     pub(crate) fn status(&self, line: &str) {
         if !self.quiet {

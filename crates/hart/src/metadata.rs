@@ -53,6 +53,9 @@ pub struct PackageMetadata {
     pub build_deps: Vec<PackageIdent>,
     /// Binary directories from PATH that lie inside the package's own prefix.
     pub path: Vec<String>,
+    /// Absolute in-image paths of the non-directory entries directly inside those PATH
+    /// directories (what Habitat's binlink links into `/bin`), in tar order.
+    pub binaries: Vec<String>,
     pub exposes: Vec<String>,
     pub svc_user: Option<String>,
     pub svc_group: Option<String>,
@@ -146,6 +149,9 @@ impl VerifiedHart {
         let mut files = BTreeMap::new();
         let (mut entries, mut unpacked_size) = (0u64, 0u64);
         let (mut is_service, mut has_install_hook) = (false, false);
+        // Non-directory entries as (parent, name) relative to the prefix; filtered against
+        // PATH at the end, since PATH may come after them in the tar.
+        let mut leaves: Vec<(String, String)> = Vec::new();
         for entry in archive.entries().map_err(payload_err)? {
             let mut entry = entry.map_err(payload_err)?;
             entries += 1;
@@ -173,6 +179,11 @@ impl VerifiedHart {
             let kind = entry.header().entry_type();
             if kind.is_file() {
                 unpacked_size += entry.size();
+            }
+            if !kind.is_dir()
+                && let Some((name, parent)) = rest.split_last()
+            {
+                leaves.push((parent.join("/"), name.clone()));
             }
             let rest: Vec<&str> = rest.iter().map(String::as_str).collect();
             match rest.as_slice() {
@@ -241,7 +252,7 @@ impl VerifiedHart {
             )));
         }
         let own_prefix = format!("/{}", ident_prefix(&ident));
-        let path_dirs = files
+        let path_dirs: Vec<String> = files
             .get("PATH")
             .map(|p| {
                 p.split(':')
@@ -250,6 +261,22 @@ impl VerifiedHart {
                     .collect()
             })
             .unwrap_or_default();
+        let binaries = {
+            let dirs: Vec<String> = path_dirs
+                .iter()
+                .map(|d: &String| {
+                    d.strip_prefix(&own_prefix)
+                        .unwrap_or_default()
+                        .trim_matches('/')
+                        .to_owned()
+                })
+                .collect();
+            leaves
+                .into_iter()
+                .filter(|(parent, _)| dirs.contains(parent))
+                .map(|(parent, name)| format!("{own_prefix}/{parent}/{name}"))
+                .collect()
+        };
         let word = |name: &str| files.get(name).filter(|s| !s.is_empty()).cloned();
         Ok(PackageMetadata {
             exposes: files
@@ -265,6 +292,7 @@ impl VerifiedHart {
             tdeps,
             build_deps,
             path: path_dirs,
+            binaries,
             is_service,
             has_install_hook,
             entries,

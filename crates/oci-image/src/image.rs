@@ -252,6 +252,9 @@ mod tests {
             assert_eq!(a.manifest_digest, b.manifest_digest);
         }
         let text = String::from_utf8(a.config.clone()).expect("utf8");
-        assert!(text.contains(r#""ExposedPorts":{"443/tcp":{},"80/tcp":{},"9631/tcp":{}}"#), "{text}");
+        assert!(
+            text.contains(r#""ExposedPorts":{"443/tcp":{},"80/tcp":{},"9631/tcp":{}}"#),
+            "{text}"
+        );
     }
 }

@@ -131,7 +131,14 @@ impl<W: Write> LayerWriter<W> {
         } else {
             format!("{path}/")
         };
-        self.entry(&name, tar::EntryType::Directory, meta, None, 0, &mut io::empty())
+        self.entry(
+            &name,
+            tar::EntryType::Directory,
+            meta,
+            None,
+            0,
+            &mut io::empty(),
+        )
     }
 
     pub fn file(

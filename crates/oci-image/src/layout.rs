@@ -59,11 +59,22 @@ impl BlobWriter {
     pub fn commit(self, digest: &str) -> Result<PathBuf, LayoutError> {
         let hex = hex_of(digest)?;
         let dest = self.dir.join(hex);
-        self.tmp
-            .persist(&dest)
-            .map_err(|e| io_at(&dest)(e.error))?;
+        readable(self.tmp.path()).map_err(io_at(&dest))?;
+        self.tmp.persist(&dest).map_err(|e| io_at(&dest)(e.error))?;
         Ok(dest)
     }
+}
+
+/// Temporary files are created 0600; image files are meant to be readable by anyone.
+pub fn readable(path: &Path) -> io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(path, fs::Permissions::from_mode(0o644))?;
+    }
+    #[cfg(not(unix))]
+    let _ = path;
+    Ok(())
 }
 
 fn hex_of(digest: &str) -> Result<&str, LayoutError> {
@@ -121,21 +132,29 @@ impl OciDir {
     }
 
     /// Writes config and manifest blobs of `entries` and the `index.json` listing them.
-    pub fn write_images(&self, entries: &[IndexEntry<'_>]) -> Result<(), LayoutError> {
+    pub fn write_images(
+        &self,
+        entries: &[IndexEntry<'_>],
+        annotations: &BTreeMap<String, String>,
+    ) -> Result<(), LayoutError> {
         for e in entries {
             self.put_blob(&e.image.config_digest, &e.image.config)?;
             self.put_blob(&e.image.manifest_digest, &e.image.manifest)?;
         }
-        let index = index_json(entries)?;
+        let index = index_json(entries, annotations)?;
         let path = self.root.join("index.json");
         let mut tmp = tempfile::NamedTempFile::new_in(&self.root).map_err(io_at(&self.root))?;
         tmp.write_all(&index).map_err(io_at(&path))?;
+        readable(tmp.path()).map_err(io_at(&path))?;
         tmp.persist(&path).map_err(|e| io_at(&path)(e.error))?;
         Ok(())
     }
 }
 
-fn index_json(entries: &[IndexEntry<'_>]) -> Result<Vec<u8>, LayoutError> {
+fn index_json(
+    entries: &[IndexEntry<'_>],
+    annotations: &BTreeMap<String, String>,
+) -> Result<Vec<u8>, LayoutError> {
     let mut manifests = Vec::new();
     for e in entries {
         if e.tags.is_empty() {
@@ -149,15 +168,22 @@ fn index_json(entries: &[IndexEntry<'_>]) -> Result<Vec<u8>, LayoutError> {
             manifests.push(manifest_descriptor(e.image, &ann)?);
         }
     }
-    let index = ImageIndexBuilder::default()
+    let mut index = ImageIndexBuilder::default()
         .schema_version(2u32)
         .media_type(MediaType::ImageIndex)
-        .manifests(manifests)
-        .build()
-        .map_err(|e| ImageError::Spec {
-            what: "index",
-            detail: e.to_string(),
-        })?;
+        .manifests(manifests);
+    if !annotations.is_empty() {
+        index = index.annotations(
+            annotations
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect::<std::collections::HashMap<_, _>>(),
+        );
+    }
+    let index = index.build().map_err(|e| ImageError::Spec {
+        what: "index",
+        detail: e.to_string(),
+    })?;
     Ok(canonical_json(&index).map_err(ImageError::from)?)
 }
 
@@ -185,6 +211,7 @@ pub fn write_archive<W: Write>(
     dir: &OciDir,
     entry: &IndexEntry<'_>,
     kind: ArchiveKind,
+    annotations: &BTreeMap<String, String>,
     out: W,
 ) -> Result<W, LayoutError> {
     let image = entry.image;
@@ -196,8 +223,14 @@ pub fn write_archive<W: Write>(
         tar.append_data(&mut h, name, data)
     };
     add(&mut tar, "oci-layout", OCI_LAYOUT).map_err(&err)?;
-    add(&mut tar, "index.json", &index_json(std::slice::from_ref(entry))?).map_err(&err)?;
-    let blob_name = |d: &str| -> Result<String, LayoutError> { Ok(format!("blobs/sha256/{}", hex_of(d)?)) };
+    add(
+        &mut tar,
+        "index.json",
+        &index_json(std::slice::from_ref(entry), annotations)?,
+    )
+    .map_err(&err)?;
+    let blob_name =
+        |d: &str| -> Result<String, LayoutError> { Ok(format!("blobs/sha256/{}", hex_of(d)?)) };
     if kind == ArchiveKind::Docker {
         let m = [DockerManifestEntry {
             config: blob_name(&image.config_digest)?,
@@ -208,8 +241,12 @@ pub fn write_archive<W: Write>(
                 .map(|l| blob_name(&l.digests.digest))
                 .collect::<Result<_, _>>()?,
         }];
-        add(&mut tar, "manifest.json", &serde_json::to_vec(&m).map_err(ImageError::from)?)
-            .map_err(&err)?;
+        add(
+            &mut tar,
+            "manifest.json",
+            &serde_json::to_vec(&m).map_err(ImageError::from)?,
+        )
+        .map_err(&err)?;
     }
     for d in ["blobs/", "blobs/sha256/"] {
         let mut h = fixed_header(tar::EntryType::Directory, 0o755);
@@ -217,7 +254,12 @@ pub fn write_archive<W: Write>(
         tar.append_data(&mut h, d, io::empty()).map_err(&err)?;
     }
     add(&mut tar, &blob_name(&image.config_digest)?, &image.config).map_err(&err)?;
-    add(&mut tar, &blob_name(&image.manifest_digest)?, &image.manifest).map_err(&err)?;
+    add(
+        &mut tar,
+        &blob_name(&image.manifest_digest)?,
+        &image.manifest,
+    )
+    .map_err(&err)?;
     let mut seen = std::collections::HashSet::new();
     for l in &image.layers {
         if !seen.insert(l.digests.digest.clone()) {

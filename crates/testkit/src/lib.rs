@@ -376,6 +376,105 @@ pub fn add_package(closure: &mut Closure, spec: PackageSpec, block_size: u64) ->
     Ok(packed.path)
 }
 
+/// One raw tar entry for [`raw_hart`]: anything a hostile package could hold.
+#[derive(Debug, Clone)]
+pub enum RawEntry {
+    File(String, Vec<u8>),
+    Dir(String),
+    Symlink(String, String),
+    Hardlink(String, String),
+    Fifo(String),
+    CharDevice(String),
+}
+
+/// A signed hart built from raw tar entries, bypassing our packer's checks: for tests of
+/// what hab-oci must refuse.
+pub fn raw_hart(key: &SecretKey, entries: &[RawEntry]) -> Result<Vec<u8>> {
+    use std::io::Write as _;
+    let mut tar = tar::Builder::new(Vec::new());
+    for e in entries {
+        let mut h = tar::Header::new_gnu();
+        h.set_mode(0o755);
+        h.set_mtime(1_700_000_000);
+        h.set_size(0);
+        match e {
+            RawEntry::File(p, data) => {
+                h.set_entry_type(tar::EntryType::Regular);
+                h.set_size(data.len() as u64);
+                write_raw_path(&mut h, p)?;
+                h.set_cksum();
+                tar.append(&h, &data[..])?;
+            }
+            RawEntry::Dir(p) => {
+                h.set_entry_type(tar::EntryType::Directory);
+                write_raw_path(&mut h, p)?;
+                h.set_cksum();
+                tar.append(&h, std::io::empty())?;
+            }
+            RawEntry::Symlink(p, t) | RawEntry::Hardlink(p, t) => {
+                h.set_entry_type(if matches!(e, RawEntry::Symlink(..)) {
+                    tar::EntryType::Symlink
+                } else {
+                    tar::EntryType::Link
+                });
+                write_raw_path(&mut h, p)?;
+                let b = t.as_bytes();
+                if let Some(g) = h.as_gnu_mut() {
+                    g.linkname[..b.len()].copy_from_slice(b);
+                }
+                h.set_cksum();
+                tar.append(&h, std::io::empty())?;
+            }
+            RawEntry::Fifo(p) | RawEntry::CharDevice(p) => {
+                h.set_entry_type(if matches!(e, RawEntry::Fifo(_)) {
+                    tar::EntryType::Fifo
+                } else {
+                    tar::EntryType::Char
+                });
+                write_raw_path(&mut h, p)?;
+                h.set_cksum();
+                tar.append(&h, std::io::empty())?;
+            }
+        }
+    }
+    let tar = tar.into_inner()?;
+    let mut xz = liblzma::write::XzEncoder::new(Vec::new(), 6);
+    xz.write_all(&tar)?;
+    let payload = xz.finish()?;
+    let mut out = hart::pack::sign_bytes(key, &payload);
+    out.extend_from_slice(&payload);
+    Ok(out)
+}
+
+/// Writes the name bytes as given (`set_path` would refuse `..` and absolute paths).
+fn write_raw_path(h: &mut tar::Header, p: &str) -> Result<()> {
+    let b = p.as_bytes();
+    anyhow::ensure!(b.len() <= 100, "raw path too long");
+    if let Some(g) = h.as_gnu_mut() {
+        g.name = [0; 100];
+        g.name[..b.len()].copy_from_slice(b);
+    }
+    Ok(())
+}
+
+/// A package holding Debian's static busybox (`/bin/busybox`) as `core/busybox-static`,
+/// with applet links for `sh`, `cat`, `echo`, `ls`: a real executable for images we run.
+pub fn busybox_package(root: &Path, origin: &str) -> Result<PathBuf> {
+    let id = PackageIdent::new_fq(origin, "busybox-static", "1.36.1", "20240101000000");
+    let dir = root.join("hab/pkgs").join(id.to_string());
+    fs::create_dir_all(dir.join("bin"))?;
+    fs::copy("/bin/busybox", dir.join("bin/busybox"))
+        .context("copying /bin/busybox (Debian package busybox-static)")?;
+    set_exec(&dir.join("bin/busybox"))?;
+    for applet in ["sh", "cat", "echo", "ls"] {
+        std::os::unix::fs::symlink("busybox", dir.join("bin").join(applet))?;
+    }
+    fs::write(dir.join("IDENT"), format!("{id}\n"))?;
+    fs::write(dir.join("TARGET"), "x86_64-linux\n")?;
+    fs::write(dir.join("PATH"), format!("/hab/pkgs/{id}/bin\n"))?;
+    Ok(dir)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

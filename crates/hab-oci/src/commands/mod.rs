@@ -1,6 +1,7 @@
 //! One module per command; each takes its parsed arguments and the printer, and returns the
 //! exit code or an error for `main` to print.
 
+mod export;
 mod hart;
 mod key;
 mod resolve;
@@ -15,6 +16,7 @@ use crate::printer::Printer;
 pub(crate) fn run(cli: Cli, printer: &Printer) -> Result<ExitCode> {
     match cli.command {
         Command::Resolve(args) => resolve::run(&args, printer),
+        Command::Export(args) => export::run(&args, printer),
         Command::Hart(HartCommand::Verify { files, keys }) => hart::verify(&files, &keys, printer),
         Command::Hart(HartCommand::Info { file, keys, json }) => {
             hart::info(&file, &keys, json, printer)

@@ -23,7 +23,7 @@ struct Entry<'a> {
 }
 
 /// Adds what to do next to errors where there is a clear next step.
-fn with_hint(err: DepotError) -> anyhow::Error {
+pub(crate) fn with_hint(err: DepotError) -> anyhow::Error {
     let hint = match &err {
         DepotError::Missing { missing, .. } => Some(format!(
             "download them (keys included) with `hab pkg download --download-directory DIR {}` and pass --source DIR",

@@ -1,0 +1,46 @@
+//! Export errors: each names the package, the entry or the output it is about.
+
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ExportError {
+    #[error("{package}: tar entry '{entry}' {problem}")]
+    BadEntry {
+        package: String,
+        entry: String,
+        problem: String,
+    },
+    #[error(transparent)]
+    Hart(#[from] hart::HartError),
+    #[error(transparent)]
+    Layout(#[from] oci_image::LayoutError),
+    #[error(transparent)]
+    Image(#[from] oci_image::image::ImageError),
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Plan(String),
+    #[error("invalid template '{template}': {problem}")]
+    Template { template: String, problem: String },
+    #[error(
+        "{} exists and is not an image hab-oci wrote; refusing to replace it (pass --force to replace it anyway)",
+        path.display()
+    )]
+    NotOurs { path: PathBuf },
+    #[error(
+        "invalid output '{0}': expected oci:DIR, oci-archive:FILE, docker-archive:FILE or docker-daemon"
+    )]
+    OutputSpec(String),
+    #[error("docker load failed: {0}")]
+    DockerLoad(String),
+}
+
+pub(crate) fn io_at(path: &std::path::Path) -> impl Fn(std::io::Error) -> ExportError + '_ {
+    move |source| ExportError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}

@@ -1,0 +1,171 @@
+//! The native engine: every planned layer streamed from its harts (verified payload → xz →
+//! tar → rewrite → compress, digests on the fly) into a blob, layers in parallel (largest
+//! first so both cores stay busy), then the extras layer, config and manifest.
+
+use std::collections::{BTreeMap, HashSet};
+use std::io::{BufWriter, Write};
+
+use depot::ResolvedClosure;
+use oci_image::image::build_image;
+use oci_image::{BuiltImage, Compression, EntryMeta, LayerDescriptor, LayerWriter, OciDir};
+use rayon::prelude::*;
+
+use crate::extras::ExtraKind;
+use crate::plan::{ImagePlan, release_time};
+use crate::{ExportError, LAYER_FORMAT, Progress, rewrite};
+
+/// Annotation keys on each layer descriptor: what a later run needs to reuse a layer
+/// without decoding its harts.
+pub const ANN_PACKAGES: &str = "sh.habitat.hab-oci.packages";
+pub const ANN_CHECKSUMS: &str = "sh.habitat.hab-oci.checksums";
+pub const ANN_FORMAT: &str = "sh.habitat.hab-oci.layer-format";
+
+/// Builds every layer of `plan` into `store` and returns the image (config and manifest
+/// blobs are written too).
+pub fn build(
+    closure: &ResolvedClosure,
+    plan: &ImagePlan,
+    store: &OciDir,
+    compression: Compression,
+    progress: &dyn Progress,
+) -> Result<BuiltImage, ExportError> {
+    let pkgs = &closure.packages;
+    let mut order: Vec<usize> = (0..plan.layers.len()).collect();
+    let size_of = |i: usize| -> u64 {
+        plan.layers[i]
+            .members
+            .iter()
+            .map(|&m| pkgs[m].hart.payload_len())
+            .sum()
+    };
+    order.sort_by_key(|&i| std::cmp::Reverse(size_of(i)));
+    let built: Vec<(usize, LayerDescriptor)> = order
+        .par_iter()
+        .map(|&i| build_layer(closure, plan, i, store, compression, progress).map(|d| (i, d)))
+        .collect::<Result<_, _>>()?;
+    let mut layers: Vec<Option<LayerDescriptor>> = vec![None; plan.layers.len()];
+    for (i, d) in built {
+        layers[i] = Some(d);
+    }
+    let mut layers: Vec<LayerDescriptor> = layers.into_iter().flatten().collect();
+    layers.push(build_extras(plan, store, compression, progress)?);
+    let image = build_image(&plan.config, &layers)?;
+    store.put_blob(&image.config_digest, &image.config)?;
+    store.put_blob(&image.manifest_digest, &image.manifest)?;
+    Ok(image)
+}
+
+fn build_layer(
+    closure: &ResolvedClosure,
+    plan: &ImagePlan,
+    index: usize,
+    store: &OciDir,
+    compression: Compression,
+    progress: &dyn Progress,
+) -> Result<LayerDescriptor, ExportError> {
+    let members: Vec<&depot::ResolvedPackage> = plan.layers[index]
+        .members
+        .iter()
+        .map(|&m| &closure.packages[m])
+        .collect();
+    let label = members
+        .iter()
+        .map(|p| p.ident().to_string())
+        .collect::<Vec<_>>()
+        .join(" + ");
+    let total: u64 = members.iter().map(|p| p.metadata.unpacked_size).sum();
+    progress.layer_started(index, &label, total);
+    let blob = store.blob_writer()?;
+    let mut w =
+        LayerWriter::new(BufWriter::with_capacity(1 << 20, blob), compression).map_err(|e| {
+            ExportError::Io {
+                path: store.root().to_owned(),
+                source: e,
+            }
+        })?;
+    let mut emitted = HashSet::new();
+    let advance = |n: u64| progress.layer_advanced(index, n);
+    for p in &members {
+        rewrite::write_package(
+            &mut w,
+            &p.hart,
+            p.ident(),
+            release_time(p.ident()),
+            &mut emitted,
+            &advance,
+        )?;
+    }
+    let io = |e| ExportError::Io {
+        path: store.root().to_owned(),
+        source: e,
+    };
+    let (digests, buf) = w.finish().map_err(io)?;
+    let blob = buf.into_inner().map_err(|e| io(e.into_error()))?;
+    blob.commit(&digests.digest)?;
+    progress.layer_finished(index, &digests.digest, digests.size);
+    let annotations = BTreeMap::from([
+        (
+            ANN_PACKAGES.to_owned(),
+            members
+                .iter()
+                .map(|p| p.ident().to_string())
+                .collect::<Vec<_>>()
+                .join(","),
+        ),
+        (
+            ANN_CHECKSUMS.to_owned(),
+            members
+                .iter()
+                .map(|p| p.hart.checksum().to_owned())
+                .collect::<Vec<_>>()
+                .join(","),
+        ),
+        (ANN_FORMAT.to_owned(), LAYER_FORMAT.to_owned()),
+    ]);
+    Ok(LayerDescriptor {
+        digests,
+        annotations,
+    })
+}
+
+fn build_extras(
+    plan: &ImagePlan,
+    store: &OciDir,
+    compression: Compression,
+    progress: &dyn Progress,
+) -> Result<LayerDescriptor, ExportError> {
+    let index = plan.layers.len();
+    progress.layer_started(index, "extras", 0);
+    let io = |e| ExportError::Io {
+        path: store.root().to_owned(),
+        source: e,
+    };
+    let blob = store.blob_writer()?;
+    let mut w = LayerWriter::new(BufWriter::new(blob), compression).map_err(io)?;
+    let mtime = plan.extras_mtime;
+    for e in &plan.extras {
+        let meta = EntryMeta {
+            mode: e.mode,
+            mtime,
+        };
+        match &e.kind {
+            ExtraKind::Dir => w.dir(&e.path, meta),
+            ExtraKind::File(bytes) => w.file(&e.path, meta, bytes.len() as u64, &mut &bytes[..]),
+            ExtraKind::Symlink(t) => w.symlink(&e.path, t, meta),
+        }
+        .map_err(io)?;
+    }
+    let (digests, buf) = w.finish().map_err(io)?;
+    let mut blob = buf.into_inner().map_err(|e| io(e.into_error()))?;
+    blob.flush().map_err(io)?;
+    blob.commit(&digests.digest)?;
+    progress.layer_finished(index, &digests.digest, digests.size);
+    let annotations = BTreeMap::from([
+        (ANN_PACKAGES.to_owned(), String::new()),
+        (ANN_FORMAT.to_owned(), LAYER_FORMAT.to_owned()),
+    ]);
+    Ok(LayerDescriptor {
+        digests,
+        annotations,
+    })
+}

@@ -1,0 +1,302 @@
+//! Where the image goes: `oci:DIR`, `oci-archive:FILE`, `docker-archive:FILE`,
+//! `docker-daemon`. Every output appears whole or not at all: archives are written to a
+//! temporary file beside the destination and renamed; a layout directory is built in a
+//! sibling staging directory and renamed into place. An existing path is only replaced if
+//! hab-oci wrote it (or with `force`).
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::{BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::str::FromStr;
+
+use oci_image::layout::{IndexEntry, write_archive};
+use oci_image::{ArchiveKind, BuiltImage, OciDir};
+
+use crate::error::io_at;
+use crate::naming::Naming;
+use crate::{ExportError, Progress};
+
+/// The index annotation that marks an image layout or archive as hab-oci's.
+pub const OURS: &str = "sh.habitat.hab-oci";
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Output {
+    Oci(PathBuf),
+    OciArchive(PathBuf),
+    DockerArchive(PathBuf),
+    DockerDaemon,
+}
+
+impl FromStr for Output {
+    type Err = ExportError;
+    fn from_str(s: &str) -> Result<Output, ExportError> {
+        let path = |p: &str| {
+            if p.is_empty() {
+                Err(ExportError::OutputSpec(s.to_owned()))
+            } else {
+                Ok(PathBuf::from(p))
+            }
+        };
+        if let Some(p) = s.strip_prefix("oci:") {
+            Ok(Output::Oci(path(p)?))
+        } else if let Some(p) = s.strip_prefix("oci-archive:") {
+            Ok(Output::OciArchive(path(p)?))
+        } else if let Some(p) = s.strip_prefix("docker-archive:") {
+            Ok(Output::DockerArchive(path(p)?))
+        } else if s == "docker-daemon" || s == "docker-daemon:" {
+            Ok(Output::DockerDaemon)
+        } else {
+            Err(ExportError::OutputSpec(s.to_owned()))
+        }
+    }
+}
+
+impl std::fmt::Display for Output {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Output::Oci(p) => write!(f, "oci:{}", p.display()),
+            Output::OciArchive(p) => write!(f, "oci-archive:{}", p.display()),
+            Output::DockerArchive(p) => write!(f, "docker-archive:{}", p.display()),
+            Output::DockerDaemon => f.write_str("docker-daemon"),
+        }
+    }
+}
+
+impl Output {
+    fn path(&self) -> Option<&Path> {
+        match self {
+            Output::Oci(p) | Output::OciArchive(p) | Output::DockerArchive(p) => Some(p),
+            Output::DockerDaemon => None,
+        }
+    }
+}
+
+/// The outputs of one export.
+#[derive(Debug, Clone)]
+pub struct OutputSet {
+    pub outputs: Vec<Output>,
+    pub force: bool,
+}
+
+fn parent_of(p: &Path) -> PathBuf {
+    match p.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
+        _ => PathBuf::from("."),
+    }
+}
+
+/// Is the existing `path` an image layout or archive hab-oci wrote?
+fn is_ours(path: &Path) -> bool {
+    if path.is_dir() {
+        let empty = fs::read_dir(path)
+            .map(|mut d| d.next().is_none())
+            .unwrap_or(false);
+        return empty
+            || fs::read_to_string(path.join("index.json")).is_ok_and(|s| s.contains(OURS));
+    }
+    let mut head = vec![0u8; 16 * 1024];
+    let n = fs::File::open(path)
+        .and_then(|mut f| f.read(&mut head))
+        .unwrap_or(0);
+    let head = &head[..n];
+    head.starts_with(b"oci-layout") && head.windows(OURS.len()).any(|w| w == OURS.as_bytes())
+}
+
+impl OutputSet {
+    /// Checks every output before any work: parents exist, existing paths are ours.
+    pub fn check(&self) -> Result<(), ExportError> {
+        for o in &self.outputs {
+            let Some(p) = o.path() else { continue };
+            let parent = parent_of(p);
+            if !parent.is_dir() {
+                return Err(ExportError::Io {
+                    path: parent,
+                    source: std::io::Error::new(
+                        std::io::ErrorKind::NotFound,
+                        "directory of the output does not exist",
+                    ),
+                });
+            }
+            if p.exists() && !self.force && !is_ours(p) {
+                return Err(ExportError::NotOurs { path: p.to_owned() });
+            }
+        }
+        Ok(())
+    }
+
+    /// A staging layout for the blobs, beside the first output path (same filesystem, so
+    /// the final rename is atomic), else in the temporary directory.
+    pub fn staging(&self) -> Result<tempfile::TempDir, ExportError> {
+        let dir = self
+            .outputs
+            .iter()
+            .find_map(|o| o.path().map(parent_of))
+            .unwrap_or_else(std::env::temp_dir);
+        tempfile::Builder::new()
+            .prefix(".hab-oci-staging-")
+            .tempdir_in(&dir)
+            .map_err(io_at(&dir))
+    }
+
+    /// Writes every output from the staging layout. Returns the references written.
+    pub fn write(
+        &self,
+        staging: tempfile::TempDir,
+        store: &OciDir,
+        image: &BuiltImage,
+        naming: &Naming,
+        progress: &dyn Progress,
+    ) -> Result<(), ExportError> {
+        let entry = IndexEntry {
+            image,
+            names: naming.references(),
+            tags: naming.tags.clone(),
+        };
+        let ann = BTreeMap::from([(OURS.to_owned(), crate::LAYER_FORMAT.to_owned())]);
+        for o in &self.outputs {
+            match o {
+                Output::OciArchive(p) | Output::DockerArchive(p) => {
+                    progress.step(&format!("writing {o}"));
+                    let kind = if matches!(o, Output::DockerArchive(_)) {
+                        ArchiveKind::Docker
+                    } else {
+                        ArchiveKind::Oci
+                    };
+                    let parent = parent_of(p);
+                    let tmp = tempfile::Builder::new()
+                        .prefix(".hab-oci-")
+                        .tempfile_in(&parent)
+                        .map_err(io_at(&parent))?;
+                    let w = write_archive(store, &entry, kind, &ann, BufWriter::new(tmp))?;
+                    let tmp = w.into_inner().map_err(|e| io_at(p)(e.into_error()))?;
+                    tmp.as_file().sync_all().map_err(io_at(p))?;
+                    oci_image::layout::readable(tmp.path()).map_err(io_at(p))?;
+                    tmp.persist(p).map_err(|e| io_at(p)(e.error))?;
+                }
+                Output::DockerDaemon => {
+                    progress.step("loading into the docker daemon (docker load)");
+                    docker_load(store, &entry, &ann)?;
+                }
+                Output::Oci(_) => {}
+            }
+        }
+        let ocis: Vec<&PathBuf> = self
+            .outputs
+            .iter()
+            .filter_map(|o| {
+                if let Output::Oci(p) = o {
+                    Some(p)
+                } else {
+                    None
+                }
+            })
+            .collect();
+        if ocis.is_empty() {
+            return Ok(());
+        }
+        store.write_images(std::slice::from_ref(&entry), &ann)?;
+        let (last, rest) = ocis.split_last().expect("non-empty");
+        for p in rest {
+            progress.step(&format!("writing oci:{}", p.display()));
+            let copy = tempfile::Builder::new()
+                .prefix(".hab-oci-staging-")
+                .tempdir_in(parent_of(p))
+                .map_err(io_at(p))?;
+            copy_tree(store.root(), copy.path())?;
+            replace_dir(copy.keep(), p)?;
+        }
+        progress.step(&format!("writing oci:{}", last.display()));
+        replace_dir(staging.keep(), last)?;
+        Ok(())
+    }
+}
+
+/// Moves `staged` to `dest`, replacing what was there: the old directory is renamed aside
+/// first and removed only once the new one is in place.
+fn replace_dir(staged: PathBuf, dest: &Path) -> Result<(), ExportError> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(&staged, fs::Permissions::from_mode(0o755)).map_err(io_at(&staged))?;
+    }
+    if dest.exists() {
+        let aside = parent_of(dest).join(format!(
+            ".{}.hab-oci-old-{}",
+            dest.file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            std::process::id()
+        ));
+        fs::rename(dest, &aside).map_err(io_at(dest))?;
+        fs::rename(&staged, dest).map_err(io_at(dest))?;
+        if aside.is_dir() {
+            fs::remove_dir_all(&aside).map_err(io_at(&aside))?;
+        } else {
+            fs::remove_file(&aside).map_err(io_at(&aside))?;
+        }
+    } else {
+        fs::rename(&staged, dest).map_err(io_at(dest))?;
+    }
+    Ok(())
+}
+
+fn copy_tree(from: &Path, to: &Path) -> Result<(), ExportError> {
+    for e in fs::read_dir(from).map_err(io_at(from))? {
+        let e = e.map_err(io_at(from))?;
+        let (src, dst) = (e.path(), to.join(e.file_name()));
+        if e.file_type().map_err(io_at(&src))?.is_dir() {
+            fs::create_dir_all(&dst).map_err(io_at(&dst))?;
+            copy_tree(&src, &dst)?;
+        } else if e.file_name().to_string_lossy().starts_with(".tmp-") {
+            continue;
+        } else if fs::hard_link(&src, &dst).is_err() {
+            fs::copy(&src, &dst).map_err(io_at(&dst))?;
+        }
+    }
+    Ok(())
+}
+
+/// Streams the docker-archive into `docker load`; the archive's RepoTags apply the tags.
+fn docker_load(
+    store: &OciDir,
+    entry: &IndexEntry<'_>,
+    ann: &BTreeMap<String, String>,
+) -> Result<(), ExportError> {
+    let mut child = Command::new("docker")
+        .arg("load")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| ExportError::DockerLoad(format!("cannot run docker: {e}")))?;
+    let stdin = child
+        .stdin
+        .take()
+        .ok_or_else(|| ExportError::DockerLoad("no stdin".into()))?;
+    let written = write_archive(
+        store,
+        entry,
+        ArchiveKind::Docker,
+        ann,
+        BufWriter::new(stdin),
+    )
+    .and_then(|mut w| {
+        w.flush().map_err(|e| oci_image::LayoutError::Io {
+            path: "docker load".into(),
+            source: e,
+        })?;
+        Ok(())
+    });
+    let out = child
+        .wait_with_output()
+        .map_err(|e| ExportError::DockerLoad(e.to_string()))?;
+    if !out.status.success() {
+        return Err(ExportError::DockerLoad(
+            String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+        ));
+    }
+    written?;
+    Ok(())
+}

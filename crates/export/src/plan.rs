@@ -1,0 +1,396 @@
+//! `ImagePlan`: a pure function from a resolved closure and options to the image — which
+//! packages go in which layer, in what order, the extras layer, the config, name and tags.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use depot::{ResolvedClosure, ResolvedPackage};
+use hart::PackageIdent;
+use oci_image::{HistoryEntry, ImageConfigSpec};
+
+use crate::ExportError;
+use crate::extras::{self, ExtraEntry, ExtrasInput};
+use crate::naming::{self, Naming, NamingOptions};
+
+/// Docker refuses images deeper than this (moby `maxLayerDepth`).
+pub const DOCKER_MAX_LAYERS: usize = 125;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Layering {
+    /// One layer per package (grouped only above the layer budget).
+    PerPackage,
+    /// Every package in one layer.
+    Single,
+}
+
+/// The resolved Supervisor packages (fully qualified), when the image has a Supervisor.
+#[derive(Debug, Clone)]
+pub struct Supervisor {
+    pub hab: PackageIdent,
+    pub sup: PackageIdent,
+    pub launcher: PackageIdent,
+}
+
+#[derive(Debug, Clone)]
+pub struct PlanOptions {
+    pub layering: Layering,
+    /// The whole image's layer budget, extras layer included.
+    pub max_layers: usize,
+    pub supervisor: Option<Supervisor>,
+    pub entrypoint: Option<Vec<String>>,
+    pub cmd: Option<Vec<String>>,
+    /// `K=V`, after `PATH=/bin`.
+    pub env: Vec<String>,
+    pub user: Option<String>,
+    pub working_dir: Option<String>,
+    pub labels: BTreeMap<String, String>,
+    /// Overrides `created` (default: the primary package's release time).
+    pub source_date_epoch: Option<u64>,
+    pub naming: NamingOptions,
+}
+
+impl Default for PlanOptions {
+    fn default() -> Self {
+        PlanOptions {
+            layering: Layering::PerPackage,
+            max_layers: 100,
+            supervisor: None,
+            entrypoint: None,
+            cmd: None,
+            env: Vec::new(),
+            user: None,
+            working_dir: None,
+            labels: BTreeMap::new(),
+            source_date_epoch: None,
+            naming: NamingOptions {
+                tag_latest: true,
+                tag_version: true,
+                tag_version_release: true,
+                channel: "base".into(),
+                ..NamingOptions::default()
+            },
+        }
+    }
+}
+
+/// One package layer: indices into the closure's packages, in closure order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlannedLayer {
+    pub members: Vec<usize>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ImagePlan {
+    /// Package layers, bottom to top.
+    pub layers: Vec<PlannedLayer>,
+    /// The extras layer, on top.
+    pub extras: Vec<ExtraEntry>,
+    pub extras_mtime: u64,
+    /// Config; its `history` has one entry per layer (extras last).
+    pub config: ImageConfigSpec,
+    pub naming: Naming,
+    /// Index of the primary package (decides users, init.sh and Cmd).
+    pub primary: usize,
+}
+
+/// Seconds since the epoch of a 14-digit UTC release (`YYYYMMDDhhmmss`); 0 if malformed.
+pub fn release_time(ident: &PackageIdent) -> u64 {
+    let Some(r) = ident.release.as_deref() else {
+        return 0;
+    };
+    let fmt = time::macros::format_description!("[year][month][day][hour][minute][second]");
+    time::PrimitiveDateTime::parse(r, fmt)
+        .map(|t| t.assume_utc().unix_timestamp().max(0) as u64)
+        .unwrap_or(0)
+}
+
+fn rfc3339(epoch: u64) -> String {
+    let t = time::OffsetDateTime::from_unix_timestamp(epoch as i64)
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    let fmt = time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]Z");
+    t.format(fmt)
+        .unwrap_or_else(|_| "1970-01-01T00:00:00Z".into())
+}
+
+fn platform(target: &str) -> Result<(&'static str, &'static str), ExportError> {
+    match target {
+        "x86_64-linux" | "x86_64-linux-kernel2" => Ok(("amd64", "linux")),
+        "aarch64-linux" => Ok(("arm64", "linux")),
+        other => Err(ExportError::Plan(format!(
+            "target {other} is not supported for container images (Linux targets only)"
+        ))),
+    }
+}
+
+fn find_by_name<'a>(c: &'a ResolvedClosure, name: &str) -> Option<&'a ResolvedPackage> {
+    c.packages.iter().find(|p| p.ident().name == name)
+}
+
+impl ImagePlan {
+    pub fn new(closure: &ResolvedClosure, opts: &PlanOptions) -> Result<ImagePlan, ExportError> {
+        if opts.max_layers < 2 || opts.max_layers > DOCKER_MAX_LAYERS {
+            return Err(ExportError::Plan(format!(
+                "--max-layers {} is out of range: 2 to {DOCKER_MAX_LAYERS} (Docker refuses deeper images)",
+                opts.max_layers
+            )));
+        }
+        let pkgs = &closure.packages;
+        let requested: Vec<usize> = (0..pkgs.len()).filter(|&i| pkgs[i].requested).collect();
+        let primary = requested
+            .iter()
+            .copied()
+            .find(|&i| pkgs[i].metadata.is_service)
+            .or_else(|| requested.first().copied())
+            .ok_or_else(|| ExportError::Plan("no package was requested".into()))?;
+        let p = &pkgs[primary];
+        let (architecture, os) = platform(p.metadata.target.as_str())?;
+
+        let layers = assign_layers(closure, opts)?;
+        let primary_time = release_time(p.ident());
+        let created_epoch = opts.source_date_epoch.unwrap_or(primary_time);
+        let primary_short = p.ident().short();
+
+        // Extras.
+        let busybox = find_by_name(closure, "busybox-static");
+        let mut bin_links: Vec<(String, String)> = Vec::new();
+        let mut link_all = |pkg: &ResolvedPackage, only: Option<&str>| {
+            for b in &pkg.metadata.binaries {
+                let name = b.rsplit('/').next().unwrap_or_default().to_owned();
+                if only.is_some_and(|o| o != name) {
+                    continue;
+                }
+                bin_links.retain(|(n, _)| *n != name);
+                bin_links.push((name, b.clone()));
+            }
+        };
+        if let Some(b) = busybox {
+            link_all(b, None);
+        }
+        if let Some(s) = &opts.supervisor
+            && let Some(h) = pkgs.iter().find(|p| *p.ident() == s.hab)
+        {
+            link_all(h, Some("hab"));
+        }
+        for &i in &requested {
+            link_all(&pkgs[i], None);
+        }
+        let init = match (&opts.supervisor, busybox) {
+            (Some(_), Some(b)) => Some((b.ident().clone(), primary_short.clone())),
+            (Some(_), None) => {
+                return Err(ExportError::Plan(
+                    "the Supervisor's /init.sh needs a busybox-static package in the closure (core/busybox-static); add it to the sources or pass --no-supervisor".into(),
+                ));
+            }
+            (None, _) => None,
+        };
+        let extras_input = ExtrasInput {
+            svc_user: p.metadata.svc_user.clone().unwrap_or_else(|| "hab".into()),
+            svc_group: p.metadata.svc_group.clone().unwrap_or_else(|| "hab".into()),
+            bin_links,
+            cacerts: find_by_name(closure, "cacerts").map(|c| c.ident().clone()),
+            init,
+        };
+
+        // Config.
+        let mut exposed: Vec<String> = Vec::new();
+        if opts.supervisor.is_some() {
+            exposed.push("9631/tcp".into());
+        }
+        for &i in &requested {
+            if pkgs[i].metadata.is_service {
+                for port in &pkgs[i].metadata.exposes {
+                    let e = if port.contains('/') {
+                        port.clone()
+                    } else {
+                        format!("{port}/tcp")
+                    };
+                    if !exposed.contains(&e) {
+                        exposed.push(e);
+                    }
+                }
+            }
+        }
+        let (entrypoint, cmd) = match (&opts.supervisor, &opts.entrypoint, &opts.cmd) {
+            (_, Some(e), c) => (Some(e.clone()), c.clone()),
+            (Some(_), None, c) => (
+                Some(vec!["/init.sh".to_owned()]),
+                Some(
+                    c.clone()
+                        .unwrap_or_else(|| vec!["run".into(), primary_short.clone()]),
+                ),
+            ),
+            (None, None, Some(c)) => (None, Some(c.clone())),
+            (None, None, None) => {
+                let run = if p.metadata.is_service {
+                    Some(vec![format!("/hab/pkgs/{}/hooks/run", p.ident())])
+                } else {
+                    None
+                };
+                (run, None)
+            }
+        };
+        let mut env = vec!["PATH=/bin".to_owned()];
+        env.extend(opts.env.iter().cloned());
+        let id = p.ident();
+        let mut labels: BTreeMap<String, String> = BTreeMap::from([
+            ("org.opencontainers.image.title".into(), id.short()),
+            (
+                "org.opencontainers.image.version".into(),
+                id.version.clone().unwrap_or_default(),
+            ),
+            (
+                "org.opencontainers.image.created".into(),
+                rfc3339(created_epoch),
+            ),
+            ("sh.habitat.package.ident".into(), id.to_string()),
+            ("sh.habitat.package.origin".into(), id.origin.clone()),
+            ("sh.habitat.package.name".into(), id.name.clone()),
+            (
+                "sh.habitat.package.version".into(),
+                id.version.clone().unwrap_or_default(),
+            ),
+            (
+                "sh.habitat.package.release".into(),
+                id.release.clone().unwrap_or_default(),
+            ),
+            (
+                "sh.habitat.package.target".into(),
+                p.metadata.target.to_string(),
+            ),
+        ]);
+        labels.extend(opts.labels.iter().map(|(k, v)| (k.clone(), v.clone())));
+        let mut history: Vec<HistoryEntry> = layers
+            .iter()
+            .map(|l| HistoryEntry {
+                created_by: format!(
+                    "hab-oci: {}",
+                    l.members
+                        .iter()
+                        .map(|&i| format!("/hab/pkgs/{}", pkgs[i].ident()))
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                ),
+                comment: Some(format!("hab-oci layer format v{}", crate::LAYER_FORMAT)),
+            })
+            .collect();
+        history.push(HistoryEntry {
+            created_by: "hab-oci: extras (/etc, /bin links, /init.sh, directories)".into(),
+            comment: Some(format!("hab-oci layer format v{}", crate::LAYER_FORMAT)),
+        });
+        let config = ImageConfigSpec {
+            architecture: architecture.into(),
+            os: os.into(),
+            created: rfc3339(created_epoch),
+            user: opts.user.clone(),
+            env,
+            entrypoint,
+            cmd,
+            exposed_ports: exposed,
+            working_dir: opts.working_dir.clone(),
+            labels,
+            stop_signal: p.metadata.shutdown_signal.clone(),
+            history,
+        };
+        Ok(ImagePlan {
+            layers,
+            extras: extras::entries(&extras_input),
+            extras_mtime: primary_time,
+            config,
+            naming: naming::naming(&opts.naming, p.ident())?,
+            primary,
+        })
+    }
+}
+
+/// Assigns packages to layers: one each while the budget allows; above it, size-aware
+/// grouping (after nixpkgs' auto-layer): the requested packages and the largest others keep
+/// their own layers, every other package joins the layer of the set of those that depend on
+/// it. A small leaf added or removed therefore moves no other package.
+pub fn assign_layers(
+    closure: &ResolvedClosure,
+    opts: &PlanOptions,
+) -> Result<Vec<PlannedLayer>, ExportError> {
+    let pkgs = &closure.packages;
+    let n = pkgs.len();
+    if opts.layering == Layering::Single {
+        return Ok(vec![PlannedLayer {
+            members: (0..n).collect(),
+        }]);
+    }
+    let budget = opts.max_layers - 1; // the extras layer
+    if n <= budget {
+        return Ok((0..n).map(|i| PlannedLayer { members: vec![i] }).collect());
+    }
+    let requested: Vec<usize> = (0..n).filter(|&i| pkgs[i].requested).collect();
+    if requested.len() >= budget {
+        return Err(ExportError::Plan(format!(
+            "{} requested packages each need their own layer, but --max-layers {} leaves room for {} package layers and at least one shared layer",
+            requested.len(),
+            opts.max_layers,
+            budget
+        )));
+    }
+    let key_of = |i: usize| pkgs[i].ident().to_string();
+    let tdeps: Vec<BTreeSet<String>> = pkgs
+        .iter()
+        .map(|p| p.metadata.tdeps.iter().map(ToString::to_string).collect())
+        .collect();
+    let mut others: Vec<usize> = (0..n).filter(|i| !pkgs[*i].requested).collect();
+    others.sort_by(|&a, &b| {
+        pkgs[b]
+            .metadata
+            .unpacked_size
+            .cmp(&pkgs[a].metadata.unpacked_size)
+            .then(a.cmp(&b))
+    });
+    let grouping = |k: usize| -> Vec<PlannedLayer> {
+        let chosen: BTreeSet<usize> = requested
+            .iter()
+            .copied()
+            .chain(others[..k].iter().copied())
+            .collect();
+        let mut groups: BTreeMap<Vec<usize>, Vec<usize>> = BTreeMap::new();
+        let mut layers: Vec<PlannedLayer> = Vec::new();
+        for i in 0..n {
+            if chosen.contains(&i) {
+                layers.push(PlannedLayer { members: vec![i] });
+                continue;
+            }
+            let k = key_of(i);
+            let owners: Vec<usize> = chosen
+                .iter()
+                .copied()
+                .filter(|&c| tdeps[c].contains(&k))
+                .collect();
+            groups.entry(owners).or_default().push(i);
+        }
+        layers.extend(groups.into_values().map(|members| PlannedLayer { members }));
+        // Requested packages last in argument (closure) order; the rest by their highest
+        // member, so dependencies stay below their dependents.
+        layers.sort_by_key(|l| {
+            let top = l.members.iter().copied().max().unwrap_or(0);
+            (l.members.iter().any(|&m| pkgs[m].requested), top)
+        });
+        layers
+    };
+    let mut best = grouping(0);
+    if best.len() > budget {
+        // Even the coarsest grouping is too fine: everything not requested in one layer.
+        let rest: Vec<usize> = (0..n).filter(|i| !pkgs[*i].requested).collect();
+        let mut layers = vec![PlannedLayer { members: rest }];
+        layers.extend(requested.iter().map(|&i| PlannedLayer { members: vec![i] }));
+        return Ok(layers);
+    }
+    for k in 1..=others.len() {
+        let g = grouping(k);
+        if g.len() > budget {
+            break;
+        }
+        best = g;
+    }
+    Ok(best)
+}
+
+/// `created` as RFC 3339, exposed for reports.
+pub fn created_string(epoch: u64) -> String {
+    rfc3339(epoch)
+}

@@ -1,0 +1,111 @@
+//! The `--report` JSON and Habitat's `results/last_container_export.env`.
+
+use std::io::Write;
+use std::path::Path;
+
+use oci_image::BuiltImage;
+use serde::Serialize;
+
+use crate::ExportError;
+use crate::error::io_at;
+use crate::naming::Naming;
+use crate::native::{ANN_CHECKSUMS, ANN_PACKAGES};
+
+#[derive(Debug, Serialize)]
+pub struct LayerReport {
+    pub digest: String,
+    pub diff_id: String,
+    pub size: u64,
+    pub media_type: String,
+    pub packages: Vec<String>,
+    pub checksums: Vec<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Report {
+    pub name: String,
+    pub tags: Vec<String>,
+    pub references: Vec<String>,
+    pub manifest_digest: String,
+    pub config_digest: String,
+    pub outputs: Vec<String>,
+    pub layers: Vec<LayerReport>,
+}
+
+fn split(s: Option<&String>) -> Vec<String> {
+    s.map(|s| {
+        s.split(',')
+            .filter(|x| !x.is_empty())
+            .map(str::to_owned)
+            .collect()
+    })
+    .unwrap_or_default()
+}
+
+impl Report {
+    pub fn new(image: &BuiltImage, naming: &Naming, outputs: Vec<String>) -> Report {
+        Report {
+            name: naming.name.clone(),
+            tags: naming.tags.clone(),
+            references: naming.references(),
+            manifest_digest: image.manifest_digest.clone(),
+            config_digest: image.config_digest.clone(),
+            outputs,
+            layers: image
+                .layers
+                .iter()
+                .map(|l| LayerReport {
+                    digest: l.digests.digest.clone(),
+                    diff_id: l.digests.diff_id.clone(),
+                    size: l.digests.size,
+                    media_type: l.digests.media_type.to_owned(),
+                    packages: split(l.annotations.get(ANN_PACKAGES)),
+                    checksums: split(l.annotations.get(ANN_CHECKSUMS)),
+                })
+                .collect(),
+        }
+    }
+}
+
+fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), ExportError> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
+        _ => std::path::PathBuf::from("."),
+    };
+    std::fs::create_dir_all(&dir).map_err(io_at(&dir))?;
+    let mut tmp = tempfile::NamedTempFile::new_in(&dir).map_err(io_at(&dir))?;
+    tmp.write_all(bytes).map_err(io_at(path))?;
+    oci_image::layout::readable(tmp.path()).map_err(io_at(path))?;
+    tmp.persist(path).map_err(|e| io_at(path)(e.error))?;
+    Ok(())
+}
+
+pub fn write_report(path: &Path, report: &Report) -> Result<(), ExportError> {
+    let mut bytes =
+        serde_json::to_vec_pretty(report).map_err(|e| ExportError::Plan(e.to_string()))?;
+    bytes.push(b'\n');
+    write_atomic(path, &bytes)
+}
+
+/// Habitat's `results/last_container_export.env` (and its `last_docker_export.env` copy).
+/// `id` is the short image ID, i.e. the first 12 hex digits of the config digest.
+pub fn write_env_files(
+    results: &Path,
+    image: &BuiltImage,
+    naming: &Naming,
+) -> Result<(), ExportError> {
+    let id = image
+        .config_digest
+        .trim_start_matches("sha256:")
+        .chars()
+        .take(12)
+        .collect::<String>();
+    let text = format!(
+        "id={id}\nname={}\ntags={}\nname_tags={}\n",
+        naming.name,
+        naming.tags.join(","),
+        naming.references().join(",")
+    );
+    write_atomic(&results.join("last_container_export.env"), text.as_bytes())?;
+    write_atomic(&results.join("last_docker_export.env"), text.as_bytes())
+}

@@ -1,0 +1,228 @@
+//! Layer format v1: a verified hart's tar stream rewritten entry by entry into a normalized
+//! layer (see DESIGN.md): synthesized parents first, then the hart's entries in their own
+//! order, ownership 0/0 without names, directories `g=u`, the hart's mtimes. Every entry
+//! must stay inside the package's own `hab/pkgs/o/n/v/r/` prefix.
+
+use std::collections::HashSet;
+use std::io::{Read, Write};
+use std::path::{Component, Path};
+
+use hart::{DecodeOptions, PackageIdent, VerifiedHart};
+use oci_image::{EntryMeta, LayerWriter};
+
+use crate::ExportError;
+use crate::error::io_at;
+
+/// Directories get group permissions equal to owner permissions (Habitat's `chmod g=u`), so
+/// an arbitrary UID in group 0 can write `/hab/svc` and friends.
+pub(crate) fn dir_mode(mode: u32) -> u32 {
+    (mode & !0o070) | ((mode & 0o700) >> 3)
+}
+
+/// Writes the parents `hab/`, `hab/pkgs/`, `hab/pkgs/O/`, `hab/pkgs/O/N/`, `hab/pkgs/O/N/V/`
+/// not yet in `emitted`, with the package's release time.
+pub(crate) fn write_parents<W: Write>(
+    w: &mut LayerWriter<W>,
+    ident: &PackageIdent,
+    mtime: u64,
+    emitted: &mut HashSet<String>,
+) -> std::io::Result<()> {
+    let parts = [
+        "hab".to_owned(),
+        "hab/pkgs".to_owned(),
+        format!("hab/pkgs/{}", ident.origin),
+        format!("hab/pkgs/{}/{}", ident.origin, ident.name),
+        format!(
+            "hab/pkgs/{}/{}/{}",
+            ident.origin,
+            ident.name,
+            ident.version.as_deref().unwrap_or_default()
+        ),
+    ];
+    for p in parts {
+        if emitted.insert(p.clone()) {
+            w.dir(&p, EntryMeta { mode: 0o775, mtime })?;
+        }
+    }
+    Ok(())
+}
+
+/// Streams one verified hart into `w`. `advance` gets the content bytes of each entry.
+pub(crate) fn write_package<W: Write>(
+    w: &mut LayerWriter<W>,
+    hart: &VerifiedHart,
+    ident: &PackageIdent,
+    release_mtime: u64,
+    emitted: &mut HashSet<String>,
+    advance: &dyn Fn(u64),
+) -> Result<(), ExportError> {
+    let prefix = format!("hab/pkgs/{ident}");
+    let bad = |entry: &str, problem: &str| ExportError::BadEntry {
+        package: ident.to_string(),
+        entry: entry.to_owned(),
+        problem: problem.to_owned(),
+    };
+    let path_err = io_at(hart.path());
+    write_parents(w, ident, release_mtime, emitted).map_err(&path_err)?;
+    let payload_err = |source| {
+        ExportError::Hart(hart::HartError::Payload {
+            path: hart.path().to_owned(),
+            source,
+        })
+    };
+    let mut archive = tar::Archive::new(hart.payload(DecodeOptions::default())?);
+    let mut symlinks: HashSet<String> = HashSet::new();
+    let mut files: HashSet<String> = HashSet::new();
+    for entry in archive.entries().map_err(payload_err)? {
+        let mut entry = entry.map_err(payload_err)?;
+        let raw = entry.path().map_err(payload_err)?.into_owned();
+        let shown = raw.to_string_lossy().into_owned();
+        let path = normalize(&raw)
+            .ok_or_else(|| bad(&shown, "escapes the package (absolute path or '..')"))?;
+        let kind = entry.header().entry_type();
+        // Parents of the prefix: ours are synthesized with fixed metadata.
+        if kind.is_dir() && format!("{prefix}/").starts_with(&format!("{path}/")) && path != prefix
+        {
+            continue;
+        }
+        if path != prefix && !path.starts_with(&format!("{prefix}/")) {
+            return Err(bad(
+                &shown,
+                &format!("is outside the package's prefix {prefix}/"),
+            ));
+        }
+        // No entry may be reached through a symlink the package itself created.
+        let mut ancestor = path.as_str();
+        while let Some((parent, _)) = ancestor.rsplit_once('/') {
+            if symlinks.contains(parent) {
+                return Err(bad(
+                    &shown,
+                    &format!("passes through the symlink {parent} the package created"),
+                ));
+            }
+            ancestor = parent;
+        }
+        let header = entry.header();
+        let mode = header.mode().map_err(payload_err)? & 0o7777;
+        let mtime = header.mtime().map_err(payload_err)?;
+        let meta = EntryMeta { mode, mtime };
+        let out_err = io_at(hart.path());
+        match kind {
+            tar::EntryType::Directory => {
+                w.dir(
+                    &path,
+                    EntryMeta {
+                        mode: dir_mode(mode),
+                        mtime,
+                    },
+                )
+                .map_err(&out_err)?;
+            }
+            tar::EntryType::Regular | tar::EntryType::Continuous => {
+                let size = entry.size();
+                let mut counted = CountingReader {
+                    inner: &mut entry,
+                    advance,
+                    n: 0,
+                };
+                w.file(&path, meta, size, &mut counted).map_err(&out_err)?;
+                files.insert(path);
+            }
+            tar::EntryType::Symlink => {
+                let target = entry
+                    .link_name()
+                    .map_err(payload_err)?
+                    .ok_or_else(|| bad(&shown, "is a symlink without a target"))?;
+                w.symlink(&path, &target.to_string_lossy(), meta)
+                    .map_err(&out_err)?;
+                symlinks.insert(path);
+            }
+            tar::EntryType::Link => {
+                let target = entry
+                    .link_name()
+                    .map_err(payload_err)?
+                    .ok_or_else(|| bad(&shown, "is a hardlink without a target"))?;
+                let t = normalize(&target).filter(|t| t.starts_with(&format!("{prefix}/")));
+                let Some(t) = t else {
+                    return Err(bad(
+                        &shown,
+                        &format!(
+                            "is a hardlink to '{}', outside the package",
+                            target.display()
+                        ),
+                    ));
+                };
+                if !files.contains(&t) {
+                    return Err(bad(
+                        &shown,
+                        &format!(
+                            "is a hardlink to '{t}', which is not an earlier file of the package"
+                        ),
+                    ));
+                }
+                w.hardlink(&path, &t, meta).map_err(&out_err)?;
+            }
+            tar::EntryType::XGlobalHeader => {}
+            other => {
+                return Err(bad(
+                    &shown,
+                    &format!(
+                        "has an unsupported type ({other:?}): device nodes, fifos and the like are refused"
+                    ),
+                ));
+            }
+        }
+    }
+    // Read to the end of the payload so the decoder's checks and the re-hash run.
+    std::io::copy(&mut archive.into_inner(), &mut std::io::sink()).map_err(payload_err)?;
+    Ok(())
+}
+
+/// A relative, `..`-free path as a string without trailing slash; `None` if it escapes.
+fn normalize(p: &Path) -> Option<String> {
+    let mut parts: Vec<&str> = Vec::new();
+    for c in p.components() {
+        match c {
+            Component::Normal(s) => parts.push(s.to_str()?),
+            Component::CurDir => {}
+            _ => return None,
+        }
+    }
+    if parts.is_empty() {
+        return None;
+    }
+    Some(parts.join("/"))
+}
+
+struct CountingReader<'a, R> {
+    inner: R,
+    advance: &'a dyn Fn(u64),
+    n: u64,
+}
+
+impl<R: Read> Read for CountingReader<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.n += n as u64;
+        (self.advance)(n as u64);
+        Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn modes_and_paths() {
+        assert_eq!(dir_mode(0o755), 0o775);
+        assert_eq!(dir_mode(0o700), 0o770);
+        assert_eq!(dir_mode(0o1755), 0o1775);
+        assert_eq!(
+            normalize(Path::new("./hab/pkgs/a")).as_deref(),
+            Some("hab/pkgs/a")
+        );
+        assert_eq!(normalize(Path::new("hab/../etc")), None);
+        assert_eq!(normalize(Path::new("/etc/passwd")), None);
+    }
+}

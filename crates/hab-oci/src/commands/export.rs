@@ -1,0 +1,329 @@
+//! `hab-oci export`: resolve → plan → native build → outputs → report.
+
+use std::collections::{BTreeMap, HashMap};
+use std::process::{Command, ExitCode, Stdio};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use anyhow::{Context, Result, anyhow, bail};
+use depot::{Depot, Request};
+use export::{
+    ImagePlan, Layering, NamingOptions, Output, OutputSet, PlanOptions, Progress, Supervisor,
+};
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use oci_image::{Compression, OciDir};
+
+use crate::cli::ExportArgs;
+use crate::commands::resolve::with_hint;
+use crate::printer::Printer;
+use crate::settings;
+
+/// Flags of `hab pkg export container` we accept but do not implement yet: refuse, never
+/// ignore silently.
+fn refuse_unsupported(a: &ExportArgs) -> Result<()> {
+    let unsupported: [(bool, &str); 10] = [
+        (a.push_image, "--push-image"),
+        (a.username.is_some(), "--username"),
+        (a.password.is_some(), "--password"),
+        (
+            a.registry_type.as_deref().is_some_and(|t| t != "docker"),
+            "--registry-type",
+        ),
+        (a.rm_image, "--rm-image"),
+        (
+            a.memory.is_some(),
+            "--memory (a docker/buildah engine option)",
+        ),
+        (
+            a.url.is_some(),
+            "--url (Builder downloads; use --source with `hab pkg download` output)",
+        ),
+        (a.base_pkgs_url.is_some(), "--base-pkgs-url"),
+        (a.base_pkgs_channel.is_some(), "--base-pkgs-channel"),
+        (a.auth.is_some(), "--auth"),
+    ];
+    for (given, flag) in unsupported {
+        if given {
+            bail!("{flag} is not supported yet by hab-oci");
+        }
+    }
+    if a.engine != "native" {
+        bail!(
+            "--engine {} is not supported yet: only the native engine is implemented",
+            a.engine
+        );
+    }
+    Ok(())
+}
+
+fn parse_kv(what: &str, items: &[String]) -> Result<Vec<(String, String)>> {
+    items
+        .iter()
+        .map(|kv| {
+            kv.split_once('=')
+                .filter(|(k, _)| !k.is_empty())
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .ok_or_else(|| anyhow!("{what} '{kv}' must be KEY=VALUE"))
+        })
+        .collect()
+}
+
+fn parse_words(what: &str, s: &str, split: bool) -> Result<Vec<String>> {
+    if s.trim_start().starts_with('[') {
+        return serde_json::from_str(s)
+            .with_context(|| format!("{what} '{s}' is not a JSON array of strings"));
+    }
+    Ok(if split {
+        s.split_whitespace().map(str::to_owned).collect()
+    } else {
+        vec![s.to_owned()]
+    })
+}
+
+fn docker_daemon_answers() -> bool {
+    Command::new("docker")
+        .args(["version", "--format", "{{.Server.Version}}"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// Progress bars: one per layer being built, on stderr; hidden when quiet or not a terminal.
+struct Bars {
+    multi: MultiProgress,
+    bars: Mutex<HashMap<usize, ProgressBar>>,
+    total_layers: usize,
+    done: ProgressBar,
+}
+
+impl Bars {
+    fn new(printer: &Printer, total_layers: usize) -> Bars {
+        let multi = MultiProgress::with_draw_target(if printer.progress_enabled() {
+            ProgressDrawTarget::stderr()
+        } else {
+            ProgressDrawTarget::hidden()
+        });
+        let done = multi.add(ProgressBar::new(total_layers as u64));
+        done.set_style(
+            ProgressStyle::with_template("{prefix:>10} [{bar:30}] {pos}/{len} layers  {elapsed}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        done.set_prefix("Exporting");
+        Bars {
+            multi,
+            bars: Mutex::new(HashMap::new()),
+            total_layers,
+            done,
+        }
+    }
+}
+
+impl Progress for Bars {
+    fn layer_started(&self, index: usize, label: &str, total: u64) {
+        let bar = self
+            .multi
+            .insert_before(&self.done, ProgressBar::new(total));
+        bar.set_style(
+            ProgressStyle::with_template(
+                "  {msg:50!} {bytes:>10}/{total_bytes:<10} {bytes_per_sec}",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        bar.set_message(label.to_owned());
+        bar.enable_steady_tick(Duration::from_millis(250));
+        if let Ok(mut b) = self.bars.lock() {
+            b.insert(index, bar);
+        }
+    }
+    fn layer_advanced(&self, index: usize, bytes: u64) {
+        if let Some(b) = self.bars.lock().ok().and_then(|b| b.get(&index).cloned()) {
+            b.inc(bytes);
+        }
+    }
+    fn layer_finished(&self, index: usize, _digest: &str, _size: u64) {
+        if let Some(b) = self.bars.lock().ok().and_then(|mut b| b.remove(&index)) {
+            b.finish_and_clear();
+        }
+        self.done.inc(1);
+        if self.done.position() as usize == self.total_layers {
+            self.done.finish();
+        }
+    }
+    fn step(&self, message: &str) {
+        let _ = self.multi.println(format!("{message:>10}"));
+    }
+}
+
+pub(crate) fn run(a: &ExportArgs, printer: &Printer) -> Result<ExitCode> {
+    refuse_unsupported(a)?;
+    // Everything the user typed is checked before any package work.
+    for t in a.image_name.iter().chain(a.tag_custom.iter()) {
+        export::naming::check_template(t)?;
+    }
+    let env = parse_kv("--env", &a.env)?;
+    let labels: BTreeMap<String, String> = parse_kv("--label", &a.labels)?.into_iter().collect();
+    let entrypoint = a
+        .entrypoint
+        .as_deref()
+        .map(|e| parse_words("--entrypoint", e, false))
+        .transpose()?;
+    let cmd = a
+        .cmd
+        .as_deref()
+        .map(|c| parse_words("--cmd", c, true))
+        .transpose()?;
+    let compression = match a.compression.as_str() {
+        "zstd" => Compression::Zstd,
+        "none" => Compression::None,
+        _ => Compression::Gzip,
+    };
+    let source_date_epoch = match std::env::var("SOURCE_DATE_EPOCH") {
+        Ok(v) => Some(
+            v.trim()
+                .parse::<u64>()
+                .with_context(|| format!("SOURCE_DATE_EPOCH '{v}' is not a number of seconds"))?,
+        ),
+        Err(_) => None,
+    };
+    let mut outputs: Vec<Output> = a
+        .outputs
+        .iter()
+        .map(|o| o.parse())
+        .collect::<Result<_, _>>()?;
+    if outputs.is_empty() {
+        if !docker_daemon_answers() {
+            bail!(
+                "no --output given and no Docker daemon answers\nhint: pass --output oci:DIR, --output docker-archive:FILE or --output oci-archive:FILE"
+            );
+        }
+        outputs.push(Output::DockerDaemon);
+    }
+    let output_set = OutputSet {
+        outputs,
+        force: a.force,
+    };
+    output_set.check()?;
+
+    let requests = a
+        .packages
+        .iter()
+        .map(|p| Request::parse(p))
+        .collect::<Result<Vec<_>, _>>()?;
+    let base_names: Vec<String> = if a.no_supervisor {
+        Vec::new()
+    } else {
+        [&a.hab_pkg, &a.sup_pkg, &a.launcher_pkg]
+            .into_iter()
+            .cloned()
+            .chain(["core/busybox-static".to_owned(), "core/cacerts".to_owned()])
+            .collect()
+    };
+    let base = base_names
+        .iter()
+        .map(|p| Request::parse(p))
+        .collect::<Result<Vec<_>, _>>()?;
+    let depot = Depot::open(&settings::depot(&a.source)?).map_err(with_hint)?;
+    printer.status("Resolving and verifying packages");
+    let closure = depot.resolve_with_base(&base, &requests).map_err(|e| {
+        let supervisor_missing = matches!(&e, depot::DepotError::NotFound { ident, .. }
+            if base_names.iter().any(|b| b.starts_with(&ident.short())));
+        if supervisor_missing {
+            anyhow!(
+                "{e}\nhint: the Supervisor packages come from the sources: `hab pkg download --download-directory DIR {}` then --source DIR; or pass --no-supervisor",
+                base_names.join(" ")
+            )
+        } else {
+            with_hint(e)
+        }
+    })?;
+    let supervisor = if a.no_supervisor {
+        None
+    } else {
+        let find = |name: &str| -> Result<hart::PackageIdent> {
+            let want = hart::PackageIdent::parse(name)?;
+            closure
+                .packages
+                .iter()
+                .map(|p| p.ident())
+                .find(|i| want.satisfied_by(i))
+                .cloned()
+                .ok_or_else(|| anyhow!("{name} is not in the closure"))
+        };
+        Some(Supervisor {
+            hab: find(&a.hab_pkg)?,
+            sup: find(&a.sup_pkg)?,
+            launcher: find(&a.launcher_pkg)?,
+        })
+    };
+    let plan_opts = PlanOptions {
+        layering: if a.single_layer {
+            Layering::Single
+        } else {
+            Layering::PerPackage
+        },
+        max_layers: a.max_layers,
+        supervisor,
+        entrypoint,
+        cmd,
+        env: env.iter().map(|(k, v)| format!("{k}={v}")).collect(),
+        user: a.user.clone(),
+        working_dir: a.workdir.clone(),
+        labels,
+        source_date_epoch,
+        naming: NamingOptions {
+            image_name: a.image_name.clone(),
+            registry_url: a.registry_url.clone(),
+            tag_latest: !a.no_tag_latest,
+            tag_version: !a.no_tag_version,
+            tag_version_release: !a.no_tag_version_release,
+            tag_custom: a.tag_custom.clone(),
+            channel: a.channel.clone(),
+        },
+    };
+    let plan = ImagePlan::new(&closure, &plan_opts)?;
+    for p in &closure.packages {
+        if p.metadata.has_install_hook {
+            printer.status(&format!(
+                "warning: {} has an install hook; hab-oci does not run install hooks",
+                p.ident()
+            ));
+        }
+    }
+    printer.status(&format!(
+        "Building {} ({} packages in {} layers + extras, {})",
+        plan.naming.name,
+        closure.packages.len(),
+        plan.layers.len(),
+        compression.name()
+    ));
+    let staging = output_set.staging()?;
+    let store = OciDir::create(staging.path())?;
+    let bars = Bars::new(printer, plan.layers.len() + 1);
+    let image = export::native::build(&closure, &plan, &store, compression, &bars)?;
+    output_set.write(staging, &store, &image, &plan.naming, &bars)?;
+    let report = export::report::Report::new(
+        &image,
+        &plan.naming,
+        output_set.outputs.iter().map(ToString::to_string).collect(),
+    );
+    if let Some(path) = &a.report {
+        export::report::write_report(path, &report)?;
+    }
+    export::report::write_env_files(std::path::Path::new("results"), &image, &plan.naming)?;
+    if a.json {
+        printer.out(&serde_json::to_string_pretty(&report)?)?;
+    } else if plan.naming.tags.is_empty() {
+        printer.out(&format!("{}@{}", plan.naming.name, image.manifest_digest))?;
+    } else {
+        for r in plan.naming.references() {
+            printer.out(&format!("{r}@{}", image.manifest_digest))?;
+        }
+    }
+    printer.status(&format!(
+        "Exported {} ({} layers)",
+        plan.naming.name,
+        image.layers.len()
+    ));
+    Ok(ExitCode::SUCCESS)
+}
