@@ -9,10 +9,10 @@ cd "$(dirname "$0")/.."
 
 log() { printf '\n==> %s\n' "$*" >&2; }
 
-# System packages the tests and benchmarks use. Later issues add the container tools
-# (docker.io, docker-registry, buildah, skopeo, umoci) here together with the tests that
-# need them; a test that needs a service must find it running, never skip.
-apt_packages=(xz-utils)
+# System packages the tests and benchmarks use: real tools check our images (skopeo, umoci,
+# docker load/run against a real dockerd, a real registry); busybox-static is a real
+# executable inside test packages. In CI a test that needs a service fails without it.
+apt_packages=(xz-utils curl docker.io docker-registry skopeo umoci busybox-static)
 missing=()
 for p in "${apt_packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
@@ -29,6 +29,10 @@ if ! cargo nextest --version >/dev/null 2>&1; then
   log "installing cargo-nextest"
   cargo install --locked cargo-nextest
 fi
+
+log "starting dockerd and a registry on 127.0.0.1:5000"
+# shellcheck source=scripts/services.sh
+. scripts/services.sh
 
 log "cargo fmt --check"
 cargo fmt --all -- --check

@@ -7,21 +7,8 @@ use std::path::{Path, PathBuf};
 use assert_cmd::Command;
 use predicates::prelude::*;
 
-fn fixtures(sub: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../fixtures")
-        .join(sub)
-}
-
-/// The binary with Habitat's caches pointed at an empty directory, so the machine's own
-/// /hab/cache never leaks into a test.
-fn hab_oci(empty: &Path) -> Command {
-    let mut c = Command::cargo_bin("hab-oci").expect("binary");
-    c.env("HAB_CACHE_KEY_PATH", empty.join("keys"))
-        .env("HAB_CACHE_ARTIFACT_PATH", empty.join("artifacts"))
-        .env_remove("SOURCE_DATE_EPOCH");
-    c
-}
+mod common;
+use common::{fixtures, hab_oci};
 
 const HAPPY: &str = "happyhumans-possums-8.1.4-20160427165340-x86_64-linux.hart";
 

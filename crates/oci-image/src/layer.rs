@@ -106,9 +106,58 @@ pub struct EntryMeta {
     pub mtime: u64,
 }
 
+/// Hands the compressor fixed-size chunks whatever sizes it is written in. The compressed
+/// bytes must not depend on how the tar stream happened to be split (that varies with xz
+/// decoder timing), and zlib-rs's deflate output does depend on the input chunking (found by
+/// `compressed_bytes_do_not_depend_on_write_sizes`), so it only ever sees whole chunks.
+struct Rechunk<W: Write> {
+    inner: W,
+    buf: Vec<u8>,
+}
+
+const CHUNK: usize = 128 * 1024;
+
+impl<W: Write> Rechunk<W> {
+    fn new(inner: W) -> Rechunk<W> {
+        Rechunk {
+            inner,
+            buf: Vec::with_capacity(CHUNK),
+        }
+    }
+
+    fn finish(mut self) -> io::Result<W> {
+        if !self.buf.is_empty() {
+            self.inner.write_all(&self.buf)?;
+            self.buf.clear();
+        }
+        Ok(self.inner)
+    }
+}
+
+impl<W: Write> Write for Rechunk<W> {
+    fn write(&mut self, mut data: &[u8]) -> io::Result<usize> {
+        let n = data.len();
+        while !data.is_empty() {
+            let take = (CHUNK - self.buf.len()).min(data.len());
+            self.buf.extend_from_slice(&data[..take]);
+            data = &data[take..];
+            if self.buf.len() == CHUNK {
+                self.inner.write_all(&self.buf)?;
+                self.buf.clear();
+            }
+        }
+        Ok(n)
+    }
+
+    /// Does not push a partial chunk down: that would make the output depend on flush points.
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
 /// Writes a normalized layer tar into `W`, compressing and hashing on the way.
 pub struct LayerWriter<W: Write> {
-    out: HashingWriter<Compressor<HashingWriter<Counted<W>>>>,
+    out: HashingWriter<Rechunk<Compressor<HashingWriter<Counted<W>>>>>,
     compression: Compression,
     pax_seq: u64,
 }
@@ -119,7 +168,7 @@ impl<W: Write> LayerWriter<W> {
     pub fn new(out: W, compression: Compression) -> io::Result<LayerWriter<W>> {
         let blob = HashingWriter::new(Counted::new(out));
         Ok(LayerWriter {
-            out: HashingWriter::new(Compressor::new(blob, compression)?),
+            out: HashingWriter::new(Rechunk::new(Compressor::new(blob, compression)?)),
             compression,
             pax_seq: 0,
         })
@@ -239,8 +288,8 @@ impl<W: Write> LayerWriter<W> {
     /// Ends the tar (two zero blocks), flushes the compressor and returns the digests.
     pub fn finish(mut self) -> io::Result<(LayerDigests, W)> {
         self.out.write_all(&[0u8; 2 * BLOCK])?;
-        let (diff, compressor) = self.out.into_parts();
-        let blob = compressor.finish()?;
+        let (diff, rechunk) = self.out.into_parts();
+        let blob = rechunk.finish()?.finish()?;
         let (blob_hash, counted) = blob.into_parts();
         let (inner, size) = counted.into_parts();
         Ok((
@@ -367,6 +416,52 @@ mod tests {
             assert_eq!(names[0], "hab/");
             assert_eq!(names[1].len(), 4 + 200 + 5);
             assert_eq!(names[2], "hab/link");
+        }
+    }
+
+    /// The same tar content written in different piece sizes must compress to the same bytes.
+    #[test]
+    fn compressed_bytes_do_not_depend_on_write_sizes() {
+        let mut state = 7u64;
+        let data: Vec<u8> = (0..3_000_000)
+            .map(|i| {
+                state = state
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                if i % 7 < 4 {
+                    b"abcdefgh"[(state >> 60) as usize % 8]
+                } else {
+                    (state >> 56) as u8
+                }
+            })
+            .collect();
+        for c in [Compression::Gzip, Compression::Zstd] {
+            let mut digests = Vec::new();
+            for piece in [1usize, 517, 8192, 65_536, 1 << 20] {
+                let mut w = LayerWriter::new(Vec::new(), c).expect("writer");
+                let mut r = PieceReader { data: &data, piece };
+                w.file("f", meta(), data.len() as u64, &mut r)
+                    .expect("file");
+                digests.push(w.finish().expect("finish").0);
+            }
+            assert!(
+                digests.windows(2).all(|p| p[0] == p[1]),
+                "{c:?}: {digests:?}"
+            );
+        }
+    }
+
+    struct PieceReader<'a> {
+        data: &'a [u8],
+        piece: usize,
+    }
+
+    impl Read for PieceReader<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            let n = self.piece.min(buf.len()).min(self.data.len());
+            buf[..n].copy_from_slice(&self.data[..n]);
+            self.data = &self.data[n..];
+            Ok(n)
         }
     }
 

@@ -1,0 +1,115 @@
+//! Shared helpers for the integration tests that drive the real `hab-oci` binary.
+#![allow(dead_code)]
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command as StdCommand;
+
+use assert_cmd::Command;
+
+pub(crate) fn repo(sub: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .join(sub)
+}
+
+pub(crate) fn fixtures(sub: &str) -> PathBuf {
+    repo("fixtures").join(sub)
+}
+
+/// The binary with Habitat's caches pointed at an empty directory, so the machine's own
+/// /hab/cache never leaks into a test, and no SOURCE_DATE_EPOCH from the environment.
+pub(crate) fn hab_oci(empty: &Path) -> Command {
+    let mut c = Command::cargo_bin("hab-oci").expect("binary");
+    c.env("HAB_CACHE_KEY_PATH", empty.join("keys"))
+        .env("HAB_CACHE_ARTIFACT_PATH", empty.join("artifacts"))
+        .env_remove("SOURCE_DATE_EPOCH");
+    c
+}
+
+/// Is a service the test needs available? In CI a missing service fails the test; outside
+/// CI the test says loudly that it is skipped (run `bash scripts/test.sh`, which starts them).
+pub(crate) fn service(name: &str, available: bool) -> bool {
+    if available {
+        return true;
+    }
+    if std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false") {
+        panic!("{name} is required in CI but not available (scripts/test.sh starts it)");
+    }
+    #[allow(clippy::print_stderr)] // a visible skip, outside CI only
+    eprintln!("SKIPPED: {name} is not available; run `bash scripts/test.sh`, which starts it");
+    false
+}
+
+pub(crate) fn docker() -> bool {
+    let ok = StdCommand::new("docker")
+        .arg("info")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    service("a Docker daemon", ok)
+}
+
+pub(crate) fn registry() -> Option<String> {
+    let addr = std::env::var("HAB_OCI_TEST_REGISTRY").unwrap_or_else(|_| "127.0.0.1:5000".into());
+    let ok = StdCommand::new("curl")
+        .args(["-fsS", &format!("http://{addr}/v2/")])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    service("a docker-registry on loopback", ok).then_some(addr)
+}
+
+pub(crate) fn tool(name: &str) -> bool {
+    let ok = StdCommand::new(name)
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    service(name, ok)
+}
+
+/// Runs a command, panicking with its output if it fails; returns stdout.
+pub(crate) fn run(cmd: &mut StdCommand) -> String {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A source directory with a `core/busybox-static` package (Debian's static busybox) signed
+/// by a fresh `core` key, so exported images have a shell.
+pub(crate) fn busybox_source(tmp: &Path) -> PathBuf {
+    let src = tmp.join("busybox-src");
+    if src.exists() {
+        return src;
+    }
+    let key = hart::SecretKey::generate("core").expect("key");
+    key.write_pair(&src.join("keys")).expect("keys");
+    let dir = hab_oci_testkit::busybox_package(&tmp.join("busybox-pkg"), "core")
+        .expect("busybox package");
+    hart::pack(
+        &dir,
+        &key,
+        None,
+        &src.join("artifacts"),
+        &hart::PackOptions::default(),
+    )
+    .expect("pack");
+    src
+}
+
+pub(crate) fn read_json(path: &Path) -> serde_json::Value {
+    serde_json::from_slice(&fs::read(path).expect("read json")).expect("json")
+}
+
+/// Layer digests of a report, bottom to top.
+pub(crate) fn layer_digests(report: &serde_json::Value) -> Vec<String> {
+    report["layers"]
+        .as_array()
+        .expect("layers")
+        .iter()
+        .map(|l| l["digest"].as_str().expect("digest").to_owned())
+        .collect()
+}
