@@ -809,3 +809,174 @@ fn bad_flags_fail_before_any_work() {
                 .and(predicate::str::contains("--no-supervisor")),
         );
 }
+
+/// Writes and packs a package directory with `files` (relative path, content, mode).
+fn pack_simple(
+    tmp: &Path,
+    key: &hart::SecretKey,
+    out: &Path,
+    ident: &str,
+    files: &[(&str, &str, u32)],
+) {
+    let dir = tmp.join("simple").join(ident);
+    fs::create_dir_all(&dir).expect("mkdir");
+    fs::write(dir.join("IDENT"), format!("{ident}\n")).expect("IDENT");
+    fs::write(dir.join("TARGET"), "x86_64-linux\n").expect("TARGET");
+    for (path, content, mode) in files {
+        let p = dir.join(path);
+        fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
+        fs::write(&p, content).expect("write");
+        fs::set_permissions(&p, fs::Permissions::from_mode(*mode)).expect("chmod");
+    }
+    hart::pack(&dir, key, None, out, &hart::PackOptions::default()).expect("pack");
+}
+
+/// With Supervisor packages in the sources (stand-ins for chef/hab, hab-sup, hab-launcher
+/// and core/cacerts, plus a real busybox), the image gets Habitat's /init.sh, /bin/hab, the
+/// /etc/ssl link and port 9631, and `docker run IMAGE` goes init.sh → hab sup run → run hook.
+#[test]
+fn supervisor_images_dispatch_through_init_sh() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let t = tmp.path();
+    let bb = busybox_source(t);
+    let sup = t.join("sup-src");
+    let chef = hart::SecretKey::generate("chef").expect("key");
+    chef.write_pair(&sup.join("keys")).expect("keys");
+    // The `core` key busybox was signed with (a second `core` key made in the same second
+    // would carry the same name).
+    let core_key = fs::read_dir(bb.join("keys"))
+        .expect("keys")
+        .map(|e| e.expect("e").path())
+        .find(|p| p.to_string_lossy().ends_with(".sig.key"))
+        .expect("core secret key");
+    let core = hart::SecretKey::from_file(&core_key).expect("core key");
+    let art = sup.join("artifacts");
+    let busybox_sh = "/hab/pkgs/core/busybox-static/1.36.1/20240101000000/bin/sh";
+    // A stand-in `hab`: `hab sup run ORIGIN/NAME` runs that package's run hook.
+    let fake_hab = format!(
+        "#!{busybox_sh}\nif [ \"$1\" = sup ] && [ \"$2\" = run ]; then\n  for d in /hab/pkgs/$3/*/*; do exec \"$d/hooks/run\"; done\nfi\necho \"hab $*\"\n"
+    );
+    let hab_id = "chef/hab/1.6.0/20240101000000";
+    pack_simple(
+        t,
+        &chef,
+        &art,
+        hab_id,
+        &[
+            ("bin/hab", &fake_hab, 0o755),
+            ("PATH", &format!("/hab/pkgs/{hab_id}/bin\n"), 0o644),
+        ],
+    );
+    pack_simple(
+        t,
+        &chef,
+        &art,
+        "chef/hab-sup/1.6.0/20240101000000",
+        &[("bin/hab-sup", "#!/bin/sh\n", 0o755)],
+    );
+    pack_simple(
+        t,
+        &chef,
+        &art,
+        "chef/hab-launcher/1.6.0/20240101000000",
+        &[("bin/hab-launch", "#!/bin/sh\n", 0o755)],
+    );
+    pack_simple(
+        t,
+        &core,
+        &art,
+        "core/cacerts/2024.01.01/20240101000000",
+        &[("ssl/cert.pem", "-----BEGIN CERTIFICATE-----\n", 0o644)],
+    );
+    let name = format!("hab-oci-test/sup-{}", std::process::id());
+    let args = [
+        "--source",
+        &repo("examples").display().to_string(),
+        "--source",
+        &bb.display().to_string(),
+        "--source",
+        &sup.display().to_string(),
+        "--image-name",
+        &name,
+        "--no-tag-version",
+        "--no-tag-version-release",
+        "example/hello",
+        "-o",
+        "oci:img",
+        "-o",
+        "docker-archive:img.tar",
+    ];
+    let r = export(t, t, &args);
+    assert_eq!(
+        r["layers"].as_array().map(Vec::len),
+        Some(9),
+        "8 packages + extras"
+    );
+    let config_path = t.join("img/blobs/sha256").join(
+        r["config_digest"]
+            .as_str()
+            .expect("c")
+            .trim_start_matches("sha256:"),
+    );
+    let config = read_json(&config_path);
+    assert_eq!(
+        config["config"]["Entrypoint"],
+        serde_json::json!(["/init.sh"])
+    );
+    assert_eq!(
+        config["config"]["Cmd"],
+        serde_json::json!(["run", "example/hello"])
+    );
+    assert_eq!(
+        config["config"]["ExposedPorts"],
+        serde_json::json!({"8080/tcp": {}, "9631/tcp": {}})
+    );
+    if tool("umoci") {
+        let bundle = t.join("bundle");
+        run(StdCommand::new("umoci")
+            .args(["unpack", "--rootless", "--image"])
+            .arg(format!("{}:latest", t.join("img").display()))
+            .arg(&bundle));
+        let root = bundle.join("rootfs");
+        let init = fs::read_to_string(root.join("init.sh")).expect("init.sh");
+        assert!(init.starts_with(&format!("#!{busybox_sh}\n")), "{init}");
+        assert!(
+            init.contains("exec /bin/hab sup run example/hello \"$@\""),
+            "{init}"
+        );
+        assert_eq!(
+            fs::read_link(root.join("bin/hab")).expect("hab link"),
+            PathBuf::from(format!("/hab/pkgs/{hab_id}/bin/hab"))
+        );
+        assert_eq!(
+            fs::read_link(root.join("etc/ssl")).expect("ssl"),
+            PathBuf::from("/hab/pkgs/core/cacerts/2024.01.01/20240101000000/ssl")
+        );
+        assert!(
+            !root.join("bin/hab-sup").exists(),
+            "only the hab binary of the hab package is linked"
+        );
+    }
+    if docker() {
+        run(StdCommand::new("docker")
+            .args(["load", "-i"])
+            .arg(t.join("img.tar")));
+        let image = format!("{name}:latest");
+        assert_eq!(
+            run(StdCommand::new("docker").args(["run", "--rm", "--network", "none", &image])),
+            GREETING
+        );
+        assert_eq!(
+            run(StdCommand::new("docker").args([
+                "run",
+                "--rm",
+                "--network",
+                "none",
+                &image,
+                "term"
+            ])),
+            "hab sup term\n"
+        );
+        run(StdCommand::new("docker").args(["rmi", &image]));
+    }
+}
