@@ -569,9 +569,25 @@ fn over_the_layer_budget_packages_are_grouped_and_the_image_still_runs() {
         serde_json::json!([closure.primary().to_string()]),
         "the primary keeps its own top layer"
     );
-    let single = export(t, &t.join("s"), &["--source", &src, "--no-supervisor", "--single-layer", "gen/app", "-o", "oci:img"]);
+    let single = export(
+        t,
+        &t.join("s"),
+        &[
+            "--source",
+            &src,
+            "--no-supervisor",
+            "--single-layer",
+            "gen/app",
+            "-o",
+            "oci:img",
+        ],
+    );
     let single = single["layers"].as_array().expect("layers");
-    assert_eq!(single.len(), 2, "one layer for all packages, plus the extras");
+    assert_eq!(
+        single.len(),
+        2,
+        "one layer for all packages, plus the extras"
+    );
     assert_eq!(single[0]["packages"].as_array().map(Vec::len), Some(12));
     if tool("umoci") {
         let harts: Vec<PathBuf> = fs::read_dir(t.join("src/artifacts"))
@@ -806,10 +822,18 @@ fn bad_flags_fail_before_any_work() {
     hab_oci(t)
         .current_dir(t)
         .env("PATH", "/nonexistent")
-        .args(["export", "--source", &src, "--no-supervisor", "example/hello"])
+        .args([
+            "export",
+            "--source",
+            &src,
+            "--no-supervisor",
+            "example/hello",
+        ])
         .assert()
         .code(1)
-        .stderr(predicate::str::contains("no --output given and no Docker daemon answers"));
+        .stderr(predicate::str::contains(
+            "no --output given and no Docker daemon answers",
+        ));
     // A package whose signing key is not available is never used.
     hab_oci(t)
         .current_dir(t)
