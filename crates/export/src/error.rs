@@ -10,6 +10,11 @@ pub enum ExportError {
         entry: String,
         problem: String,
     },
+    #[error("writing the layer of {package}: {source}")]
+    LayerWrite {
+        package: String,
+        source: std::io::Error,
+    },
     #[error(transparent)]
     Hart(#[from] hart::HartError),
     #[error(transparent)]

@@ -119,6 +119,7 @@ pub fn users_and_groups(svc_user: &str, svc_group: &str) -> (Vec<User>, Vec<Grou
             ],
         ),
     };
+    let groups_by_gid: Vec<(String, u32)> = groups.iter().map(|g| (g.0.clone(), g.1)).collect();
     let mut out_groups: Vec<Group> = Vec::new();
     for (name, gid, members) in groups {
         if DEFAULT_GROUPS.iter().any(|(n, _)| *n == name) {
@@ -135,10 +136,26 @@ pub fn users_and_groups(svc_user: &str, svc_group: &str) -> (Vec<User>, Vec<Grou
             None => out_groups.push((name, gid, members)),
         }
     }
+    // A user's gid names a group line of the table; after de-duplication that group may live
+    // under another gid (or be a default group): follow the name, not the number.
+    let name_of_gid = |gid: u32| {
+        groups_by_gid
+            .iter()
+            .find(|(_, g)| *g == gid)
+            .map(|(n, _)| n.clone())
+    };
+    let kept_gid = |name: &str| {
+        DEFAULT_GROUPS
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, g)| *g)
+            .or_else(|| out_groups.iter().find(|g| g.0 == name).map(|g| g.1))
+    };
     let mut out_users: Vec<User> = Vec::new();
-    for u in users {
-        if u.0 != "root" && !out_users.iter().any(|x| x.0 == u.0) {
-            out_users.push(u);
+    for (name, uid, gid) in users {
+        let gid = name_of_gid(gid).and_then(|n| kept_gid(&n)).unwrap_or(gid);
+        if name != "root" && !out_users.iter().any(|x| x.0 == name) {
+            out_users.push((name, uid, gid));
         }
     }
     (out_users, out_groups)
@@ -280,14 +297,30 @@ mod tests {
         assert_eq!(g, vec![("hab".into(), 84, vec!["hab".into()])]);
         // Habitat would add two `hab` groups here (42 and 84): we keep one.
         let (u, g) = users_and_groups("nginx", "hab");
-        assert_eq!(u, vec![("nginx".into(), 42, 42), ("hab".into(), 84, 84)]);
+        assert_eq!(u, vec![("nginx".into(), 42, 42), ("hab".into(), 84, 42)]);
         assert_eq!(
             g,
             vec![("hab".into(), 42, vec!["nginx".into(), "hab".into()])]
         );
-        // And a second `root` group is never added.
-        let (_, g) = users_and_groups("nginx", "root");
+        // And a second `root` group is never added; nginx joins the real root group.
+        let (u, g) = users_and_groups("nginx", "root");
         assert_eq!(g, vec![("hab".into(), 84, vec!["hab".into()])]);
+        assert_eq!(u[0], ("nginx".into(), 42, 0));
+        // Every user's gid is a group that exists.
+        for (su, sg) in [
+            ("nginx", "hab"),
+            ("nginx", "root"),
+            ("hab", "root"),
+            ("root", "www"),
+        ] {
+            let (u, g) = users_and_groups(su, sg);
+            for (name, _, gid) in &u {
+                assert!(
+                    g.iter().any(|x| x.1 == *gid) || DEFAULT_GROUPS.iter().any(|x| x.1 == *gid),
+                    "{su}/{sg}: {name} has gid {gid} with no group"
+                );
+            }
+        }
         let p = passwd(&users_and_groups("hab", "hab").0);
         assert!(p.ends_with("hab:x:42:42:hab User:/:/bin/false\n"));
         assert_eq!(p.lines().count(), 5);

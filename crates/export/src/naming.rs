@@ -115,6 +115,11 @@ pub fn naming(opts: &NamingOptions, primary: &PackageIdent) -> Result<Naming, Ex
             tags.push(t);
         }
     }
+    if tags.is_empty() {
+        return Err(ExportError::Plan(
+            "every tag is disabled (--no-tag-latest, --no-tag-version, --no-tag-version-release, no --tag-custom): at least one tag is needed".into(),
+        ));
+    }
     let mut seen = Vec::new();
     tags.retain(|t| {
         let new = !seen.contains(t);

@@ -126,13 +126,22 @@ impl OutputSet {
         Ok(())
     }
 
-    /// A staging layout for the blobs, beside the first output path (same filesystem, so
-    /// the final rename is atomic), else in the temporary directory.
+    /// The first `oci:` output: the staging layout is renamed into it at the end.
+    fn first_oci(&self) -> Option<&PathBuf> {
+        self.outputs.iter().find_map(|o| match o {
+            Output::Oci(p) => Some(p),
+            _ => None,
+        })
+    }
+
+    /// A staging layout for the blobs, beside the first `oci:` output (same filesystem, so
+    /// the final rename is atomic), else beside the first other output, else in the
+    /// temporary directory.
     pub fn staging(&self) -> Result<tempfile::TempDir, ExportError> {
         let dir = self
-            .outputs
-            .iter()
-            .find_map(|o| o.path().map(parent_of))
+            .first_oci()
+            .map(|p| parent_of(p))
+            .or_else(|| self.outputs.iter().find_map(|o| o.path().map(parent_of)))
             .unwrap_or_else(std::env::temp_dir);
         tempfile::Builder::new()
             .prefix(".hab-oci-staging-")
@@ -182,44 +191,38 @@ impl OutputSet {
                 Output::Oci(_) => {}
             }
         }
-        let ocis: Vec<&PathBuf> = self
-            .outputs
-            .iter()
-            .filter_map(|o| {
-                if let Output::Oci(p) = o {
-                    Some(p)
-                } else {
-                    None
-                }
-            })
-            .collect();
-        if ocis.is_empty() {
+        let Some(first) = self.first_oci() else {
             return Ok(());
-        }
+        };
         store.write_images(std::slice::from_ref(&entry), &ann)?;
-        let (last, rest) = ocis.split_last().expect("non-empty");
-        for p in rest {
-            progress.step(&format!("writing oci:{}", p.display()));
+        for o in &self.outputs {
+            let Output::Oci(p) = o else { continue };
+            if p == first {
+                continue;
+            }
+            progress.step(&format!("writing {o}"));
             let copy = tempfile::Builder::new()
                 .prefix(".hab-oci-staging-")
                 .tempdir_in(parent_of(p))
                 .map_err(io_at(p))?;
             copy_tree(store.root(), copy.path())?;
-            replace_dir(copy.keep(), p)?;
+            replace_dir(copy.path(), p)?;
         }
-        progress.step(&format!("writing oci:{}", last.display()));
-        replace_dir(staging.keep(), last)?;
+        progress.step(&format!("writing oci:{}", first.display()));
+        // On success the staging directory has become the output and dropping the TempDir
+        // finds nothing to remove; on failure it removes the staging directory.
+        replace_dir(staging.path(), first)?;
         Ok(())
     }
 }
 
 /// Moves `staged` to `dest`, replacing what was there: the old directory is renamed aside
 /// first and removed only once the new one is in place.
-fn replace_dir(staged: PathBuf, dest: &Path) -> Result<(), ExportError> {
+fn replace_dir(staged: &Path, dest: &Path) -> Result<(), ExportError> {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        fs::set_permissions(&staged, fs::Permissions::from_mode(0o755)).map_err(io_at(&staged))?;
+        fs::set_permissions(staged, fs::Permissions::from_mode(0o755)).map_err(io_at(staged))?;
     }
     if dest.exists() {
         let aside = parent_of(dest).join(format!(
@@ -230,14 +233,18 @@ fn replace_dir(staged: PathBuf, dest: &Path) -> Result<(), ExportError> {
             std::process::id()
         ));
         fs::rename(dest, &aside).map_err(io_at(dest))?;
-        fs::rename(&staged, dest).map_err(io_at(dest))?;
+        if let Err(e) = fs::rename(staged, dest) {
+            // Put the previous output back: a failed export leaves it as it was.
+            let _ = fs::rename(&aside, dest);
+            return Err(io_at(dest)(e));
+        }
         if aside.is_dir() {
             fs::remove_dir_all(&aside).map_err(io_at(&aside))?;
         } else {
             fs::remove_file(&aside).map_err(io_at(&aside))?;
         }
     } else {
-        fs::rename(&staged, dest).map_err(io_at(dest))?;
+        fs::rename(staged, dest).map_err(io_at(dest))?;
     }
     Ok(())
 }
@@ -292,11 +299,19 @@ fn docker_load(
     let out = child
         .wait_with_output()
         .map_err(|e| ExportError::DockerLoad(e.to_string()))?;
+    // Our own failure (reading a blob, say) explains more than docker's "unexpected EOF";
+    // a broken pipe means docker stopped reading, and its stderr says why.
+    if let Err(e) = written {
+        let broken_pipe = matches!(&e, oci_image::LayoutError::Io { source, .. }
+            if source.kind() == std::io::ErrorKind::BrokenPipe);
+        if !broken_pipe || out.status.success() {
+            return Err(e.into());
+        }
+    }
     if !out.status.success() {
         return Err(ExportError::DockerLoad(
             String::from_utf8_lossy(&out.stderr).trim().to_owned(),
         ));
     }
-    written?;
     Ok(())
 }

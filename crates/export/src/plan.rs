@@ -220,15 +220,19 @@ impl ImagePlan {
             ),
             (None, None, Some(c)) => (None, Some(c.clone())),
             (None, None, None) => {
-                let run = if p.metadata.is_service {
-                    Some(vec![format!("/hab/pkgs/{}/hooks/run", p.ident())])
-                } else {
-                    None
-                };
+                let run = p
+                    .metadata
+                    .run_script
+                    .as_ref()
+                    .map(|r| vec![format!("/hab/pkgs/{}/{r}", p.ident())]);
                 (run, None)
             }
         };
-        let mut env = vec!["PATH=/bin".to_owned()];
+        // `--env PATH=...` replaces Habitat's `PATH=/bin` rather than adding a second PATH.
+        let mut env: Vec<String> = Vec::new();
+        if !opts.env.iter().any(|e| e.starts_with("PATH=")) {
+            env.push("PATH=/bin".to_owned());
+        }
         env.extend(opts.env.iter().cloned());
         let id = p.ident();
         let mut labels: BTreeMap<String, String> = BTreeMap::from([

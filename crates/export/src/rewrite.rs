@@ -11,7 +11,6 @@ use hart::{DecodeOptions, PackageIdent, VerifiedHart};
 use oci_image::{EntryMeta, LayerWriter};
 
 use crate::ExportError;
-use crate::error::io_at;
 
 /// Directories get group permissions equal to owner permissions (Habitat's `chmod g=u`), so
 /// an arbitrary UID in group 0 can write `/hab/svc` and friends.
@@ -62,8 +61,11 @@ pub(crate) fn write_package<W: Write>(
         entry: entry.to_owned(),
         problem: problem.to_owned(),
     };
-    let path_err = io_at(hart.path());
-    write_parents(w, ident, release_mtime, emitted).map_err(&path_err)?;
+    let write_err = |source| ExportError::LayerWrite {
+        package: ident.to_string(),
+        source,
+    };
+    write_parents(w, ident, release_mtime, emitted).map_err(write_err)?;
     let payload_err = |source| {
         ExportError::Hart(hart::HartError::Payload {
             path: hart.path().to_owned(),
@@ -73,12 +75,17 @@ pub(crate) fn write_package<W: Write>(
     let mut archive = tar::Archive::new(hart.payload(DecodeOptions::default())?);
     let mut symlinks: HashSet<String> = HashSet::new();
     let mut files: HashSet<String> = HashSet::new();
+    let mut seen: HashSet<String> = HashSet::new();
     for entry in archive.entries().map_err(payload_err)? {
         let mut entry = entry.map_err(payload_err)?;
         let raw = entry.path().map_err(payload_err)?.into_owned();
         let shown = raw.to_string_lossy().into_owned();
-        let path = normalize(&raw)
-            .ok_or_else(|| bad(&shown, "escapes the package (absolute path or '..')"))?;
+        let path = normalize(&raw).ok_or_else(|| {
+            bad(
+                &shown,
+                "escapes the package (absolute path or '..') or is not UTF-8",
+            )
+        })?;
         let kind = entry.header().entry_type();
         // Parents of the prefix: ours are synthesized with fixed metadata.
         if kind.is_dir() && format!("{prefix}/").starts_with(&format!("{path}/")) && path != prefix
@@ -92,21 +99,22 @@ pub(crate) fn write_package<W: Write>(
             ));
         }
         // No entry may be reached through a symlink the package itself created.
-        let mut ancestor = path.as_str();
-        while let Some((parent, _)) = ancestor.rsplit_once('/') {
-            if symlinks.contains(parent) {
-                return Err(bad(
-                    &shown,
-                    &format!("passes through the symlink {parent} the package created"),
-                ));
-            }
-            ancestor = parent;
+        if let Some(link) = through_symlink(&path, &symlinks) {
+            return Err(bad(
+                &shown,
+                &format!("passes through the symlink {link} the package created"),
+            ));
+        }
+        // A second entry for a path would replace the first on extraction (and could turn a
+        // checked file into a symlink after the fact): refused.
+        if !seen.insert(path.clone()) {
+            return Err(bad(&shown, "appears twice in the package"));
         }
         let header = entry.header();
         let mode = header.mode().map_err(payload_err)? & 0o7777;
         let mtime = header.mtime().map_err(payload_err)?;
         let meta = EntryMeta { mode, mtime };
-        let out_err = io_at(hart.path());
+        let out_err = write_err;
         match kind {
             tar::EntryType::Directory => {
                 w.dir(
@@ -152,11 +160,11 @@ pub(crate) fn write_package<W: Write>(
                         ),
                     ));
                 };
-                if !files.contains(&t) {
+                if !files.contains(&t) || through_symlink(&t, &symlinks).is_some() {
                     return Err(bad(
                         &shown,
                         &format!(
-                            "is a hardlink to '{t}', which is not an earlier file of the package"
+                            "is a hardlink to '{t}', which is not an earlier regular file of the package"
                         ),
                     ));
                 }
@@ -176,6 +184,18 @@ pub(crate) fn write_package<W: Write>(
     // Read to the end of the payload so the decoder's checks and the re-hash run.
     std::io::copy(&mut archive.into_inner(), &mut std::io::sink()).map_err(payload_err)?;
     Ok(())
+}
+
+/// The first proper ancestor of `path` that is a symlink the package created, if any.
+fn through_symlink<'a>(path: &str, symlinks: &'a HashSet<String>) -> Option<&'a str> {
+    let mut ancestor = path;
+    while let Some((parent, _)) = ancestor.rsplit_once('/') {
+        if let Some(l) = symlinks.get(parent) {
+            return Some(l.as_str());
+        }
+        ancestor = parent;
+    }
+    None
 }
 
 /// A relative, `..`-free path as a string without trailing slash; `None` if it escapes.
@@ -200,12 +220,26 @@ struct CountingReader<'a, R> {
     n: u64,
 }
 
+/// Progress is reported per MiB, not per read: a report takes a lock in the printer.
+const PROGRESS_STEP: u64 = 1 << 20;
+
 impl<R: Read> Read for CountingReader<'_, R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         let n = self.inner.read(buf)?;
         self.n += n as u64;
-        (self.advance)(n as u64);
+        if self.n >= PROGRESS_STEP || n == 0 {
+            (self.advance)(self.n);
+            self.n = 0;
+        }
         Ok(n)
+    }
+}
+
+impl<R> Drop for CountingReader<'_, R> {
+    fn drop(&mut self) {
+        if self.n > 0 {
+            (self.advance)(self.n);
+        }
     }
 }
 

@@ -136,8 +136,8 @@ pub(crate) struct ExportArgs {
     #[arg(long)]
     pub(crate) single_layer: bool,
     /// Layer budget for the whole image (2 to 125); above it packages are grouped.
-    #[arg(long, default_value_t = 100, value_name = "N")]
-    pub(crate) max_layers: usize,
+    #[arg(long, default_value_t = 100, value_name = "N", value_parser = clap::value_parser!(u8).range(2..=125))]
+    pub(crate) max_layers: u8,
     /// Layer compression.
     #[arg(long, default_value = "gzip", value_parser = ["gzip", "zstd", "none"])]
     pub(crate) compression: String,

@@ -387,6 +387,37 @@ fn golden_layer_digest() {
     );
 }
 
+/// zstd layers are pinned too (zstd-sys could link a system libzstd of another version).
+#[test]
+fn golden_zstd_layer_digest() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let t = tmp.path();
+    let src = fixtures("habitat").display().to_string();
+    let r = export(
+        t,
+        t,
+        &[
+            "--source",
+            &src,
+            "--no-supervisor",
+            "--compression",
+            "zstd",
+            "happyhumans/possums",
+            "-o",
+            "oci:img",
+        ],
+    );
+    let layer = &r["layers"][0];
+    assert_eq!(layer["diff_id"], GOLDEN_DIFF_ID);
+    assert_eq!(
+        layer["media_type"],
+        "application/vnd.oci.image.layer.v1.tar+zstd"
+    );
+    assert_eq!(layer["digest"], GOLDEN_ZSTD_DIGEST, "zstd output changed");
+}
+
+const GOLDEN_ZSTD_DIGEST: &str =
+    "sha256:4888e071d0fc927e12bd2492901f5ed0a0d00a572394821f1c6ddfedb1577838";
 const GOLDEN_DIFF_ID: &str =
     "sha256:d8b9b1be252be696f9cd0b6c39fb3666662cfbcedddf4f83ec931525a919af88";
 const GOLDEN_DIGEST: &str =
@@ -675,6 +706,16 @@ fn hostile_packages_stop_the_export_and_leave_nothing() {
             vec![Hardlink(format!("{p}/x"), "etc/passwd".into())],
             "hardlink",
         ),
+        (
+            "dir-replaced-by-symlink",
+            vec![
+                Dir(format!("{p}/d/")),
+                File(format!("{p}/d/f"), b"x".to_vec()),
+                Symlink(format!("{p}/d"), "/etc".into()),
+                Hardlink(format!("{p}/h"), format!("{p}/d/f")),
+            ],
+            "appears twice",
+        ),
         ("fifo", vec![Fifo(format!("{p}/pipe"))], "unsupported type"),
         (
             "device",
@@ -799,7 +840,6 @@ fn bad_flags_fail_before_any_work() {
             "--engine docker is not supported yet",
         ),
         (vec!["--image-name", "{{pkg_name"], "is never closed"),
-        (vec!["--max-layers", "200"], "out of range"),
         (vec!["-o", "tarball:x"], "invalid output"),
     ] {
         hab_oci(t)
@@ -818,6 +858,39 @@ fn bad_flags_fail_before_any_work() {
             .code(1)
             .stderr(predicate::str::contains(msg));
     }
+    hab_oci(t)
+        .args([
+            "export",
+            "--source",
+            &src,
+            "--no-supervisor",
+            "example/hello",
+            "-o",
+            "oci:o",
+            "--max-layers",
+            "200",
+        ])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("200 is not in 2..=125"));
+    hab_oci(t)
+        .args([
+            "export",
+            "--source",
+            &src,
+            "--no-supervisor",
+            "example/hello",
+            "-o",
+            "oci:o",
+        ])
+        .args([
+            "--no-tag-latest",
+            "--no-tag-version",
+            "--no-tag-version-release",
+        ])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("at least one tag is needed"));
     // No --output and no Docker daemon: fail before any work, saying what to pass.
     hab_oci(t)
         .current_dir(t)

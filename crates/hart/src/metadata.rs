@@ -62,6 +62,9 @@ pub struct PackageMetadata {
     pub shutdown_signal: Option<String>,
     /// Has `hooks/run` or a top-level `run`: a service, not a library.
     pub is_service: bool,
+    /// The service's run script relative to the prefix: `run` (a plain script) if present,
+    /// else `hooks/run` (a Handlebars template the Supervisor renders).
+    pub run_script: Option<String>,
     pub has_install_hook: bool,
     /// Number of tar entries and bytes of regular-file content.
     pub entries: u64,
@@ -149,6 +152,7 @@ impl VerifiedHart {
         let mut files = BTreeMap::new();
         let (mut entries, mut unpacked_size) = (0u64, 0u64);
         let (mut is_service, mut has_install_hook) = (false, false);
+        let mut run_script: Option<String> = None;
         // Non-directory entries as (parent, name) relative to the prefix; filtered against
         // PATH at the end, since PATH may come after them in the tar.
         let mut leaves: Vec<(String, String)> = Vec::new();
@@ -187,7 +191,14 @@ impl VerifiedHart {
             }
             let rest: Vec<&str> = rest.iter().map(String::as_str).collect();
             match rest.as_slice() {
-                ["run"] | ["hooks", "run"] => is_service = true,
+                ["run"] => {
+                    is_service = true;
+                    run_script = Some("run".into());
+                }
+                ["hooks", "run"] => {
+                    is_service = true;
+                    run_script.get_or_insert_with(|| "hooks/run".into());
+                }
                 ["hooks", "install"] => has_install_hook = true,
                 [name] if kind.is_file() && METAFILES.contains(name) => {
                     if entry.size() > MAX_METAFILE {
@@ -294,6 +305,7 @@ impl VerifiedHart {
             path: path_dirs,
             binaries,
             is_service,
+            run_script,
             has_install_hook,
             entries,
             unpacked_size,

@@ -231,6 +231,20 @@ impl<W: Write> LayerWriter<W> {
         size: u64,
         data: &mut dyn Read,
     ) -> io::Result<()> {
+        // Callers check paths against their own rules; this is the last line: a layer never
+        // holds an absolute path or a `..` component, whatever the caller did.
+        let body = path.strip_suffix('/').unwrap_or(path);
+        if body.is_empty()
+            || body.starts_with('/')
+            || body
+                .split('/')
+                .any(|c| c.is_empty() || c == "." || c == "..")
+        {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("refusing layer entry '{path}': not a plain relative path"),
+            ));
+        }
         let mut h = tar::Header::new_ustar();
         h.set_entry_type(kind);
         h.set_mode(meta.mode & 0o7777);
@@ -463,6 +477,15 @@ mod tests {
             self.data = &self.data[n..];
             Ok(n)
         }
+    }
+
+    #[test]
+    fn unsafe_paths_are_refused() {
+        let mut w = LayerWriter::new(Vec::new(), Compression::None).expect("writer");
+        for p in ["/etc/passwd", "a/../b", "", "a//b", "./a"] {
+            assert!(w.file(p, meta(), 0, &mut io::empty()).is_err(), "{p}");
+        }
+        assert!(w.dir("hab/", meta()).is_ok());
     }
 
     #[test]

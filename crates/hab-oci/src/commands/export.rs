@@ -262,7 +262,7 @@ pub(crate) fn run(a: &ExportArgs, printer: &Printer) -> Result<ExitCode> {
         } else {
             Layering::PerPackage
         },
-        max_layers: a.max_layers,
+        max_layers: usize::from(a.max_layers),
         supervisor,
         entrypoint,
         cmd,
