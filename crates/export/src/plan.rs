@@ -344,7 +344,7 @@ pub fn assign_layers(
             .metadata
             .unpacked_size
             .cmp(&pkgs[a].metadata.unpacked_size)
-            .then(a.cmp(&b))
+            .then_with(|| pkgs[a].ident().total_cmp(pkgs[b].ident()))
     });
     let grouping = |k: usize| -> Vec<PlannedLayer> {
         let chosen: BTreeSet<usize> = requested
@@ -376,22 +376,21 @@ pub fn assign_layers(
         });
         layers
     };
-    let mut best = grouping(0);
-    if best.len() > budget {
-        // Even the coarsest grouping is too fine: everything not requested in one layer.
-        let rest: Vec<usize> = (0..n).filter(|i| !pkgs[*i].requested).collect();
-        let mut layers = vec![PlannedLayer { members: rest }];
-        layers.extend(requested.iter().map(|&i| PlannedLayer { members: vec![i] }));
-        return Ok(layers);
-    }
-    for k in 1..=others.len() {
+    // Half the free budget goes to the largest packages, the other half is left for the
+    // groups. The number kept does not depend on how many small packages there are, so
+    // adding or removing a leaf moves no other package (unless the groups overflow).
+    let reserved = others.len().min((budget - requested.len()) / 2);
+    for k in (0..=reserved).rev() {
         let g = grouping(k);
-        if g.len() > budget {
-            break;
+        if g.len() <= budget {
+            return Ok(g);
         }
-        best = g;
     }
-    Ok(best)
+    // Even the coarsest grouping is too fine: everything not requested in one layer.
+    let rest: Vec<usize> = (0..n).filter(|i| !pkgs[*i].requested).collect();
+    let mut layers = vec![PlannedLayer { members: rest }];
+    layers.extend(requested.iter().map(|&i| PlannedLayer { members: vec![i] }));
+    Ok(layers)
 }
 
 /// `created` as RFC 3339, exposed for reports.

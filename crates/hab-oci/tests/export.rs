@@ -661,6 +661,71 @@ fn over_the_layer_budget_packages_are_grouped_and_the_image_still_runs() {
     }
 }
 
+/// Above the budget, adding a small leaf dependency (with the new primary release that uses
+/// it) keeps every other grouped layer as it was.
+#[test]
+fn grouping_is_stable_when_a_leaf_is_added() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let t = tmp.path();
+    let mut closure = gen_closure(&t.join("src"), 14);
+    let src = t.join("src").display().to_string();
+    let args = [
+        "--source",
+        &src,
+        "--no-supervisor",
+        "--max-layers",
+        "8",
+        "gen/app",
+        "-o",
+        "oci:img",
+    ];
+    let v1 = export(t, &t.join("v1"), &args);
+    let leaf = hab_oci_testkit::PackageSpec {
+        ident: hart::PackageIdent::new_fq("gen", "zleaf", "1.0.0", "20240101000000"),
+        deps: vec![],
+        tdeps: vec![],
+        size: 100,
+        service: false,
+        seed: 99,
+    };
+    let mut app = closure.packages[13].clone();
+    app.ident.release = Some("20240202000000".into());
+    app.deps.push(leaf.ident.clone());
+    app.tdeps.push(leaf.ident.clone());
+    hab_oci_testkit::add_package(&mut closure, leaf, 64 * 1024).expect("leaf");
+    hab_oci_testkit::add_package(&mut closure, app, 64 * 1024).expect("app");
+    let v2 = export(t, &t.join("v2"), &args);
+    let (l1, l2) = (layer_digests(&v1), layer_digests(&v2));
+    assert!(l2.len() <= 8);
+    // Besides the primary's layer and the extras, only the layer the leaf joins changes.
+    let gone: Vec<&String> = l1[..l1.len() - 2]
+        .iter()
+        .filter(|d| !l2.contains(d))
+        .collect();
+    assert!(gone.len() <= 1, "layers changed by adding a leaf: {gone:?}");
+    let layers = v2["layers"].as_array().expect("layers");
+    let new: Vec<&serde_json::Value> = layers[..layers.len() - 2]
+        .iter()
+        .filter(|l| !l1.contains(&l["digest"].as_str().expect("d").to_owned()))
+        .collect();
+    assert!(
+        new.len() <= gone.len() + 1,
+        "{} new layers for {} gone",
+        new.len(),
+        gone.len()
+    );
+    for l in new {
+        assert!(
+            l["packages"]
+                .as_array()
+                .expect("p")
+                .iter()
+                .any(|p| p.as_str().is_some_and(|p| p.starts_with("gen/zleaf/"))),
+            "a layer without the leaf changed: {l}"
+        );
+    }
+}
+
 #[test]
 fn hostile_packages_stop_the_export_and_leave_nothing() {
     use hab_oci_testkit::RawEntry::*;
