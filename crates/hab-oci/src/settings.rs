@@ -49,3 +49,15 @@ pub(crate) fn depot(args: &SourceArgs) -> Result<DepotSettings> {
         decode_threads: 1,
     })
 }
+
+/// `SOURCE_DATE_EPOCH`, the reproducible-builds convention for "the time to use".
+pub(crate) fn source_date_epoch() -> Result<Option<u64>> {
+    match std::env::var("SOURCE_DATE_EPOCH") {
+        Ok(v) => v
+            .trim()
+            .parse::<u64>()
+            .map(Some)
+            .with_context(|| format!("SOURCE_DATE_EPOCH '{v}' is not a number of seconds")),
+        Err(_) => Ok(None),
+    }
+}

@@ -852,43 +852,15 @@ fn an_existing_output_that_is_not_ours_is_refused_without_force() {
         "keep me"
     );
     // Our own previous output is replaced without --force; a foreign one with --force.
-    export(
-        t,
-        t,
-        &[
-            "--source",
-            &src,
-            "--no-supervisor",
-            "example/hello",
-            "-o",
-            "oci:mine",
-        ],
-    );
-    export(
-        t,
-        t,
-        &[
-            "--source",
-            &src,
-            "--no-supervisor",
-            "example/hello",
-            "-o",
-            "oci:mine",
-        ],
-    );
-    export(
-        t,
-        t,
-        &[
-            "--source",
-            &src,
-            "--no-supervisor",
-            "example/hello",
-            "-o",
-            "oci:out",
-            "--force",
-        ],
-    );
+    for extra in [
+        &["-o", "oci:mine"][..],
+        &["-o", "oci:mine"],
+        &["-o", "oci:out", "--force"],
+    ] {
+        let mut args = vec!["--source", &src, "--no-supervisor", "example/hello"];
+        args.extend_from_slice(extra);
+        export(t, t, &args);
+    }
     assert!(!t.join("out/precious.txt").exists());
     assert!(t.join("out/index.json").exists());
 }

@@ -178,14 +178,7 @@ pub(crate) fn run(a: &ExportArgs, printer: &Printer) -> Result<ExitCode> {
         "none" => Compression::None,
         _ => Compression::Gzip,
     };
-    let source_date_epoch = match std::env::var("SOURCE_DATE_EPOCH") {
-        Ok(v) => Some(
-            v.trim()
-                .parse::<u64>()
-                .with_context(|| format!("SOURCE_DATE_EPOCH '{v}' is not a number of seconds"))?,
-        ),
-        Err(_) => None,
-    };
+    let source_date_epoch = settings::source_date_epoch()?;
     let mut outputs: Vec<Output> = a
         .outputs
         .iter()

@@ -158,14 +158,7 @@ pub(crate) fn pack(
     printer: &Printer,
 ) -> Result<ExitCode> {
     let key = SecretKey::from_file(key)?;
-    let mtime = match std::env::var("SOURCE_DATE_EPOCH") {
-        Ok(v) => Some(
-            v.trim()
-                .parse::<u64>()
-                .with_context(|| format!("SOURCE_DATE_EPOCH '{v}' is not a number of seconds"))?,
-        ),
-        Err(_) => None,
-    };
+    let mtime = settings::source_date_epoch()?;
     let opts = PackOptions {
         level,
         block_size: block_size.unwrap_or(0),
