@@ -30,6 +30,20 @@ pub struct Report {
     pub config_digest: String,
     pub outputs: Vec<String>,
     pub layers: Vec<LayerReport>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub push: Option<PushReport>,
+}
+
+/// What a push did (filled by the caller that pushed).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct PushReport {
+    pub references: Vec<String>,
+    pub blobs_skipped: u64,
+    pub blobs_mounted: u64,
+    pub blobs_uploaded: u64,
+    pub bytes_uploaded: u64,
+    pub tags_written: u64,
+    pub tags_unchanged: u64,
 }
 
 fn split(s: Option<&String>) -> Vec<String> {
@@ -51,6 +65,7 @@ impl Report {
             manifest_digest: image.manifest_digest.clone(),
             config_digest: image.config_digest.clone(),
             outputs,
+            push: None,
             layers: image
                 .layers
                 .iter()

@@ -183,15 +183,36 @@ pub(crate) struct ExportArgs {
     /// Image label K=V (repeatable).
     #[arg(long = "label", value_name = "K=V")]
     pub(crate) labels: Vec<String>,
-    /// Push every tag (not supported yet).
-    #[arg(long)]
+    /// Push every tag to the registry of the image name (see --registry-url): only blobs the
+    /// registry lacks are uploaded, tags are written last. Credentials: --username and
+    /// --password/--password-stdin, else what docker would use (~/.docker/config.json, its
+    /// credential helpers, $REGISTRY_AUTH_FILE), else anonymous.
+    #[arg(long, visible_alias = "push")]
     pub(crate) push_image: bool,
     #[arg(long, hide = true)]
     pub(crate) no_push_image: bool,
-    #[arg(long, short = 'U', hide = true)]
+    /// Registry user (with --password or --password-stdin).
+    #[arg(long, short = 'U', requires = "password_source")]
     pub(crate) username: Option<String>,
-    #[arg(long, short = 'P', hide = true)]
+    /// Registry password (visible to other users of this machine: prefer --password-stdin).
+    #[arg(long, short = 'P', group = "password_source", requires = "username")]
     pub(crate) password: Option<String>,
+    /// Read the registry password from stdin.
+    #[arg(long, group = "password_source", requires = "username")]
+    pub(crate) password_stdin: bool,
+    /// Extra CA certificate (PEM) to trust for the registry (repeatable).
+    #[arg(long, value_name = "FILE")]
+    pub(crate) ca_cert: Vec<PathBuf>,
+    /// Talk plain HTTP to this registry host[:port] (loopback registries already are).
+    #[arg(long, value_name = "HOST")]
+    pub(crate) insecure_registry: Vec<String>,
+    /// Blobs pushed at once.
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub(crate) jobs: u16,
+    /// Another repository of the same registry to mount blobs from instead of uploading
+    /// them (repeatable), e.g. registry.example.com/team/base.
+    #[arg(long, value_name = "REPOSITORY")]
+    pub(crate) mount_from: Vec<String>,
     #[arg(long, short = 'R', hide = true)]
     pub(crate) registry_type: Option<String>,
     #[arg(long, hide = true)]

@@ -21,10 +21,7 @@ use crate::settings;
 /// Flags of `hab pkg export container` we accept but do not implement yet: refuse, never
 /// ignore silently.
 fn refuse_unsupported(a: &ExportArgs) -> Result<()> {
-    let unsupported: [(bool, &str); 10] = [
-        (a.push_image, "--push-image"),
-        (a.username.is_some(), "--username"),
-        (a.password.is_some(), "--password"),
+    let unsupported: [(bool, &str); 7] = [
         (
             a.registry_type.as_deref().is_some_and(|t| t != "docker"),
             "--registry-type",
@@ -184,7 +181,7 @@ pub(crate) fn run(a: &ExportArgs, printer: &Printer) -> Result<ExitCode> {
         .iter()
         .map(|o| o.parse())
         .collect::<Result<_, _>>()?;
-    if outputs.is_empty() {
+    if outputs.is_empty() && !a.push_image {
         if !docker_daemon_answers() {
             bail!(
                 "no --output given and no Docker daemon answers\nhint: pass --output oci:DIR, --output docker-archive:FILE or --output oci-archive:FILE"
@@ -294,12 +291,18 @@ pub(crate) fn run(a: &ExportArgs, printer: &Printer) -> Result<ExitCode> {
     let store = OciDir::create(staging.path())?;
     let bars = Bars::new(printer, plan.layers.len() + 1);
     let image = export::native::build(&closure, &plan, &store, compression, &bars)?;
+    let pushed = if a.push_image {
+        Some(super::push::push(a, &store, &image, &plan.naming, printer)?)
+    } else {
+        None
+    };
     output_set.write(staging, &store, &image, &plan.naming, &bars)?;
-    let report = export::report::Report::new(
+    let mut report = export::report::Report::new(
         &image,
         &plan.naming,
         output_set.outputs.iter().map(ToString::to_string).collect(),
     );
+    report.push = pushed;
     if let Some(path) = &a.report {
         export::report::write_report(path, &report)?;
     }

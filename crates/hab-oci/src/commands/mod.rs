@@ -4,6 +4,7 @@
 mod export;
 mod hart;
 mod key;
+mod push;
 mod resolve;
 
 use std::process::ExitCode;

@@ -1,0 +1,196 @@
+//! `hab-oci export --push-image` against a real docker-registry on loopback (started by
+//! scripts/test.sh): only missing blobs are uploaded, no-op pushes write nothing, blobs of
+//! another repository are mounted, and the pushed image pulls and runs in docker.
+
+use std::path::Path;
+use std::process::Command as StdCommand;
+
+mod common;
+use common::*;
+
+fn push(tmp: &Path, cwd: &Path, args: &[&str]) -> serde_json::Value {
+    std::fs::create_dir_all(cwd).expect("cwd");
+    hab_oci(tmp)
+        .current_dir(cwd)
+        .args(["export", "--push-image", "--report", "report.json"])
+        .args(args)
+        .assert()
+        .success();
+    read_json(&cwd.join("report.json"))["push"].clone()
+}
+
+fn n(v: &serde_json::Value, k: &str) -> u64 {
+    v[k].as_u64().unwrap_or_else(|| panic!("{k} in {v}"))
+}
+
+#[test]
+fn push_runs_and_a_second_push_is_a_no_op() {
+    let Some(reg) = registry() else { return };
+    let tmp = tempfile::tempdir().expect("tmp");
+    let t = tmp.path();
+    let bb = busybox_source(t);
+    let prefix = format!("{reg}/push-{}", std::process::id());
+    let (ex, bbs) = (
+        repo("examples").display().to_string(),
+        bb.display().to_string(),
+    );
+    let args = [
+        "--source",
+        &ex,
+        "--source",
+        &bbs,
+        "--no-supervisor",
+        "--registry-url",
+        &prefix,
+        "example/hello",
+        "core/busybox-static",
+    ];
+    let first = push(t, &t.join("1"), &args);
+    assert_eq!(n(&first, "blobs_uploaded"), 6, "5 layers + config: {first}");
+    assert_eq!(n(&first, "tags_written"), 3);
+    let again = push(t, &t.join("2"), &args);
+    assert_eq!(
+        (
+            n(&again, "tags_unchanged"),
+            n(&again, "blobs_uploaded"),
+            n(&again, "bytes_uploaded")
+        ),
+        (3, 0, 0),
+        "{again}"
+    );
+    let image = format!("{prefix}/example/hello:0.3.0");
+    let manifest = first["references"][0]
+        .as_str()
+        .expect("ref")
+        .rsplit_once('@')
+        .expect("@")
+        .1
+        .to_owned();
+    if tool("skopeo") {
+        let out = run(StdCommand::new("skopeo").args([
+            "inspect",
+            "--tls-verify=false",
+            &format!("docker://{image}"),
+        ]));
+        let v: serde_json::Value = serde_json::from_str(&out).expect("json");
+        assert_eq!(v["Digest"], manifest);
+    }
+    if docker() {
+        run(StdCommand::new("docker").args(["pull", "-q", &image]));
+        let out = run(StdCommand::new("docker").args(["run", "--rm", "--network", "none", &image]));
+        assert_eq!(
+            out,
+            "Hello from a Habitat package, shipped as its own image layer.\n"
+        );
+        run(StdCommand::new("docker").args(["rmi", &image]));
+    }
+}
+
+#[test]
+fn only_changed_packages_are_uploaded_and_other_repositories_mount() {
+    let Some(reg) = registry() else { return };
+    let tmp = tempfile::tempdir().expect("tmp");
+    let t = tmp.path();
+    let spec = hab_oci_testkit::ClosureSpec {
+        packages: 10,
+        total_size: 400 * 1024,
+        block_size: 64 * 1024,
+        ..Default::default()
+    };
+    let mut closure = hab_oci_testkit::generate(&spec, &t.join("src"), None).expect("generate");
+    let src = t.join("src").display().to_string();
+    let prefix = format!("{reg}/delta-{}", std::process::id());
+    let args = [
+        "--source",
+        &src,
+        "--no-supervisor",
+        "--registry-url",
+        &prefix,
+        "gen/app",
+    ];
+    let v1 = push(t, &t.join("v1"), &args);
+    assert_eq!(
+        n(&v1, "blobs_uploaded"),
+        12,
+        "10 packages + extras + config: {v1}"
+    );
+
+    // A new release of the primary: its layer, the extras and the config move, nothing else.
+    let mut app = closure.packages[9].clone();
+    app.ident.release = Some("20240202000000".into());
+    hab_oci_testkit::add_package(&mut closure, app, 64 * 1024).expect("release");
+    let v2 = push(t, &t.join("v2"), &args);
+    assert_eq!(
+        (n(&v2, "blobs_uploaded"), n(&v2, "blobs_skipped")),
+        (3, 9),
+        "{v2}"
+    );
+    assert_eq!(n(&v2, "tags_written"), 3);
+
+    // The same image under another repository of the registry: every blob is mounted.
+    let other = format!("{reg}/delta-other-{}", std::process::id());
+    let from = format!("{prefix}/gen/app");
+    let mounted = push(
+        t,
+        &t.join("m"),
+        &[
+            "--source",
+            &src,
+            "--no-supervisor",
+            "--registry-url",
+            &other,
+            "--mount-from",
+            &from,
+            "gen/app",
+        ],
+    );
+    assert_eq!(
+        (n(&mounted, "blobs_mounted"), n(&mounted, "blobs_uploaded")),
+        (12, 0),
+        "{mounted}"
+    );
+}
+
+#[test]
+fn push_errors_are_clear_and_leave_no_tag() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let t = tmp.path();
+    let ex = repo("examples").display().to_string();
+    // Nothing listens on this port: a clear error naming the registry, exit 1.
+    let out = hab_oci(t)
+        .current_dir(t)
+        .args([
+            "export",
+            "--push-image",
+            "--source",
+            &ex,
+            "--no-supervisor",
+            "--registry-url",
+            "127.0.0.1:9",
+            "example/hello",
+        ])
+        .args(["--username", "someone", "--password", "s3cret-value"])
+        .assert()
+        .code(1)
+        .get_output()
+        .clone();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("127.0.0.1:9"), "{err}");
+    assert!(
+        !err.contains("s3cret-value"),
+        "the password must never be printed: {err}"
+    );
+    // A password without a user is a usage error.
+    hab_oci(t)
+        .args([
+            "export",
+            "--push-image",
+            "--source",
+            &ex,
+            "--password",
+            "x",
+            "example/hello",
+        ])
+        .assert()
+        .code(2);
+}
