@@ -194,3 +194,88 @@ fn push_errors_are_clear_and_leave_no_tag() {
         .assert()
         .code(2);
 }
+
+#[test]
+fn basic_auth_behind_tls_with_a_private_ca() {
+    let Some((reg, ca)) = tls_registry() else {
+        return;
+    };
+    let tmp = tempfile::tempdir().expect("tmp");
+    let t = tmp.path();
+    let ex = repo("examples").display().to_string();
+    let prefix = format!("{reg}/tls-{}", std::process::id());
+    let base = [
+        "export",
+        "--push-image",
+        "--source",
+        &ex,
+        "--no-supervisor",
+        "--registry-url",
+        &prefix,
+        "example/hello",
+    ];
+    let ca_s = ca.display().to_string();
+    // Password on stdin, CA from --ca-cert.
+    hab_oci(t)
+        .current_dir(t)
+        .args(base)
+        .args([
+            "--ca-cert",
+            &ca_s,
+            "--username",
+            "testuser",
+            "--password-stdin",
+            "--report",
+            "r.json",
+        ])
+        .write_stdin("testpassword\n")
+        .assert()
+        .success();
+    let r = read_json(&t.join("r.json"))["push"].clone();
+    assert_eq!(
+        (n(&r, "blobs_uploaded"), n(&r, "tags_written")),
+        (5, 3),
+        "{r}"
+    );
+    // A wrong password: a clear error without the password in it, and no tag written.
+    let out = hab_oci(t)
+        .current_dir(t)
+        .args(base)
+        .args([
+            "--ca-cert",
+            &ca_s,
+            "--username",
+            "testuser",
+            "--password",
+            "not-the-password",
+            "--tag-custom",
+            "wrong",
+        ])
+        .assert()
+        .code(1)
+        .get_output()
+        .clone();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&reg), "{err}");
+    assert!(!err.contains("not-the-password"), "{err}");
+    assert!(err.contains("refused the credentials"), "{err}");
+    let tags = StdCommand::new("curl")
+        .args(["-fsS", "-u", "testuser:testpassword", "--cacert", &ca_s])
+        .arg(format!(
+            "https://{reg}/v2/tls-{}/example/hello/tags/list",
+            std::process::id()
+        ))
+        .output()
+        .expect("curl");
+    let tags = String::from_utf8_lossy(&tags.stdout);
+    assert!(tags.contains("latest") && !tags.contains("wrong"), "{tags}");
+    // Without --ca-cert a loopback registry is spoken to over plain HTTP, which a TLS
+    // registry refuses: the error says what to pass.
+    hab_oci(t)
+        .current_dir(t)
+        .args(base)
+        .args(["--username", "testuser", "--password", "testpassword"])
+        .assert()
+        .code(1)
+        .stderr(predicates::str::contains("pass --ca-cert"));
+}

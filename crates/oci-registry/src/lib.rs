@@ -282,6 +282,7 @@ async fn push_async(
             data,
         });
     }
+    let plain_http = insecure.contains(&registry);
     let client = Client::new(ClientConfig {
         protocol: ClientProtocol::HttpsExcept(insecure),
         extra_root_certificates,
@@ -292,10 +293,31 @@ async fn push_async(
         ..ClientConfig::default()
     });
     let auth = creds.to_auth();
-    let request_err = |what: &str, e: OciDistributionError| RegistryError::Request {
-        what: what.to_owned(),
-        registry: registry.clone(),
-        detail: clean(&e.to_string(), creds),
+    let request_err = |what: &str, e: OciDistributionError| {
+        let status = match &e {
+            OciDistributionError::RequestError(r) => r.status().map(|s| s.as_u16()),
+            OciDistributionError::ServerError { code, .. } => Some(*code),
+            _ => None,
+        };
+        let mut detail = clean(&e.to_string(), creds);
+        match status {
+            Some(401) => {
+                detail = format!(
+                    "{detail}\nhint: the registry refused the credentials: check --username and --password, or the docker login for {registry}"
+                );
+            }
+            Some(400) if plain_http => {
+                detail = format!(
+                    "{detail}\nhint: this registry was spoken to over plain HTTP; if it serves TLS, pass --ca-cert with its CA"
+                );
+            }
+            _ => {}
+        }
+        RegistryError::Request {
+            what: what.to_owned(),
+            registry: registry.clone(),
+            detail,
+        }
     };
     retry(opts.attempts, || {
         client.auth(&target, &auth, RegistryOperation::Push)

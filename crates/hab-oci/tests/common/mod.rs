@@ -116,3 +116,20 @@ pub(crate) fn layer_digests(report: &serde_json::Value) -> Vec<String> {
         .map(|l| l["digest"].as_str().expect("digest").to_owned())
         .collect()
 }
+
+/// The registry with htpasswd basic auth behind TLS (scripts/services.sh), and its CA.
+pub(crate) fn tls_registry() -> Option<(String, PathBuf)> {
+    let addr =
+        std::env::var("HAB_OCI_TEST_TLS_REGISTRY").unwrap_or_else(|_| "127.0.0.1:5443".into());
+    let ca = PathBuf::from(
+        std::env::var("HAB_OCI_TEST_CA")
+            .unwrap_or_else(|_| "/tmp/hab-oci-services/tls/ca.crt".into()),
+    );
+    let ok = StdCommand::new("curl")
+        .args(["-fsS", "-u", "testuser:testpassword", "--cacert"])
+        .arg(&ca)
+        .arg(format!("https://{addr}/v2/"))
+        .output()
+        .is_ok_and(|o| o.status.success());
+    service("a docker-registry with TLS and basic auth", ok).then_some((addr, ca))
+}
