@@ -871,7 +871,7 @@ fn bad_flags_fail_before_any_work() {
     let t = tmp.path();
     let src = repo("examples").display().to_string();
     for (args, msg) in [
-        (vec!["--push-image"], "--push-image is not supported yet"),
+        (vec!["--rm-image"], "--rm-image is not supported yet"),
         (
             vec!["--engine", "docker"],
             "--engine docker is not supported yet",
