@@ -279,3 +279,85 @@ fn basic_auth_behind_tls_with_a_private_ca() {
         .code(1)
         .stderr(predicates::str::contains("pass --ca-cert"));
 }
+
+/// Without --username, the credentials docker would use: `auths` in $DOCKER_CONFIG/config.json,
+/// a `credHelpers` helper (`docker-credential-NAME get` on PATH), and $REGISTRY_AUTH_FILE.
+#[test]
+fn credentials_come_from_docker_config_helpers_and_registry_auth_file() {
+    let Some((reg, ca)) = tls_registry() else {
+        return;
+    };
+    let tmp = tempfile::tempdir().expect("tmp");
+    let t = tmp.path();
+    let ex = repo("examples").display().to_string();
+    let ca_s = ca.display().to_string();
+    let auth = "dGVzdHVzZXI6dGVzdHBhc3N3b3Jk"; // base64("testuser:testpassword")
+    let push_with = |name: &str, envs: &[(&str, String)]| {
+        let prefix = format!("{reg}/creds-{}-{name}", std::process::id());
+        let mut cmd = hab_oci(t);
+        cmd.current_dir(t)
+            .env_remove("REGISTRY_AUTH_FILE")
+            .env("DOCKER_CONFIG", t.join("no-docker-config"))
+            .args([
+                "export",
+                "--push-image",
+                "--source",
+                &ex,
+                "--no-supervisor",
+                "--ca-cert",
+                &ca_s,
+            ])
+            .args(["--registry-url", &prefix, "example/hello"]);
+        for (k, v) in envs {
+            cmd.env(k, v);
+        }
+        cmd.assert()
+    };
+    // No credentials anywhere: refused by the registry.
+    push_with("none", &[]).code(1);
+    // docker config `auths`.
+    let dc = t.join("docker-auths");
+    std::fs::create_dir_all(&dc).expect("mkdir");
+    std::fs::write(
+        dc.join("config.json"),
+        format!(r#"{{"auths":{{"{reg}":{{"auth":"{auth}"}}}}}}"#),
+    )
+    .expect("config");
+    push_with("auths", &[("DOCKER_CONFIG", dc.display().to_string())]).success();
+    // A credential helper.
+    let bin = t.join("bin");
+    std::fs::create_dir_all(&bin).expect("mkdir");
+    let helper = bin.join("docker-credential-habocitest");
+    std::fs::write(&helper, "#!/bin/sh\nread server\necho '{\"ServerURL\":\"'$server'\",\"Username\":\"testuser\",\"Secret\":\"testpassword\"}'\n").expect("helper");
+    std::fs::set_permissions(&helper, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .expect("chmod");
+    let dh = t.join("docker-helper");
+    std::fs::create_dir_all(&dh).expect("mkdir");
+    std::fs::write(
+        dh.join("config.json"),
+        format!(r#"{{"credHelpers":{{"{reg}":"habocitest"}}}}"#),
+    )
+    .expect("config");
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    push_with(
+        "helper",
+        &[("DOCKER_CONFIG", dh.display().to_string()), ("PATH", path)],
+    )
+    .success();
+    // Podman/skopeo's REGISTRY_AUTH_FILE.
+    let af = t.join("auth.json");
+    std::fs::write(
+        &af,
+        format!(r#"{{"auths":{{"{reg}":{{"auth":"{auth}"}}}}}}"#),
+    )
+    .expect("auth file");
+    push_with(
+        "authfile",
+        &[("REGISTRY_AUTH_FILE", af.display().to_string())],
+    )
+    .success();
+}
