@@ -361,3 +361,162 @@ fn credentials_come_from_docker_config_helpers_and_registry_auth_file() {
     )
     .success();
 }
+
+/// A loopback HTTP proxy in front of the registry that injects faults into blob uploads
+/// (`PUT …/blobs/uploads/…`): the first `fail` of them are answered 500 or cut off mid-body,
+/// alternately. Every forwarded request gets `Connection: close`, so each request has its own
+/// connection and the proxy sees them all.
+struct FaultProxy {
+    addr: String,
+    uploads_seen: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl FaultProxy {
+    fn start(upstream: String, fail: usize) -> FaultProxy {
+        use std::io::{Read, Write};
+        use std::net::{TcpListener, TcpStream};
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr").to_string();
+        let uploads_seen = Arc::new(AtomicUsize::new(0));
+        let seen = uploads_seen.clone();
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(mut client) = client else { continue };
+                let upstream = upstream.clone();
+                let seen = seen.clone();
+                std::thread::spawn(move || {
+                    let mut head = Vec::new();
+                    let mut byte = [0u8; 1];
+                    while !head.ends_with(b"\r\n\r\n") {
+                        match client.read(&mut byte) {
+                            Ok(1) => head.push(byte[0]),
+                            _ => return,
+                        }
+                    }
+                    let text = String::from_utf8_lossy(&head).into_owned();
+                    let first = text.lines().next().unwrap_or_default().to_owned();
+                    if first.starts_with("PUT ") && first.contains("/blobs/uploads/") {
+                        let n = seen.fetch_add(1, Ordering::SeqCst);
+                        if n < fail {
+                            if n % 2 == 0 {
+                                let _ = client.write_all(b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+                            } else {
+                                let mut some = [0u8; 512];
+                                let _ = client.read(&mut some);
+                            }
+                            let _ = client.shutdown(std::net::Shutdown::Both);
+                            return;
+                        }
+                    }
+                    let mut rewritten: Vec<String> = text
+                        .trim_end()
+                        .lines()
+                        .filter(|l| !l.to_ascii_lowercase().starts_with("connection:"))
+                        .map(str::to_owned)
+                        .collect();
+                    rewritten.push("Connection: close".into());
+                    let Ok(mut up) = TcpStream::connect(&upstream) else {
+                        return;
+                    };
+                    if up
+                        .write_all(format!("{}\r\n\r\n", rewritten.join("\r\n")).as_bytes())
+                        .is_err()
+                    {
+                        return;
+                    }
+                    let (mut c2, mut u2) = (
+                        client.try_clone().expect("clone"),
+                        up.try_clone().expect("clone"),
+                    );
+                    let to_upstream = std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut c2, &mut u2);
+                    });
+                    let _ = std::io::copy(&mut up, &mut client);
+                    let _ = client.shutdown(std::net::Shutdown::Both);
+                    let _ = up.shutdown(std::net::Shutdown::Both);
+                    let _ = to_upstream.join();
+                });
+            }
+        });
+        FaultProxy { addr, uploads_seen }
+    }
+}
+
+#[test]
+fn uploads_survive_dropped_connections_and_500s_or_fail_without_a_tag() {
+    let Some(reg) = registry() else { return };
+    let tmp = tempfile::tempdir().expect("tmp");
+    let t = tmp.path();
+    let ex = repo("examples").display().to_string();
+    let repo_name = format!("fault-{}", std::process::id());
+    // Two faults (a 500, then a connection cut mid-body): retried, the push succeeds.
+    let proxy = FaultProxy::start(reg.clone(), 2);
+    let r = push(
+        t,
+        &t.join("a"),
+        &[
+            "--source",
+            &ex,
+            "--no-supervisor",
+            "--jobs",
+            "1",
+            "--registry-url",
+            &format!("{}/{repo_name}", proxy.addr),
+            "example/hello",
+        ],
+    );
+    assert_eq!(n(&r, "blobs_uploaded"), 5, "{r}");
+    assert!(
+        proxy.uploads_seen.load(std::sync::atomic::Ordering::SeqCst) >= 7,
+        "the faults were injected"
+    );
+    if tool("skopeo") {
+        let out = run(StdCommand::new("skopeo").args([
+            "inspect",
+            "--tls-verify=false",
+            &format!("docker://{reg}/{repo_name}/example/hello:latest"),
+        ]));
+        assert!(
+            out.contains(
+                r["references"][0]
+                    .as_str()
+                    .expect("ref")
+                    .rsplit_once('@')
+                    .expect("@")
+                    .1
+            )
+        );
+    }
+    // Every upload fails: a clear error, and no tag points at an incomplete image.
+    let broken = FaultProxy::start(reg.clone(), usize::MAX);
+    let other = format!("fault-broken-{}", std::process::id());
+    let out = hab_oci(t)
+        .current_dir(t)
+        .args([
+            "export",
+            "--push-image",
+            "--source",
+            &ex,
+            "--no-supervisor",
+            "--registry-url",
+            &format!("{}/{other}", broken.addr),
+            "example/hello",
+        ])
+        .assert()
+        .code(1)
+        .get_output()
+        .clone();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("uploading blob"), "{err}");
+    let tags = StdCommand::new("curl")
+        .args([
+            "-sS",
+            &format!("http://{reg}/v2/{other}/example/hello/tags/list"),
+        ])
+        .output()
+        .expect("curl");
+    let tags = String::from_utf8_lossy(&tags.stdout);
+    assert!(!tags.contains("latest"), "no tag may exist: {tags}");
+}
