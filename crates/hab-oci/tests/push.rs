@@ -400,7 +400,7 @@ impl FaultProxy {
                     if first.starts_with("PUT ") && first.contains("/blobs/uploads/") {
                         let n = seen.fetch_add(1, Ordering::SeqCst);
                         if n < fail {
-                            if n % 2 == 0 {
+                            if n.is_multiple_of(2) {
                                 let _ = client.write_all(b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
                             } else {
                                 let mut some = [0u8; 512];
