@@ -5,6 +5,8 @@
 use std::path::Path;
 use std::process::Command as StdCommand;
 
+use predicates::prelude::*;
+
 mod common;
 use common::*;
 
@@ -277,7 +279,7 @@ fn basic_auth_behind_tls_with_a_private_ca() {
         .args(["--username", "testuser", "--password", "testpassword"])
         .assert()
         .code(1)
-        .stderr(predicates::str::contains("pass --ca-cert"));
+        .stderr(predicate::str::contains("pass --ca-cert"));
 }
 
 /// Without --username, the credentials docker would use: `auths` in $DOCKER_CONFIG/config.json,
@@ -519,4 +521,206 @@ fn uploads_survive_dropped_connections_and_500s_or_fail_without_a_tag() {
         .expect("curl");
     let tags = String::from_utf8_lossy(&tags.stdout);
     assert!(!tags.contains("latest"), "no tag may exist: {tags}");
+}
+
+/// A small token server for the registry on 127.0.0.1:5001 (scripts/services.sh): checks the
+/// Basic credentials, and answers `GET /token?service=…&scope=repository:NAME:ACTIONS` with a
+/// JWT (RS256 via `openssl dgst`, the signing certificate in `x5c`) granting what was asked.
+struct TokenServer {
+    requests: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%'
+            && i + 2 < b.len()
+            && let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16)
+        {
+            out.push(v);
+            i += 3;
+            continue;
+        }
+        out.push(if b[i] == b'+' { b' ' } else { b[i] });
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+impl TokenServer {
+    fn start(key: std::path::PathBuf, cert: std::path::PathBuf) -> Option<TokenServer> {
+        use base64::Engine as _;
+        use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+        use std::io::{Read, Write};
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let listener = std::net::TcpListener::bind("127.0.0.1:5002").ok()?;
+        let der = StdCommand::new("openssl")
+            .args(["x509", "-outform", "DER", "-in"])
+            .arg(&cert)
+            .output()
+            .expect("openssl");
+        let x5c = STANDARD.encode(der.stdout);
+        let requests = Arc::new(AtomicUsize::new(0));
+        let count = requests.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(mut conn) = conn else { continue };
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") {
+                    match conn.read(&mut byte) {
+                        Ok(1) => head.push(byte[0]),
+                        _ => break,
+                    }
+                }
+                count.fetch_add(1, Ordering::SeqCst);
+                let text = String::from_utf8_lossy(&head).into_owned();
+                let target = text
+                    .lines()
+                    .next()
+                    .and_then(|l| l.split(' ').nth(1))
+                    .unwrap_or_default()
+                    .to_owned();
+                let authorized = text.lines().any(|l| {
+                    l.to_ascii_lowercase().starts_with("authorization: basic ")
+                        && l[21..].trim() == STANDARD.encode("testuser:testpassword")
+                });
+                if !authorized {
+                    let _ = conn.write_all(b"HTTP/1.1 401 Unauthorized\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+                    continue;
+                }
+                let query = target.split_once('?').map(|(_, q)| q).unwrap_or_default();
+                let access: Vec<serde_json::Value> = query
+                    .split('&')
+                    .filter_map(|kv| kv.strip_prefix("scope="))
+                    .map(percent_decode)
+                    .filter_map(|scope| {
+                        let mut parts = scope.splitn(3, ':');
+                        let (kind, name, actions) = (parts.next()?, parts.next()?, parts.next()?);
+                        Some(serde_json::json!({"type": kind, "name": name, "actions": actions.split(',').collect::<Vec<_>>()}))
+                    })
+                    .collect();
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .expect("time")
+                    .as_secs();
+                let header = serde_json::json!({"alg": "RS256", "typ": "JWT", "x5c": [x5c]});
+                let claims = serde_json::json!({
+                    "iss": "hab-oci-test-issuer", "sub": "testuser", "aud": "hab-oci-test",
+                    "exp": now + 300, "nbf": now - 10, "iat": now,
+                    "jti": format!("t{}", count.load(Ordering::SeqCst)), "access": access,
+                });
+                let signing_input = format!(
+                    "{}.{}",
+                    URL_SAFE_NO_PAD.encode(header.to_string()),
+                    URL_SAFE_NO_PAD.encode(claims.to_string())
+                );
+                let mut openssl = std::process::Command::new("openssl")
+                    .args(["dgst", "-sha256", "-sign"])
+                    .arg(&key)
+                    .stdin(std::process::Stdio::piped())
+                    .stdout(std::process::Stdio::piped())
+                    .spawn()
+                    .expect("openssl");
+                openssl
+                    .stdin
+                    .take()
+                    .expect("stdin")
+                    .write_all(signing_input.as_bytes())
+                    .expect("sign input");
+                let sig = openssl.wait_with_output().expect("signature").stdout;
+                let token = format!("{signing_input}.{}", URL_SAFE_NO_PAD.encode(sig));
+                let body =
+                    serde_json::json!({"token": token, "access_token": token, "expires_in": 300})
+                        .to_string();
+                let _ = conn.write_all(
+                    format!("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len())
+                        .as_bytes(),
+                );
+            }
+        });
+        Some(TokenServer { requests })
+    }
+}
+
+#[test]
+fn bearer_token_flow() {
+    let reg =
+        std::env::var("HAB_OCI_TEST_TOKEN_REGISTRY").unwrap_or_else(|_| "127.0.0.1:5001".into());
+    let key = std::path::PathBuf::from(
+        std::env::var("HAB_OCI_TEST_TOKEN_KEY")
+            .unwrap_or_else(|_| "/tmp/hab-oci-services/token/token.key".into()),
+    );
+    let cert = std::path::PathBuf::from(
+        std::env::var("HAB_OCI_TEST_TOKEN_CERT")
+            .unwrap_or_else(|_| "/tmp/hab-oci-services/token/token.crt".into()),
+    );
+    let up = StdCommand::new("curl")
+        .args([
+            "-sS",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            &format!("http://{reg}/v2/"),
+        ])
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout) == "401");
+    if !service("a docker-registry with token auth", up && key.exists()) {
+        return;
+    }
+    let server = TokenServer::start(key, cert).expect("port 5002 for the token server");
+    let tmp = tempfile::tempdir().expect("tmp");
+    let t = tmp.path();
+    let ex = repo("examples").display().to_string();
+    let prefix = format!("{reg}/token-{}", std::process::id());
+    let args = [
+        "--source",
+        &ex,
+        "--no-supervisor",
+        "--registry-url",
+        &prefix,
+        "example/hello",
+        "--username",
+        "testuser",
+        "--password",
+        "testpassword",
+    ];
+    let first = push(t, &t.join("1"), &args);
+    assert_eq!(
+        (n(&first, "blobs_uploaded"), n(&first, "tags_written")),
+        (5, 3),
+        "{first}"
+    );
+    let tokens_first = server.requests.load(std::sync::atomic::Ordering::SeqCst);
+    // One token for the repository's pull+push scope serves every request of the push.
+    assert!(
+        tokens_first <= 2,
+        "{tokens_first} token requests for one push"
+    );
+    let again = push(t, &t.join("2"), &args);
+    assert_eq!(n(&again, "tags_unchanged"), 3, "{again}");
+    // Wrong credentials: the token server refuses them, a clear error without the password.
+    hab_oci(t)
+        .current_dir(t)
+        .args([
+            "export",
+            "--push-image",
+            "--source",
+            &ex,
+            "--no-supervisor",
+            "--registry-url",
+            &prefix,
+            "example/hello",
+        ])
+        .args(["--username", "testuser", "--password", "wrong-secret-xyz"])
+        .assert()
+        .code(1)
+        .stderr(
+            predicate::str::contains("authentication to")
+                .and(predicate::str::contains("wrong-secret-xyz").not()),
+        );
 }
