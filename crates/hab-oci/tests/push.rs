@@ -154,6 +154,49 @@ fn only_changed_packages_are_uploaded_and_other_repositories_mount() {
 }
 
 #[test]
+fn a_registry_that_rejects_the_manifest_or_an_unknown_host_is_a_clear_error() {
+    let Some(reg) = registry() else { return };
+    let tmp = tempfile::tempdir().expect("tmp");
+    let t = tmp.path();
+    let ex = repo("examples").display().to_string();
+    let proxy = FaultProxy::start_with(reg, 0, true);
+    hab_oci(t)
+        .current_dir(t)
+        .args([
+            "export",
+            "--push-image",
+            "--source",
+            &ex,
+            "--no-supervisor",
+            "example/hello",
+        ])
+        .args([
+            "--registry-url",
+            &format!("{}/reject-{}", proxy.addr, std::process::id()),
+        ])
+        .assert()
+        .code(1)
+        .stderr(
+            predicate::str::contains("writing tag latest")
+                .and(predicate::str::contains("MANIFEST_INVALID")),
+        );
+    hab_oci(t)
+        .current_dir(t)
+        .args([
+            "export",
+            "--push-image",
+            "--source",
+            &ex,
+            "--no-supervisor",
+            "example/hello",
+        ])
+        .args(["--registry-url", "registry.does-not-exist.invalid/team"])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("registry.does-not-exist.invalid"));
+}
+
+#[test]
 fn push_errors_are_clear_and_leave_no_tag() {
     let tmp = tempfile::tempdir().expect("tmp");
     let t = tmp.path();
@@ -375,6 +418,12 @@ struct FaultProxy {
 
 impl FaultProxy {
     fn start(upstream: String, fail: usize) -> FaultProxy {
+        FaultProxy::start_with(upstream, fail, false)
+    }
+
+    /// With `reject_manifests`, every manifest PUT is refused as a registry refuses a media
+    /// type it does not accept.
+    fn start_with(upstream: String, fail: usize, reject_manifests: bool) -> FaultProxy {
         use std::io::{Read, Write};
         use std::net::{TcpListener, TcpStream};
         use std::sync::Arc;
@@ -399,6 +448,16 @@ impl FaultProxy {
                     }
                     let text = String::from_utf8_lossy(&head).into_owned();
                     let first = text.lines().next().unwrap_or_default().to_owned();
+                    if reject_manifests
+                        && first.starts_with("PUT ")
+                        && first.contains("/manifests/")
+                    {
+                        let body = r#"{"errors":[{"code":"MANIFEST_INVALID","message":"manifest invalid","detail":"unsupported media type application/vnd.oci.image.manifest.v1+json"}]}"#;
+                        let _ = client.write_all(
+                            format!("HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len()).as_bytes(),
+                        );
+                        return;
+                    }
                     if first.starts_with("PUT ") && first.contains("/blobs/uploads/") {
                         let n = seen.fetch_add(1, Ordering::SeqCst);
                         if n < fail {

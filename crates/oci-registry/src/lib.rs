@@ -159,7 +159,7 @@ pub enum RegistryError {
     },
     #[error("authentication to {registry} failed: {detail}")]
     Auth { registry: String, detail: String },
-    #[error("{what} on {registry}: {detail}")]
+    #[error("{registry}: {what}: {detail}")]
     Request {
         what: String,
         registry: String,
@@ -203,6 +203,20 @@ fn clean(detail: &str, creds: &Credentials) -> String {
         _ => {}
     }
     d
+}
+
+/// An error with its causes (reqwest keeps the interesting part, e.g. DNS, in the source).
+fn error_text(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let t = s.to_string();
+        if !text.contains(&t) {
+            text = format!("{text}: {t}");
+        }
+        source = s.source();
+    }
+    text
 }
 
 /// Worth another attempt: connection trouble, timeouts, 5xx and 429.
@@ -299,7 +313,7 @@ async fn push_async(
             OciDistributionError::ServerError { code, .. } => Some(*code),
             _ => None,
         };
-        let mut detail = clean(&e.to_string(), creds);
+        let mut detail = clean(&error_text(&e), creds);
         match status {
             Some(401) => {
                 detail = format!(
@@ -323,9 +337,18 @@ async fn push_async(
         client.auth(&target, &auth, RegistryOperation::Push)
     })
     .await
-    .map_err(|e| RegistryError::Auth {
-        registry: registry.clone(),
-        detail: clean(&e.to_string(), creds),
+    .map_err(|e| match &e {
+        OciDistributionError::RequestError(r) if r.is_connect() || r.is_timeout() => {
+            RegistryError::Request {
+                what: "connecting".into(),
+                registry: registry.clone(),
+                detail: clean(&error_text(&e), creds),
+            }
+        }
+        _ => RegistryError::Auth {
+            registry: registry.clone(),
+            detail: clean(&error_text(&e), creds),
+        },
     })?;
 
     let mut stats = PushStats::default();
