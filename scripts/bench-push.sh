@@ -14,7 +14,10 @@ cargo build --quiet --release -p hab-oci -p hab-oci-testkit
 bin=$PWD/target/release/hab-oci
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-"$PWD/target/release/hab-oci-testkit" gen --out "$work/c" --packages "$packages" --size-mb "$size_mb" --block-kb 8192 >/dev/null
+kit=$PWD/target/release/hab-oci-testkit
+# A fresh seed each run: content the registry has never seen, so "cold" is cold.
+gen_args=(--out "$work/c" --packages "$packages" --size-mb "$size_mb" --block-kb 8192 --seed "$(date +%s)")
+"$kit" gen "${gen_args[@]}" >/dev/null
 run_id=$$-$(date +%s)
 export HAB_CACHE_ARTIFACT_PATH=/nonexistent
 secs() { local s e; s=$(date +%s.%N); "$@" >/dev/null 2>&1; e=$(date +%s.%N); awk -v s="$s" -v e="$e" 'BEGIN { printf "%.2f", e - s }'; }
@@ -35,3 +38,24 @@ printf '%-48s %8s\n' "skopeo copy oci: -> docker://, cold" "$sk_cold"
 printf '%-48s %8s\n' "hab-oci export --push-image, no-op (build + push)" "$ours_noop"
 printf '%-48s %8s\n' "  push share (difference)" "$(awk -v a="$ours_noop" -v b="$build" 'BEGIN { printf "%.2f", a - b }')"
 printf '%-48s %8s\n' "skopeo copy, no-op" "$sk_noop"
+
+# Changes, pushed to the same repository; bytes from the report and from the registry's storage.
+store=${HAB_OCI_SERVICES_DIR:-/tmp/hab-oci-services}/registry
+stored() { du -sb "$store" | cut -f1; }
+change() { # label, rebuild-args...
+  local label=$1; shift
+  "$kit" rebuild "${gen_args[@]}" "$@" >/dev/null
+  local before after
+  before=$(stored)
+  "$bin" "${exp[@]}" --registry-url "$reg/bench-$run_id/ours" --push-image --report "$work/r.json" >/dev/null 2>&1
+  after=$(stored)
+  python3 - "$work/r.json" "$label" "$before" "$after" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1])); p = r["push"]
+print(f"{sys.argv[2]:<48} uploaded {p['blobs_uploaded']} blobs / {p['bytes_uploaded']} B, "
+      f"skipped {p['blobs_skipped']}; registry storage +{int(sys.argv[4]) - int(sys.argv[3])} B")
+PY
+}
+echo
+change "v2: new release of the primary (gen/app)" --package app --release 20240202000000
+change "v3: lib002 rebuilt with its dependents" --package lib002 --release 20240303000000

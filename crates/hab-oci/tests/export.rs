@@ -523,28 +523,11 @@ fn a_rebuilt_library_changes_exactly_it_and_its_dependents() {
         .expect("a library")
         .ident
         .clone();
-    let mut renamed: BTreeMap<String, hart::PackageIdent> = BTreeMap::new();
-    for s in &specs {
-        if s.ident == target || s.tdeps.iter().any(|d| renamed.contains_key(&d.to_string())) {
-            let mut n = s.clone();
-            n.ident.release = Some("20240303000000".into());
-            let remap = |v: &Vec<hart::PackageIdent>| {
-                v.iter()
-                    .map(|d| {
-                        renamed
-                            .get(&d.to_string())
-                            .cloned()
-                            .unwrap_or_else(|| d.clone())
-                    })
-                    .collect()
-            };
-            n.deps = remap(&s.deps);
-            n.tdeps = remap(&s.tdeps);
-            renamed.insert(s.ident.to_string(), n.ident.clone());
-            hab_oci_testkit::add_package(&mut closure, n, 64 * 1024).expect("rebuild");
-        }
+    let rebuilt = hab_oci_testkit::rebuild_specs(&specs, &target.name, "20240303000000");
+    for n in &rebuilt {
+        hab_oci_testkit::add_package(&mut closure, n.clone(), 64 * 1024).expect("rebuild");
     }
-    assert!(renamed.len() >= 2, "the library has dependents");
+    assert!(rebuilt.len() >= 2, "the library has dependents");
     let v2 = export(
         t,
         &t.join("v2"),
@@ -564,7 +547,7 @@ fn a_rebuilt_library_changes_exactly_it_and_its_dependents() {
         "the extras layer changes (the primary's release)"
     );
     let got: BTreeSet<String> = ch.into_iter().flatten().collect();
-    let want: BTreeSet<String> = renamed.values().map(ToString::to_string).collect();
+    let want: BTreeSet<String> = rebuilt.iter().map(|n| n.ident.to_string()).collect();
     assert_eq!(got, want);
 }
 

@@ -475,6 +475,37 @@ pub fn busybox_package(root: &Path, origin: &str) -> Result<PathBuf> {
     Ok(dir)
 }
 
+/// Rebuilds `name` and every package that depends on it, as Habitat rebuilds them: new
+/// releases, DEPS/TDEPS pointing at the new releases. Returns the new specs (plan order).
+pub fn rebuild_specs(specs: &[PackageSpec], name: &str, release: &str) -> Vec<PackageSpec> {
+    let mut renamed: Vec<(PackageIdent, PackageIdent)> = Vec::new();
+    let mut out = Vec::new();
+    for s in specs {
+        let hit =
+            s.ident.name == name || s.tdeps.iter().any(|d| renamed.iter().any(|(o, _)| o == d));
+        if !hit {
+            continue;
+        }
+        let remap = |v: &[PackageIdent]| -> Vec<PackageIdent> {
+            v.iter()
+                .map(|d| {
+                    renamed
+                        .iter()
+                        .find(|(o, _)| o == d)
+                        .map_or_else(|| d.clone(), |(_, n)| n.clone())
+                })
+                .collect()
+        };
+        let mut n = s.clone();
+        n.ident.release = Some(release.to_owned());
+        n.deps = remap(&s.deps);
+        n.tdeps = remap(&s.tdeps);
+        renamed.push((s.ident.clone(), n.ident.clone()));
+        out.push(n);
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
