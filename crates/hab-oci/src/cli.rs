@@ -111,17 +111,19 @@ pub(crate) struct ExportArgs {
     #[arg(long, overrides_with = "no_tag_latest")]
     pub(crate) tag_latest: bool,
     /// Do not tag the image `latest`.
-    #[arg(long)]
+    #[arg(long, overrides_with = "tag_latest")]
     pub(crate) no_tag_latest: bool,
     /// Tag the image with the package version (default).
     #[arg(long, overrides_with = "no_tag_version")]
     pub(crate) tag_version: bool,
-    #[arg(long)]
+    /// Do not tag the image with the package version.
+    #[arg(long, overrides_with = "tag_version")]
     pub(crate) no_tag_version: bool,
     /// Tag the image with VERSION-RELEASE (default).
     #[arg(long, overrides_with = "no_tag_version_release")]
     pub(crate) tag_version_release: bool,
-    #[arg(long)]
+    /// Do not tag the image with VERSION-RELEASE.
+    #[arg(long, overrides_with = "tag_version_release")]
     pub(crate) no_tag_version_release: bool,
     /// An extra tag, a template like --image-name.
     #[arg(long, value_name = "TAG_CUSTOM")]
