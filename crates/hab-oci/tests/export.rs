@@ -423,6 +423,20 @@ const GOLDEN_DIFF_ID: &str =
 const GOLDEN_DIGEST: &str =
     "sha256:9c7c44814026583839705adb0da25d68bc46be862d02fdff1e1f64d81dcf53c9";
 
+/// Exports `gen/app` from the generated closure in `src` to `cwd/img`, with `extra` flags.
+fn export_app(tmp: &Path, cwd: &Path, src: &str, extra: &[&str]) -> serde_json::Value {
+    let mut args = vec![
+        "--source",
+        src,
+        "--no-supervisor",
+        "gen/app",
+        "-o",
+        "oci:img",
+    ];
+    args.extend_from_slice(extra);
+    export(tmp, cwd, &args)
+}
+
 fn gen_closure(dir: &Path, packages: usize) -> hab_oci_testkit::Closure {
     let spec = hab_oci_testkit::ClosureSpec {
         packages,
@@ -460,34 +474,12 @@ fn a_new_primary_release_changes_only_its_layer_and_the_extras() {
     let t = tmp.path();
     let mut closure = gen_closure(&t.join("src"), 10);
     let src = t.join("src").display().to_string();
-    let v1 = export(
-        t,
-        &t.join("v1"),
-        &[
-            "--source",
-            &src,
-            "--no-supervisor",
-            "gen/app",
-            "-o",
-            "oci:img",
-        ],
-    );
+    let v1 = export_app(t, &t.join("v1"), &src, &[]);
     let mut app = closure.packages[9].clone();
     app.ident.release = Some("20240202000000".into());
     let new_app = app.ident.to_string();
     hab_oci_testkit::add_package(&mut closure, app, 64 * 1024).expect("new release");
-    let v2 = export(
-        t,
-        &t.join("v2"),
-        &[
-            "--source",
-            &src,
-            "--no-supervisor",
-            "gen/app",
-            "-o",
-            "oci:img",
-        ],
-    );
+    let v2 = export_app(t, &t.join("v2"), &src, &[]);
     let ch = changed(&v1, &v2);
     assert_eq!(
         ch,
@@ -502,18 +494,7 @@ fn a_rebuilt_library_changes_exactly_it_and_its_dependents() {
     let t = tmp.path();
     let mut closure = gen_closure(&t.join("src"), 10);
     let src = t.join("src").display().to_string();
-    let v1 = export(
-        t,
-        &t.join("v1"),
-        &[
-            "--source",
-            &src,
-            "--no-supervisor",
-            "gen/app",
-            "-o",
-            "oci:img",
-        ],
-    );
+    let v1 = export_app(t, &t.join("v1"), &src, &[]);
     // Rebuild the library with the most dependents, and every package that depends on it,
     // as Habitat does: new releases, DEPS/TDEPS pointing at the new releases.
     let specs = closure.packages.clone();
@@ -528,18 +509,7 @@ fn a_rebuilt_library_changes_exactly_it_and_its_dependents() {
         hab_oci_testkit::add_package(&mut closure, n.clone(), 64 * 1024).expect("rebuild");
     }
     assert!(rebuilt.len() >= 2, "the library has dependents");
-    let v2 = export(
-        t,
-        &t.join("v2"),
-        &[
-            "--source",
-            &src,
-            "--no-supervisor",
-            "gen/app",
-            "-o",
-            "oci:img",
-        ],
-    );
+    let v2 = export_app(t, &t.join("v2"), &src, &[]);
     let mut ch = changed(&v1, &v2);
     assert_eq!(
         ch.pop(),
@@ -557,20 +527,7 @@ fn over_the_layer_budget_packages_are_grouped_and_the_image_still_runs() {
     let t = tmp.path();
     let closure = gen_closure(&t.join("src"), 12);
     let src = t.join("src").display().to_string();
-    let r = export(
-        t,
-        &t.join("g"),
-        &[
-            "--source",
-            &src,
-            "--no-supervisor",
-            "--max-layers",
-            "5",
-            "gen/app",
-            "-o",
-            "oci:img",
-        ],
-    );
+    let r = export_app(t, &t.join("g"), &src, &["--max-layers", "5"]);
     let layers = r["layers"].as_array().expect("layers");
     assert!(layers.len() <= 5, "{} layers", layers.len());
     let packages: usize = layers
@@ -583,19 +540,7 @@ fn over_the_layer_budget_packages_are_grouped_and_the_image_still_runs() {
         serde_json::json!([closure.primary().to_string()]),
         "the primary keeps its own top layer"
     );
-    let single = export(
-        t,
-        &t.join("s"),
-        &[
-            "--source",
-            &src,
-            "--no-supervisor",
-            "--single-layer",
-            "gen/app",
-            "-o",
-            "oci:img",
-        ],
-    );
+    let single = export_app(t, &t.join("s"), &src, &["--single-layer"]);
     let single = single["layers"].as_array().expect("layers");
     assert_eq!(
         single.len(),
@@ -652,17 +597,7 @@ fn grouping_is_stable_when_a_leaf_is_added() {
     let t = tmp.path();
     let mut closure = gen_closure(&t.join("src"), 14);
     let src = t.join("src").display().to_string();
-    let args = [
-        "--source",
-        &src,
-        "--no-supervisor",
-        "--max-layers",
-        "8",
-        "gen/app",
-        "-o",
-        "oci:img",
-    ];
-    let v1 = export(t, &t.join("v1"), &args);
+    let v1 = export_app(t, &t.join("v1"), &src, &["--max-layers", "8"]);
     let leaf = hab_oci_testkit::PackageSpec {
         ident: hart::PackageIdent::new_fq("gen", "zleaf", "1.0.0", "20240101000000"),
         deps: vec![],
@@ -677,7 +612,7 @@ fn grouping_is_stable_when_a_leaf_is_added() {
     app.tdeps.push(leaf.ident.clone());
     hab_oci_testkit::add_package(&mut closure, leaf, 64 * 1024).expect("leaf");
     hab_oci_testkit::add_package(&mut closure, app, 64 * 1024).expect("app");
-    let v2 = export(t, &t.join("v2"), &args);
+    let v2 = export_app(t, &t.join("v2"), &src, &["--max-layers", "8"]);
     let (l1, l2) = (layer_digests(&v1), layer_digests(&v2));
     assert!(l2.len() <= 8);
     // Besides the primary's layer and the extras, only the layer the leaf joins changes.

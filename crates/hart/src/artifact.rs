@@ -272,19 +272,13 @@ impl Hart {
     /// Checks the signature against the signer's public key from `keys`, then hashes the
     /// payload in one streaming pass (also computing the whole-file checksum) and compares.
     pub fn verify(self, keys: &KeyDirs) -> Result<VerifiedHart, HartError> {
-        let key = keys
-            .find(&self.header.signer)
-            .map_err(|source| HartError::UnknownKey {
-                path: self.path.clone(),
-                signer: self.header.signer.clone(),
-                source: Box::new(source),
-            })?;
-        let key_path = keys
-            .dirs()
-            .iter()
-            .map(|d| d.join(self.header.signer.public_key_file_name()))
-            .find(|p| p.exists())
-            .unwrap_or_default();
+        let (key, key_path) =
+            keys.find_file(&self.header.signer)
+                .map_err(|source| HartError::UnknownKey {
+                    path: self.path.clone(),
+                    signer: self.header.signer.clone(),
+                    source: Box::new(source),
+                })?;
         let (sig, message) = self.header.signature.split_at(64);
         let sig = Signature::from_bytes(sig.try_into().map_err(|_| HartError::BadSignedHash {
             path: self.path.clone(),

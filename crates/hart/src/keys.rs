@@ -388,6 +388,14 @@ impl KeyDirs {
     /// Finds `<signer>.pub` in the first directory that has it, and checks that the
     /// name-revision inside the file is the one its name promises.
     pub fn find(&self, signer: &NamedRevision) -> Result<PublicKey, KeyLookupError> {
+        self.find_file(signer).map(|(key, _)| key)
+    }
+
+    /// Like [`KeyDirs::find`], also returning the file the key came from.
+    pub fn find_file(
+        &self,
+        signer: &NamedRevision,
+    ) -> Result<(PublicKey, PathBuf), KeyLookupError> {
         let file = signer.public_key_file_name();
         for dir in &self.dirs {
             let path = dir.join(&file);
@@ -401,7 +409,7 @@ impl KeyDirs {
                     }
                     .into());
                 }
-                return Ok(key);
+                return Ok((key, path));
             }
         }
         Err(KeyLookupError::NotFound {
