@@ -44,6 +44,8 @@ pub struct PushReport {
     pub bytes_uploaded: u64,
     pub tags_written: u64,
     pub tags_unchanged: u64,
+    /// HTTP requests of the push (registry and token service, handshake included).
+    pub requests: u64,
 }
 
 fn split(s: Option<&String>) -> Vec<String> {

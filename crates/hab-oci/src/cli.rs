@@ -211,6 +211,11 @@ pub(crate) struct ExportArgs {
     /// Blobs pushed at once.
     #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub(crate) jobs: u16,
+    /// Chunk size for registries (or proxies in front of them) that refuse a whole blob in
+    /// one request with 413: the blob is then sent in PATCH chunks of this size, or of the
+    /// registry's OCI-Chunk-Min-Length when larger. Suffixes K, M, G (powers of 1024).
+    #[arg(long, value_name = "SIZE", default_value = "8M", value_parser = parse_size)]
+    pub(crate) push_chunk_size: u64,
     /// Another repository of the same registry to mount blobs from instead of uploading
     /// them (repeatable), e.g. registry.example.com/team/base.
     #[arg(long, value_name = "REPOSITORY")]
@@ -285,6 +290,30 @@ pub(crate) enum KeyCommand {
     },
 }
 
+/// A byte size: digits with an optional K, M or G (KiB/MiB/GiB spelt either way).
+pub(crate) fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let digits = t.bytes().take_while(u8::is_ascii_digit).count();
+    let (num, unit) = t.split_at(digits);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("'{s}' is not a size (e.g. 512K, 8M, 2G)"))?;
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        _ => return Err(format!("'{s}': unknown size unit (use K, M or G)")),
+    };
+    let v = n
+        .checked_mul(mult)
+        .ok_or_else(|| format!("'{s}' is too large"))?;
+    if v == 0 {
+        return Err("the size must be at least 1 byte".into());
+    }
+    Ok(v)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -293,5 +322,16 @@ mod tests {
     #[test]
     fn cli_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("8M"), Ok(8 << 20));
+        assert_eq!(parse_size("512KiB"), Ok(512 << 10));
+        assert_eq!(parse_size("2g"), Ok(2 << 30));
+        assert_eq!(parse_size("100"), Ok(100));
+        for bad in ["", "M", "1.5M", "3T", "0", "99999999999999999999G"] {
+            assert!(parse_size(bad).is_err(), "{bad}");
+        }
     }
 }

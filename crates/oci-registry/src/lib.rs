@@ -1,21 +1,17 @@
-//! Pushing images to registries over the OCI distribution API, on top of `oci-client` (the
-//! only async code in the workspace, behind the blocking [`push`]). Per blob: `HEAD` first and
-//! skip what is there, cross-repository mount when another repository of the same registry
-//! has it, otherwise a monolithic upload streamed from the blob file. Manifests are written
-//! last, one per tag, only after every blob is confirmed; a tag whose manifest already has our
-//! digest costs one `HEAD`. Habitat-free.
+//! Pushing images to registries over the OCI distribution API (the only async code in the
+//! workspace, behind the blocking [`push`]). Per blob: `HEAD` first and skip what is there,
+//! cross-repository mount when another repository of the same registry has it, otherwise a
+//! monolithic upload streamed from the blob file (chunked when the registry refuses a large
+//! body). Manifests are written last, one per tag, only after every blob is confirmed; a tag
+//! whose manifest already has our digest costs one `HEAD`. Habitat-free.
+
+mod push;
+mod reference;
+mod session;
 
 use std::fmt;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
-
-use futures_util::{StreamExt, TryStreamExt, stream};
-use oci_client::client::{Certificate, CertificateEncoding, ClientConfig, ClientProtocol};
-use oci_client::errors::OciDistributionError;
-use oci_client::secrets::RegistryAuth;
-use oci_client::{Client, Reference, RegistryOperation};
 
 /// Registry credentials. `Debug` never shows the secret.
 #[derive(Clone, Default)]
@@ -55,16 +51,6 @@ impl Credentials {
             Err(_) => Credentials::Anonymous,
         }
     }
-
-    fn to_auth(&self) -> RegistryAuth {
-        match self {
-            Credentials::Anonymous => RegistryAuth::Anonymous,
-            Credentials::Basic { username, password } => {
-                RegistryAuth::Basic(username.clone(), password.clone())
-            }
-            Credentials::Token(t) => RegistryAuth::Bearer(t.clone()),
-        }
-    }
 }
 
 /// How to reach registries.
@@ -77,8 +63,11 @@ pub struct RegistryOptions {
     pub ca_certs: Vec<PathBuf>,
     /// Blobs in flight at once.
     pub jobs: usize,
-    /// Attempts per request on connection errors, timeouts and 5xx answers.
+    /// Attempts per request on connection errors, timeouts, 429 and 5xx answers.
     pub attempts: u32,
+    /// Chunk size for registries that refuse a blob in one request (413); raised to the
+    /// registry's `OCI-Chunk-Min-Length` when that is larger.
+    pub chunk_size: u64,
 }
 
 impl Default for RegistryOptions {
@@ -88,6 +77,7 @@ impl Default for RegistryOptions {
             ca_certs: Vec::new(),
             jobs: 8,
             attempts: 4,
+            chunk_size: 8 << 20,
         }
     }
 }
@@ -128,6 +118,9 @@ pub enum BlobOutcome {
 pub trait PushProgress: Sync {
     fn blob_started(&self, _digest: &str, _size: u64) {}
     fn blob_bytes(&self, _digest: &str, _bytes: u64) {}
+    /// An upload starts over (after a fault, or chunked after the registry refused the
+    /// whole body): the bytes sent so far for this blob no longer count.
+    fn blob_restarted(&self, _digest: &str) {}
     fn blob_finished(&self, _digest: &str, _outcome: BlobOutcome) {}
 }
 
@@ -144,6 +137,10 @@ pub struct PushStats {
     /// Tags whose manifest was already this image (nothing was written for them).
     pub tags_unchanged: u64,
     pub tags_written: u64,
+    /// HTTP requests sent to the registry and its token service, the handshake included.
+    pub requests: u64,
+    /// Of those, requests to the token service.
+    pub token_requests: u64,
     /// `repository:tag@digest` per tag.
     pub references: Vec<String>,
 }
@@ -184,14 +181,6 @@ pub fn is_loopback(host: &str) -> bool {
     h == "localhost" || h == "::1" || h.starts_with("127.")
 }
 
-fn parse_ref(s: &str) -> Result<Reference, RegistryError> {
-    s.parse::<Reference>()
-        .map_err(|e| RegistryError::Reference {
-            reference: s.to_owned(),
-            detail: e.to_string(),
-        })
-}
-
 /// Strips anything that looks like a credential from an error text we pass on.
 fn clean(detail: &str, creds: &Credentials) -> String {
     let mut d = detail.to_owned();
@@ -203,58 +192,6 @@ fn clean(detail: &str, creds: &Credentials) -> String {
         _ => {}
     }
     d
-}
-
-/// An error with its causes (reqwest keeps the interesting part, e.g. DNS, in the source).
-fn error_text(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let t = s.to_string();
-        if !text.contains(&t) {
-            text = format!("{text}: {t}");
-        }
-        source = s.source();
-    }
-    text
-}
-
-/// Worth another attempt: connection trouble, timeouts, 5xx and 429.
-fn transient(e: &OciDistributionError) -> bool {
-    match e {
-        OciDistributionError::RequestError(r) => {
-            r.is_connect()
-                || r.is_timeout()
-                || r.is_request()
-                || r.is_body()
-                || r.status()
-                    .is_some_and(|s| s.is_server_error() || s.as_u16() == 429)
-        }
-        OciDistributionError::ServerError { code, .. } => *code >= 500 || *code == 429,
-        OciDistributionError::IoError(_) => true,
-        _ => false,
-    }
-}
-
-/// Runs `op` up to `attempts` times with exponential backoff on transient failures.
-async fn retry<T, F, Fut>(attempts: u32, mut op: F) -> Result<T, OciDistributionError>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<T, OciDistributionError>>,
-{
-    let mut delay = Duration::from_millis(200);
-    let mut n = 1;
-    loop {
-        match op().await {
-            Ok(v) => return Ok(v),
-            Err(e) if n < attempts && transient(&e) => {
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(5));
-                n += 1;
-            }
-            Err(e) => return Err(e),
-        }
-    }
 }
 
 /// Pushes `req` and returns what it did. Blocking: runs its own small runtime.
@@ -269,202 +206,7 @@ pub fn push(
         .enable_all()
         .build()
         .map_err(RegistryError::Runtime)?;
-    rt.block_on(push_async(req, creds, opts, progress))
-}
-
-async fn push_async(
-    req: &PushRequest,
-    creds: &Credentials,
-    opts: &RegistryOptions,
-    progress: Arc<dyn PushProgress + Send>,
-) -> Result<PushStats, RegistryError> {
-    let first_tag = req.tags.first().map_or("latest", String::as_str);
-    let target = parse_ref(&format!("{}:{first_tag}", req.repository))?;
-    let registry = target.resolve_registry().to_owned();
-    let mut insecure = opts.insecure.clone();
-    if opts.ca_certs.is_empty() && is_loopback(&registry) {
-        insecure.push(registry.clone());
-    }
-    let mut extra_root_certificates = Vec::new();
-    for p in &opts.ca_certs {
-        let data = std::fs::read(p).map_err(|source| RegistryError::CaCert {
-            path: p.clone(),
-            source,
-        })?;
-        extra_root_certificates.push(Certificate {
-            encoding: CertificateEncoding::Pem,
-            data,
-        });
-    }
-    let plain_http = insecure.contains(&registry);
-    let client = Client::new(ClientConfig {
-        protocol: ClientProtocol::HttpsExcept(insecure),
-        extra_root_certificates,
-        use_monolithic_push: true,
-        max_concurrent_upload: opts.jobs.max(1),
-        connect_timeout: Some(Duration::from_secs(30)),
-        read_timeout: Some(Duration::from_secs(300)),
-        ..ClientConfig::default()
-    });
-    let auth = creds.to_auth();
-    let request_err = |what: &str, e: OciDistributionError| {
-        let status = match &e {
-            OciDistributionError::RequestError(r) => r.status().map(|s| s.as_u16()),
-            OciDistributionError::ServerError { code, .. } => Some(*code),
-            _ => None,
-        };
-        let mut detail = clean(&error_text(&e), creds);
-        match status {
-            Some(401) => {
-                detail = format!(
-                    "{detail}\nhint: the registry refused the credentials: check --username and --password, or the docker login for {registry}"
-                );
-            }
-            Some(400) if plain_http => {
-                detail = format!(
-                    "{detail}\nhint: this registry was spoken to over plain HTTP; if it serves TLS, pass --ca-cert with its CA"
-                );
-            }
-            _ => {}
-        }
-        RegistryError::Request {
-            what: what.to_owned(),
-            registry: registry.clone(),
-            detail,
-        }
-    };
-    retry(opts.attempts, || {
-        client.auth(&target, &auth, RegistryOperation::Push)
-    })
-    .await
-    .map_err(|e| match &e {
-        OciDistributionError::RequestError(r) if r.is_connect() || r.is_timeout() => {
-            RegistryError::Request {
-                what: "connecting".into(),
-                registry: registry.clone(),
-                detail: clean(&error_text(&e), creds),
-            }
-        }
-        _ => RegistryError::Auth {
-            registry: registry.clone(),
-            detail: clean(&error_text(&e), creds),
-        },
-    })?;
-
-    let mut stats = PushStats::default();
-    // The manifest HEAD shortcut: tags that already point at this image need nothing.
-    let mut pending_tags = Vec::new();
-    for tag in &req.tags {
-        let r = parse_ref(&format!("{}:{tag}", req.repository))?;
-        let current = client.fetch_manifest_digest(&r, &auth).await.ok();
-        if current.as_deref() == Some(req.manifest_digest.as_str()) {
-            stats.tags_unchanged += 1;
-            stats
-                .references
-                .push(format!("{}:{tag}@{}", req.repository, req.manifest_digest));
-        } else {
-            pending_tags.push(tag.clone());
-        }
-    }
-    if pending_tags.is_empty() {
-        return Ok(stats);
-    }
-
-    let mount_sources: Vec<Reference> = req
-        .mount_from
-        .iter()
-        .filter(|m| **m != req.repository)
-        .map(|m| parse_ref(&format!("{m}:latest")))
-        .collect::<Result<_, _>>()?;
-    let uploaded_bytes = Arc::new(AtomicU64::new(0));
-    let outcomes: Vec<BlobOutcome> = stream::iter(req.blobs.iter())
-        .map(|blob| {
-            let client = &client;
-            let target = &target;
-            let mount_sources = &mount_sources;
-            let uploaded_bytes = uploaded_bytes.clone();
-            let request_err = &request_err;
-            let progress = progress.clone();
-            async move {
-                progress.blob_started(&blob.digest, blob.size);
-                let exists = retry(opts.attempts, || client.blob_exists(target, &blob.digest))
-                    .await
-                    .map_err(|e| request_err(&format!("HEAD blob {}", blob.digest), e))?;
-                if exists {
-                    progress.blob_finished(&blob.digest, BlobOutcome::Skipped);
-                    return Ok(BlobOutcome::Skipped);
-                }
-                for src in mount_sources {
-                    if client.blob_exists(src, &blob.digest).await.unwrap_or(false)
-                        && client.mount_blob(target, src, &blob.digest).await.is_ok()
-                        && client
-                            .blob_exists(target, &blob.digest)
-                            .await
-                            .unwrap_or(false)
-                    {
-                        progress.blob_finished(&blob.digest, BlobOutcome::Mounted);
-                        return Ok(BlobOutcome::Mounted);
-                    }
-                }
-                // Each attempt streams the file from its start: a failed upload restarts
-                // cleanly in a new upload session.
-                retry(opts.attempts, || async {
-                    let file = tokio::fs::File::open(&blob.path)
-                        .await
-                        .map_err(OciDistributionError::IoError)?;
-                    let digest = blob.digest.clone();
-                    let counter = uploaded_bytes.clone();
-                    let progress = progress.clone();
-                    let body = tokio_util::io::ReaderStream::with_capacity(file, 256 * 1024)
-                        .inspect_ok(move |chunk| {
-                            counter.fetch_add(chunk.len() as u64, Ordering::Relaxed);
-                            progress.blob_bytes(&digest, chunk.len() as u64);
-                        })
-                        .map_err(OciDistributionError::IoError);
-                    client
-                        .push_blob_stream(target, body, &blob.digest, Some(blob.size))
-                        .await
-                })
-                .await
-                .map_err(|e| request_err(&format!("uploading blob {}", blob.digest), e))?;
-                progress.blob_finished(&blob.digest, BlobOutcome::Uploaded);
-                Ok::<_, RegistryError>(BlobOutcome::Uploaded)
-            }
-        })
-        .buffer_unordered(opts.jobs.max(1))
-        .try_collect()
-        .await?;
-    for o in outcomes {
-        match o {
-            BlobOutcome::Skipped => stats.blobs_skipped += 1,
-            BlobOutcome::Mounted => stats.blobs_mounted += 1,
-            BlobOutcome::Uploaded => stats.blobs_uploaded += 1,
-        }
-    }
-    stats.bytes_uploaded = uploaded_bytes.load(Ordering::Relaxed);
-
-    // Every blob is confirmed: now, and only now, the tags.
-    let content_type: http::HeaderValue =
-        req.manifest_media_type
-            .parse()
-            .map_err(|_| RegistryError::Request {
-                what: "manifest media type".into(),
-                registry: registry.clone(),
-                detail: req.manifest_media_type.clone(),
-            })?;
-    for tag in pending_tags {
-        let r = parse_ref(&format!("{}:{tag}", req.repository))?;
-        retry(opts.attempts, || {
-            client.push_manifest_raw(&r, req.manifest.clone(), content_type.clone())
-        })
-        .await
-        .map_err(|e| request_err(&format!("writing tag {tag}"), e))?;
-        stats.tags_written += 1;
-        stats
-            .references
-            .push(format!("{}:{tag}@{}", req.repository, req.manifest_digest));
-    }
-    Ok(stats)
+    rt.block_on(push::push(req, creds, opts, progress))
 }
 
 #[cfg(test)]

@@ -46,6 +46,13 @@ impl PushProgress for PushBars {
             bar.inc(bytes);
         }
     }
+    fn blob_restarted(&self, digest: &str) {
+        if let Ok(b) = self.bars.lock()
+            && let Some((_, bar)) = b.iter().find(|(d, _)| d == digest)
+        {
+            bar.set_position(0);
+        }
+    }
     fn blob_finished(&self, digest: &str, _outcome: BlobOutcome) {
         if let Ok(mut b) = self.bars.lock()
             && let Some(i) = b.iter().position(|(d, _)| d == digest)
@@ -119,6 +126,7 @@ pub(crate) fn push(
         insecure: a.insecure_registry.clone(),
         ca_certs: a.ca_cert.clone(),
         jobs: usize::from(a.jobs),
+        chunk_size: a.push_chunk_size,
         ..RegistryOptions::default()
     };
     printer.status(&format!("Pushing {} to {registry}", naming.name));
@@ -133,14 +141,15 @@ pub(crate) fn push(
     let stats = oci_registry::push(&req, &creds, &opts, bars)
         .with_context(|| format!("pushing {}", naming.name))?;
     printer.status(&format!(
-        "Pushed {}: {} blobs uploaded ({} bytes), {} mounted, {} already there; {} tags written, {} unchanged",
+        "Pushed {}: {} blobs uploaded ({} bytes), {} mounted, {} already there; {} tags written, {} unchanged; {} requests",
         naming.name,
         stats.blobs_uploaded,
         stats.bytes_uploaded,
         stats.blobs_mounted,
         stats.blobs_skipped,
         stats.tags_written,
-        stats.tags_unchanged
+        stats.tags_unchanged,
+        stats.requests
     ));
     Ok(PushReport {
         references: stats.references,
@@ -150,5 +159,6 @@ pub(crate) fn push(
         bytes_uploaded: stats.bytes_uploaded,
         tags_written: stats.tags_written,
         tags_unchanged: stats.tags_unchanged,
+        requests: stats.requests,
     })
 }
