@@ -86,8 +86,8 @@ pub(crate) async fn push(
             mount_from.push(r);
         }
     }
-    let plain_http = opts.insecure.iter().any(|h| *h == registry)
-        || (opts.ca_certs.is_empty() && is_loopback(&registry));
+    let plain_http =
+        opts.insecure.contains(&registry) || (opts.ca_certs.is_empty() && is_loopback(&registry));
     let base = Url::parse(&format!(
         "{}://{}/",
         if plain_http { "http" } else { "https" },

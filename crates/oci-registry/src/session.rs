@@ -66,10 +66,9 @@ impl Failure {
             .and_then(parse_retry_after);
         let body = resp.bytes().await.unwrap_or_default();
         let what = registry_errors(&body).unwrap_or_else(|| {
-            let text = String::from_utf8_lossy(&body[..body.len().min(300)])
+            String::from_utf8_lossy(&body[..body.len().min(300)])
                 .trim()
-                .to_owned();
-            text
+                .to_owned()
         });
         let mut detail = format!(
             "{} {}",
