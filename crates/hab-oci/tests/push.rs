@@ -94,40 +94,99 @@ fn only_changed_packages_are_uploaded_and_other_repositories_mount() {
     let tmp = tempfile::tempdir().expect("tmp");
     let t = tmp.path();
     let spec = hab_oci_testkit::ClosureSpec {
-        packages: 10,
-        total_size: 400 * 1024,
+        packages: 40,
+        total_size: 1200 * 1024,
         block_size: 64 * 1024,
         ..Default::default()
     };
     let mut closure = hab_oci_testkit::generate(&spec, &t.join("src"), None).expect("generate");
+    let original = closure.packages.clone();
     let src = t.join("src").display().to_string();
+    let bb = busybox_source(t).display().to_string();
     let prefix = format!("{reg}/delta-{}", std::process::id());
     let args = [
         "--source",
         &src,
+        "--source",
+        &bb,
         "--no-supervisor",
         "--registry-url",
         &prefix,
         "gen/app",
+        "core/busybox-static",
     ];
     let v1 = push(t, &t.join("v1"), &args);
     assert_eq!(
         n(&v1, "blobs_uploaded"),
-        12,
-        "10 packages + extras + config: {v1}"
+        43,
+        "40 packages + busybox + extras + config: {v1}"
+    );
+    let image = format!("{prefix}/gen/app:latest");
+    if tool("skopeo") {
+        let out = run(StdCommand::new("skopeo").args([
+            "inspect",
+            "--tls-verify=false",
+            &format!("docker://{image}"),
+        ]));
+        let v: serde_json::Value = serde_json::from_str(&out).expect("json");
+        assert_eq!(v["Layers"].as_array().map(Vec::len), Some(42), "{v}");
+    }
+    if docker() {
+        run(StdCommand::new("docker").args(["pull", "-q", &image]));
+        let sh = "/hab/pkgs/core/busybox-static/1.36.1/20240101000000/bin/sh";
+        let out = run(StdCommand::new("docker").args([
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "--entrypoint",
+            sh,
+            &image,
+            "-c",
+            "ls /hab/pkgs/gen | wc -l; cat /hab/pkgs/gen/app/*/*/IDENT",
+        ]));
+        let app = closure.primary().to_string();
+        assert_eq!(
+            out.split_whitespace().collect::<Vec<_>>(),
+            ["40", app.as_str()]
+        );
+        run(StdCommand::new("docker").args(["rmi", &image]));
+    }
+
+    // The same image again: the handshake and one manifest HEAD per tag, nothing else.
+    let noop = push(t, &t.join("noop"), &args);
+    assert_eq!(
+        (n(&noop, "tags_unchanged"), n(&noop, "requests")),
+        (3, 1 + 3),
+        "{noop}"
     );
 
     // A new release of the primary: its layer, the extras and the config move, nothing else.
-    let mut app = closure.packages[9].clone();
+    let mut app = closure.packages[39].clone();
     app.ident.release = Some("20240202000000".into());
     hab_oci_testkit::add_package(&mut closure, app, 64 * 1024).expect("release");
     let v2 = push(t, &t.join("v2"), &args);
     assert_eq!(
         (n(&v2, "blobs_uploaded"), n(&v2, "blobs_skipped")),
-        (3, 9),
+        (3, 40),
         "{v2}"
     );
     assert_eq!(n(&v2, "tags_written"), 3);
+
+    // A library rebuilt with everything that depends on it: exactly their layers move.
+    let rebuilt = hab_oci_testkit::rebuild_specs(&original, "lib002", "20240303000000");
+    assert!(rebuilt.len() > 2, "lib002 has dependents");
+    for spec in &rebuilt {
+        hab_oci_testkit::add_package(&mut closure, spec.clone(), 64 * 1024).expect("rebuild");
+    }
+    let v3 = push(t, &t.join("v3"), &args);
+    let moved = rebuilt.len() as u64 + 2;
+    assert_eq!(
+        (n(&v3, "blobs_uploaded"), n(&v3, "blobs_skipped")),
+        (moved, 43 - moved),
+        "{} rebuilt packages: {v3}",
+        rebuilt.len()
+    );
 
     // The same image under another repository of the registry: every blob is mounted.
     let other = format!("{reg}/delta-other-{}", std::process::id());
@@ -138,17 +197,20 @@ fn only_changed_packages_are_uploaded_and_other_repositories_mount() {
         &[
             "--source",
             &src,
+            "--source",
+            &bb,
             "--no-supervisor",
             "--registry-url",
             &other,
             "--mount-from",
             &from,
             "gen/app",
+            "core/busybox-static",
         ],
     );
     assert_eq!(
         (n(&mounted, "blobs_mounted"), n(&mounted, "blobs_uploaded")),
-        (12, 0),
+        (43, 0),
         "{mounted}"
     );
 }
@@ -159,7 +221,13 @@ fn a_registry_that_rejects_the_manifest_or_an_unknown_host_is_a_clear_error() {
     let tmp = tempfile::tempdir().expect("tmp");
     let t = tmp.path();
     let ex = repo("examples").display().to_string();
-    let proxy = FaultProxy::start_with(reg, 0, true);
+    let proxy = FaultProxy::start_with(
+        reg,
+        Faults {
+            reject_manifests: true,
+            ..Faults::default()
+        },
+    );
     hab_oci(t)
         .current_dir(t)
         .args([
@@ -407,36 +475,67 @@ fn credentials_come_from_docker_config_helpers_and_registry_auth_file() {
     .success();
 }
 
-/// A loopback HTTP proxy in front of the registry that injects faults into blob uploads
-/// (`PUT …/blobs/uploads/…`): the first `fail` of them are answered 500 or cut off mid-body,
-/// alternately. Every forwarded request gets `Connection: close`, so each request has its own
-/// connection and the proxy sees them all.
+/// Faults a [`FaultProxy`] injects.
+#[derive(Clone, Default)]
+struct Faults {
+    /// The first this many blob uploads (`PUT …/blobs/uploads/…`) are answered 500 or cut
+    /// off mid-body, alternately.
+    fail_uploads: usize,
+    /// Every manifest PUT is refused as a registry refuses a media type it does not accept.
+    reject_manifests: bool,
+    /// The first this many blob uploads are answered `429` with this `Retry-After`.
+    throttle_uploads: usize,
+    retry_after: &'static str,
+    /// Upload PUTs with a larger body are answered `413`, as a proxy with a body limit does.
+    max_put_body: Option<u64>,
+}
+
+/// A loopback HTTP proxy in front of the registry that injects [`Faults`] and logs every
+/// request line with its arrival time and the answer's status. Every forwarded request gets
+/// `Connection: close`, so each request has its own connection and the proxy sees them all.
 struct FaultProxy {
     addr: String,
     uploads_seen: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    log: std::sync::Arc<std::sync::Mutex<Vec<(std::time::Instant, String, u16)>>>,
 }
 
 impl FaultProxy {
     fn start(upstream: String, fail: usize) -> FaultProxy {
-        FaultProxy::start_with(upstream, fail, false)
+        FaultProxy::start_with(
+            upstream,
+            Faults {
+                fail_uploads: fail,
+                ..Faults::default()
+            },
+        )
     }
 
-    /// With `reject_manifests`, every manifest PUT is refused as a registry refuses a media
-    /// type it does not accept.
-    fn start_with(upstream: String, fail: usize, reject_manifests: bool) -> FaultProxy {
+    fn requests(&self, method_and_path: &str) -> usize {
+        self.log
+            .lock()
+            .expect("log")
+            .iter()
+            .filter(|(_, l, _)| l.starts_with(method_and_path) || l.contains(method_and_path))
+            .count()
+    }
+
+    fn start_with(upstream: String, faults: Faults) -> FaultProxy {
         use std::io::{Read, Write};
         use std::net::{TcpListener, TcpStream};
-        use std::sync::Arc;
         use std::sync::atomic::{AtomicUsize, Ordering};
+        use std::sync::{Arc, Mutex};
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
         let addr = listener.local_addr().expect("addr").to_string();
         let uploads_seen = Arc::new(AtomicUsize::new(0));
-        let seen = uploads_seen.clone();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (seen, log2) = (uploads_seen.clone(), log.clone());
         std::thread::spawn(move || {
             for client in listener.incoming() {
                 let Ok(mut client) = client else { continue };
                 let upstream = upstream.clone();
                 let seen = seen.clone();
+                let log = log2.clone();
+                let faults = faults.clone();
                 std::thread::spawn(move || {
                     let mut head = Vec::new();
                     let mut byte = [0u8; 1];
@@ -446,28 +545,69 @@ impl FaultProxy {
                             _ => return,
                         }
                     }
+                    let arrived = std::time::Instant::now();
                     let text = String::from_utf8_lossy(&head).into_owned();
                     let first = text.lines().next().unwrap_or_default().to_owned();
-                    if reject_manifests
+                    let record = |status: u16| {
+                        log.lock()
+                            .expect("log")
+                            .push((arrived, first.clone(), status));
+                    };
+                    let answer = |client: &mut TcpStream, status: &str, extra: &str, body: &str| {
+                        record(status[..3].parse().unwrap_or(0));
+                        let _ = client.write_all(
+                            format!("HTTP/1.1 {status}\r\n{extra}Content-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len()).as_bytes(),
+                        );
+                        let _ = client.shutdown(std::net::Shutdown::Both);
+                    };
+                    if faults.reject_manifests
                         && first.starts_with("PUT ")
                         && first.contains("/manifests/")
                     {
                         let body = r#"{"errors":[{"code":"MANIFEST_INVALID","message":"manifest invalid","detail":"unsupported media type application/vnd.oci.image.manifest.v1+json"}]}"#;
-                        let _ = client.write_all(
-                            format!("HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len()).as_bytes(),
+                        answer(
+                            &mut client,
+                            "400 Bad Request",
+                            "Content-Type: application/json\r\n",
+                            body,
                         );
                         return;
                     }
                     if first.starts_with("PUT ") && first.contains("/blobs/uploads/") {
                         let n = seen.fetch_add(1, Ordering::SeqCst);
-                        if n < fail {
+                        if n < faults.fail_uploads {
                             if n.is_multiple_of(2) {
-                                let _ = client.write_all(b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+                                answer(&mut client, "500 Internal Server Error", "", "");
                             } else {
+                                record(0);
                                 let mut some = [0u8; 512];
                                 let _ = client.read(&mut some);
+                                let _ = client.shutdown(std::net::Shutdown::Both);
                             }
-                            let _ = client.shutdown(std::net::Shutdown::Both);
+                            return;
+                        }
+                        if n < faults.throttle_uploads {
+                            let extra = format!("Retry-After: {}\r\n", faults.retry_after);
+                            let body =
+                                r#"{"errors":[{"code":"TOOMANYREQUESTS","message":"slow down"}]}"#;
+                            answer(&mut client, "429 Too Many Requests", &extra, body);
+                            return;
+                        }
+                        let length: u64 = text
+                            .lines()
+                            .find_map(|l| {
+                                let (k, v) = l.split_once(':')?;
+                                k.eq_ignore_ascii_case("content-length")
+                                    .then(|| v.trim().parse().ok())?
+                            })
+                            .unwrap_or(0);
+                        if faults.max_put_body.is_some_and(|max| length > max) {
+                            // Read the body first, so that the client sees the answer.
+                            let _ = std::io::copy(
+                                &mut (&mut client).take(length),
+                                &mut std::io::sink(),
+                            );
+                            answer(&mut client, "413 Payload Too Large", "", "body too large");
                             return;
                         }
                     }
@@ -494,6 +634,21 @@ impl FaultProxy {
                     let to_upstream = std::thread::spawn(move || {
                         let _ = std::io::copy(&mut c2, &mut u2);
                     });
+                    // The status line of the answer, for the log.
+                    let mut status_line = Vec::new();
+                    while !status_line.ends_with(b"\r\n") {
+                        match up.read(&mut byte) {
+                            Ok(1) => status_line.push(byte[0]),
+                            _ => break,
+                        }
+                    }
+                    let status = String::from_utf8_lossy(&status_line)
+                        .split(' ')
+                        .nth(1)
+                        .and_then(|c| c.parse().ok())
+                        .unwrap_or(0);
+                    record(status);
+                    let _ = client.write_all(&status_line);
                     let _ = std::io::copy(&mut up, &mut client);
                     let _ = client.shutdown(std::net::Shutdown::Both);
                     let _ = up.shutdown(std::net::Shutdown::Both);
@@ -501,7 +656,11 @@ impl FaultProxy {
                 });
             }
         });
-        FaultProxy { addr, uploads_seen }
+        FaultProxy {
+            addr,
+            uploads_seen,
+            log,
+        }
     }
 }
 
@@ -582,11 +741,152 @@ fn uploads_survive_dropped_connections_and_500s_or_fail_without_a_tag() {
     assert!(!tags.contains("latest"), "no tag may exist: {tags}");
 }
 
+#[test]
+fn retry_after_is_honoured_and_an_overlong_one_is_a_clear_error() {
+    let Some(reg) = registry() else { return };
+    let tmp = tempfile::tempdir().expect("tmp");
+    let t = tmp.path();
+    let ex = repo("examples").display().to_string();
+    let repo_name = format!("throttle-{}", std::process::id());
+    let proxy = FaultProxy::start_with(
+        reg.clone(),
+        Faults {
+            throttle_uploads: 1,
+            retry_after: "2",
+            ..Faults::default()
+        },
+    );
+    let r = push(
+        t,
+        &t.join("a"),
+        &[
+            "--source",
+            &ex,
+            "--no-supervisor",
+            "--jobs",
+            "1",
+            "--registry-url",
+            &format!("{}/{repo_name}", proxy.addr),
+            "example/hello",
+        ],
+    );
+    assert_eq!(n(&r, "blobs_uploaded"), 5, "{r}");
+    // The request after the 429 came no sooner than the registry asked (our own backoff
+    // would have tried again after 0.2 s).
+    let log = proxy.log.lock().expect("log").clone();
+    let i = log
+        .iter()
+        .position(|(_, _, status)| *status == 429)
+        .expect("a 429 was answered");
+    let waited = log[i + 1].0 - log[i].0;
+    assert!(
+        waited >= std::time::Duration::from_millis(1900),
+        "waited {waited:?} after Retry-After: 2"
+    );
+
+    // A registry asking for an hour: a clear error now, not a stalled CI job.
+    let proxy = FaultProxy::start_with(
+        reg.clone(),
+        Faults {
+            throttle_uploads: usize::MAX,
+            retry_after: "3600",
+            ..Faults::default()
+        },
+    );
+    let out = hab_oci(t)
+        .current_dir(t)
+        .args([
+            "export",
+            "--push-image",
+            "--source",
+            &ex,
+            "--no-supervisor",
+            "--registry-url",
+            &format!("{}/throttle-long-{}", proxy.addr, std::process::id()),
+            "example/hello",
+        ])
+        .assert()
+        .code(1)
+        .get_output()
+        .clone();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("429 Too Many Requests") && err.contains("retry after 3600 s"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_registry_refusing_large_bodies_gets_the_blob_in_chunks() {
+    let Some(reg) = registry() else { return };
+    let tmp = tempfile::tempdir().expect("tmp");
+    let t = tmp.path();
+    let bb = busybox_source(t).display().to_string();
+    let repo_name = format!("chunks-{}", std::process::id());
+    let proxy = FaultProxy::start_with(
+        reg.clone(),
+        Faults {
+            max_put_body: Some(300 * 1024),
+            ..Faults::default()
+        },
+    );
+    let r = push(
+        t,
+        &t.join("a"),
+        &[
+            "--source",
+            &bb,
+            "--no-supervisor",
+            "--push-chunk-size",
+            "256K",
+            "--registry-url",
+            &format!("{}/{repo_name}", proxy.addr),
+            "core/busybox-static",
+        ],
+    );
+    assert_eq!(n(&r, "blobs_uploaded"), 3, "{r}");
+    let size = read_json(&t.join("a/report.json"))["layers"]
+        .as_array()
+        .expect("layers")
+        .iter()
+        .map(|l| l["size"].as_u64().expect("size"))
+        .max()
+        .expect("a layer");
+    assert!(
+        size > 300 * 1024,
+        "the busybox layer ({size} bytes) must exceed the limit"
+    );
+    // Refused whole once, then sent in 256 KiB PATCHes and committed by the registry, which
+    // checks the digest of what it assembled.
+    let refused = proxy
+        .log
+        .lock()
+        .expect("log")
+        .iter()
+        .filter(|(_, _, status)| *status == 413)
+        .count();
+    assert_eq!(refused, 1, "one whole-body PUT refused");
+    let patches = proxy.requests("PATCH ");
+    assert_eq!(patches as u64, size.div_ceil(256 * 1024), "PATCH per chunk");
+    if tool("skopeo") {
+        let dir = t.join("copy");
+        run(StdCommand::new("skopeo").args([
+            "copy",
+            "--src-tls-verify=false",
+            &format!("docker://{reg}/{repo_name}/core/busybox-static:latest"),
+            &format!("oci:{}:x", dir.display()),
+        ]));
+    }
+}
+
 /// A small token server for the registry on 127.0.0.1:5001 (scripts/services.sh): checks the
 /// Basic credentials, and answers `GET /token?service=…&scope=repository:NAME:ACTIONS` with a
 /// JWT (RS256 via `openssl dgst`, the signing certificate in `x5c`) granting what was asked.
 struct TokenServer {
     requests: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    /// The next this many tokens are issued already expired (as after a long upload, or
+    /// with clocks that disagree).
+    expired: std::sync::Arc<std::sync::atomic::AtomicUsize>,
 }
 
 fn percent_decode(s: &str) -> String {
@@ -624,6 +924,8 @@ impl TokenServer {
         let x5c = STANDARD.encode(der.stdout);
         let requests = Arc::new(AtomicUsize::new(0));
         let count = requests.clone();
+        let expired = Arc::new(AtomicUsize::new(0));
+        let expire = expired.clone();
         std::thread::spawn(move || {
             for conn in listener.incoming() {
                 let Ok(mut conn) = conn else { continue };
@@ -666,10 +968,18 @@ impl TokenServer {
                     .duration_since(std::time::UNIX_EPOCH)
                     .expect("time")
                     .as_secs();
+                let exp = if expire
+                    .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                    .is_ok()
+                {
+                    now - 3600
+                } else {
+                    now + 300
+                };
                 let header = serde_json::json!({"alg": "RS256", "typ": "JWT", "x5c": [x5c]});
                 let claims = serde_json::json!({
                     "iss": "hab-oci-test-issuer", "sub": "testuser", "aud": "hab-oci-test",
-                    "exp": now + 300, "nbf": now - 10, "iat": now,
+                    "exp": exp, "nbf": now - 7200, "iat": now,
                     "jti": format!("t{}", count.load(Ordering::SeqCst)), "access": access,
                 });
                 let signing_input = format!(
@@ -701,7 +1011,7 @@ impl TokenServer {
                 );
             }
         });
-        Some(TokenServer { requests })
+        Some(TokenServer { requests, expired })
     }
 }
 
@@ -762,6 +1072,39 @@ fn bearer_token_flow() {
     );
     let again = push(t, &t.join("2"), &args);
     assert_eq!(n(&again, "tags_unchanged"), 3, "{again}");
+    // A no-op push: the handshake (401, token, retry) and one HEAD per tag.
+    assert_eq!(n(&again, "requests"), 3 + 3, "{again}");
+
+    // A token the registry no longer accepts is renewed once, and the push goes on.
+    use std::sync::atomic::Ordering::SeqCst;
+    server.expired.store(1, SeqCst);
+    let before = server.requests.load(SeqCst);
+    let renewed = push(t, &t.join("3"), &args);
+    assert_eq!(n(&renewed, "tags_unchanged"), 3, "{renewed}");
+    assert_eq!(
+        server.requests.load(SeqCst) - before,
+        2,
+        "expired token, then a good one"
+    );
+    // Tokens that are always expired: a clear error naming the token service.
+    server.expired.store(usize::MAX, SeqCst);
+    let out = hab_oci(t)
+        .current_dir(t)
+        .args(["export", "--push-image"])
+        .args(args)
+        .assert()
+        .code(1)
+        .get_output()
+        .clone();
+    server.expired.store(0, SeqCst);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("refused the token issued by http://127.0.0.1:5002/token")
+            && err.contains("expired")
+            && !err.contains("testpassword"),
+        "{err}"
+    );
+
     // Wrong credentials: the token server refuses them, a clear error without the password.
     hab_oci(t)
         .current_dir(t)

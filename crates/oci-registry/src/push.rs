@@ -105,6 +105,17 @@ pub(crate) async fn push(
     );
     let s = Session::new(client(opts)?, base, creds.clone(), scopes, opts.attempts);
 
+    // The hint for a refused request: a token the registry would not take (expired, or
+    // for another service) is a different problem from a wrong password.
+    let refused = |s: &Session| match s.token_realm() {
+        Some(realm) => format!(
+            "hint: the registry refused the token issued by {realm}: it expired or is not valid for this registry (check that this machine's clock and the token service's agree), or the credentials lack access to {}",
+            repo.path
+        ),
+        None => format!(
+            "hint: the registry refused the credentials: check --username and --password, or the docker login for {registry}"
+        ),
+    };
     let fail = |what: &str, f: Failure| {
         let mut detail = clean(&f.detail, creds);
         if f.auth {
@@ -114,11 +125,7 @@ pub(crate) async fn push(
             };
         }
         match f.status {
-            Some(401) => {
-                detail = format!(
-                    "{detail}\nhint: the registry refused the credentials: check --username and --password, or the docker login for {registry}"
-                )
-            }
+            Some(401) => detail = format!("{detail}\n{}", refused(&s)),
             Some(403) => {
                 detail = format!(
                     "{detail}\nhint: the credentials are valid but may not push to {}",
@@ -154,10 +161,7 @@ pub(crate) async fn push(
     .map_err(|f| match f.status {
         Some(401) => RegistryError::Auth {
             registry: registry.clone(),
-            detail: format!(
-                "{}\nhint: the registry refused the credentials: check --username and --password, or the docker login for {registry}",
-                clean(&f.detail, creds)
-            ),
+            detail: format!("{}\n{}", clean(&f.detail, creds), refused(&s)),
         },
         _ => fail("checking the registry API (/v2/)", f),
     })?;

@@ -207,6 +207,8 @@ pub(crate) struct Session {
     /// Token scopes: pull+push on the target, pull on mount sources.
     scopes: Vec<String>,
     auth: tokio::sync::Mutex<AuthState>,
+    /// The token realm once the registry asked for bearer tokens (for error messages).
+    realm: std::sync::Mutex<Option<String>>,
     requests: AtomicU64,
     token_requests: AtomicU64,
     attempts: u32,
@@ -226,6 +228,7 @@ impl Session {
             creds,
             scopes,
             auth: tokio::sync::Mutex::new(AuthState::Open),
+            realm: std::sync::Mutex::new(None),
             requests: AtomicU64::new(0),
             token_requests: AtomicU64::new(0),
             attempts: attempts.max(1),
@@ -253,6 +256,11 @@ impl Session {
     /// Requests sent to the registry and its token service so far.
     pub(crate) fn requests(&self) -> u64 {
         self.requests.load(Ordering::Relaxed)
+    }
+
+    /// Where bearer tokens come from, if the registry uses them.
+    pub(crate) fn token_realm(&self) -> Option<String> {
+        self.realm.lock().ok().and_then(|r| r.clone())
     }
 
     pub(crate) fn token_requests(&self) -> u64 {
@@ -335,6 +343,9 @@ impl Session {
             }
             Some(Challenge::Bearer { realm, service }) => {
                 let (token, renew_at) = self.fetch_token(&realm, service.as_deref()).await?;
+                if let Ok(mut r) = self.realm.lock() {
+                    *r = Some(realm.clone());
+                }
                 *state = AuthState::Bearer {
                     realm,
                     service,
@@ -429,12 +440,13 @@ impl Session {
     }
 
     /// Sends one request built by `build` (called again for a retry, so streaming bodies
-    /// start over), with the session's credentials, answering one 401 challenge.
+    /// start over), with the session's credentials. A 401 is answered twice at most: once
+    /// to learn the challenge, once more to renew a token the registry refused.
     pub(crate) async fn send(
         &self,
         build: &(dyn Fn(&reqwest::Client) -> Result<RequestBuilder, Failure> + Sync),
     ) -> Result<Response, Failure> {
-        let mut answered = false;
+        let mut answered = 0;
         loop {
             let mut req = build(&self.http)?
                 .build()
@@ -454,8 +466,8 @@ impl Session {
                 .execute(req)
                 .await
                 .map_err(|e| Failure::from_reqwest(&e))?;
-            if resp.status() == StatusCode::UNAUTHORIZED && ours && !answered {
-                answered = true;
+            if resp.status() == StatusCode::UNAUTHORIZED && ours && answered < 2 {
+                answered += 1;
                 let challenge = resp
                     .headers()
                     .get(WWW_AUTHENTICATE)
