@@ -29,6 +29,7 @@ ours_noop=$(secs "$bin" "${exp[@]}" --registry-url "$reg/bench-$run_id/ours" --p
 sk_cold=$(secs skopeo copy --dest-tls-verify=false "oci:$work/img:latest" "docker://$reg/bench-$run_id/skopeo:latest")
 sk_noop=$(secs skopeo copy --dest-tls-verify=false "oci:$work/img:latest" "docker://$reg/bench-$run_id/skopeo:latest")
 layers=$(python3 -c "import json; print(len(json.load(open('$work/noop.json'))['layers']))")
+noop_requests=$(python3 -c "import json; p = json.load(open('$work/noop.json'))['push']; print(p['requests'])")
 printf '\n%d packages, %d layers, %s MB unpacked; loopback registry %s\n\n' "$packages" "$layers" "$size_mb" "$reg"
 printf '%-48s %8s\n' step "wall s"
 printf '%-48s %8s\n' "hab-oci export -o oci: (build only)" "$build"
@@ -38,6 +39,7 @@ printf '%-48s %8s\n' "skopeo copy oci: -> docker://, cold" "$sk_cold"
 printf '%-48s %8s\n' "hab-oci export --push-image, no-op (build + push)" "$ours_noop"
 printf '%-48s %8s\n' "  push share (difference)" "$(awk -v a="$ours_noop" -v b="$build" 'BEGIN { printf "%.2f", a - b }')"
 printf '%-48s %8s\n' "skopeo copy, no-op" "$sk_noop"
+printf '\nno-op push: %s HTTP requests for 3 tags and %s layers (handshake included)\n' "$noop_requests" "$layers"
 
 # Changes, pushed to the same repository; bytes from the report and from the registry's storage.
 store=${HAB_OCI_SERVICES_DIR:-/tmp/hab-oci-services}/registry

@@ -39,6 +39,14 @@ pub enum ExportError {
         "invalid output '{0}': expected oci:DIR, oci-archive:FILE, docker-archive:FILE or docker-daemon"
     )]
     OutputSpec(String),
+    #[error("{0}")]
+    Engine(String),
+    #[error("{command} failed ({status}); its last output:\n{output}")]
+    EngineFailed {
+        command: String,
+        status: String,
+        output: String,
+    },
     #[error("docker load failed: {0}")]
     DockerLoad(String),
 }

@@ -130,6 +130,40 @@ pub fn naming(opts: &NamingOptions, primary: &PackageIdent) -> Result<Naming, Ex
     Ok(Naming { name, tags })
 }
 
+/// Splits an image reference `name[:tag][@digest]` and checks it: `(name, tag, digest)`.
+pub fn parse_reference(r: &str) -> Result<(String, Option<String>, Option<String>), ExportError> {
+    let (rest, digest) = match r.split_once('@') {
+        Some((n, d)) => {
+            let ok = d.split_once(':').is_some_and(|(alg, hex)| {
+                !alg.is_empty() && hex.len() >= 32 && hex.bytes().all(|b| b.is_ascii_hexdigit())
+            });
+            if !ok {
+                return Err(ExportError::Plan(format!(
+                    "'{d}' is not a digest (algorithm:hex)"
+                )));
+            }
+            (n, Some(d.to_owned()))
+        }
+        None => (r, None),
+    };
+    let (name, tag) = match rest.rsplit_once(':') {
+        Some((n, t)) if !t.contains('/') => (n.to_owned(), Some(t.to_owned())),
+        _ => (rest.to_owned(), None),
+    };
+    validate_reference(&name, tag.as_slice())?;
+    Ok((name, tag, digest))
+}
+
+/// The registry host of an image name (`host[:port]/...`), or Docker Hub's.
+pub fn registry_of(name: &str) -> String {
+    match name.split_once('/') {
+        Some((first, _)) if first.contains('.') || first.contains(':') || first == "localhost" => {
+            first.to_owned()
+        }
+        _ => "docker.io".to_owned(),
+    }
+}
+
 /// Docker's grammar, briefly: lowercase path components of `[a-z0-9._-]` (plus a host[:port]
 /// first component), tags of `[A-Za-z0-9_.-]{1,128}` not starting with `.` or `-`.
 fn validate_reference(name: &str, tags: &[String]) -> Result<(), ExportError> {
@@ -158,7 +192,8 @@ fn validate_reference(name: &str, tags: &[String]) -> Result<(), ExportError> {
         }
     }
     for t in tags {
-        if t.len() > 128
+        if t.is_empty()
+            || t.len() > 128
             || t.starts_with(['.', '-'])
             || !t
                 .chars()
@@ -202,6 +237,25 @@ mod tests {
         let n = naming(&o, &p).expect("naming");
         assert_eq!(n.name, "registry.example.com:5000/team/redis-img");
         assert_eq!(n.tags, vec!["7.2.4", "7.2.4-20240101000000", "base-7.2.4"]);
+    }
+
+    #[test]
+    fn references() {
+        assert_eq!(
+            parse_reference("127.0.0.1:5000/team/app:v1").expect("ok"),
+            ("127.0.0.1:5000/team/app".into(), Some("v1".into()), None)
+        );
+        assert_eq!(
+            parse_reference("127.0.0.1:5000/team/app").expect("ok"),
+            ("127.0.0.1:5000/team/app".into(), None, None)
+        );
+        let d = format!("sha256:{}", "a".repeat(64));
+        assert_eq!(parse_reference(&format!("app@{d}")).expect("ok").2, Some(d));
+        for bad in ["Team/App", "app:", "app:-x", "app@sha256:zz", "", "a//b"] {
+            assert!(parse_reference(bad).is_err(), "{bad}");
+        }
+        assert_eq!(registry_of("ghcr.io/a/b"), "ghcr.io");
+        assert_eq!(registry_of("a/b"), "docker.io");
     }
 
     #[test]

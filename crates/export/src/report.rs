@@ -7,6 +7,7 @@ use oci_image::BuiltImage;
 use serde::Serialize;
 
 use crate::ExportError;
+use crate::engine::EngineReport;
 use crate::error::io_at;
 use crate::naming::Naming;
 use crate::native::{ANN_CHECKSUMS, ANN_PACKAGES};
@@ -32,6 +33,9 @@ pub struct Report {
     pub layers: Vec<LayerReport>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub push: Option<PushReport>,
+    /// What the docker/buildah engine did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub engine: Option<EngineReport>,
 }
 
 /// What a push did (filled by the caller that pushed).
@@ -68,6 +72,7 @@ impl Report {
             config_digest: image.config_digest.clone(),
             outputs,
             push: None,
+            engine: None,
             layers: image
                 .layers
                 .iter()
@@ -80,6 +85,29 @@ impl Report {
                     checksums: split(l.annotations.get(ANN_CHECKSUMS)),
                 })
                 .collect(),
+        }
+    }
+}
+
+impl Report {
+    /// The report of a docker/buildah build: the engine knows the image ID (its config
+    /// digest); layer digests are the registry's business after a push.
+    pub fn from_engine(naming: &Naming, outputs: Vec<String>, engine: EngineReport) -> Report {
+        Report {
+            name: naming.name.clone(),
+            tags: naming.tags.clone(),
+            references: naming.references(),
+            manifest_digest: engine
+                .pushed
+                .first()
+                .and_then(|r| r.rsplit_once('@'))
+                .map(|(_, d)| d.to_owned())
+                .unwrap_or_default(),
+            config_digest: engine.image_id.clone(),
+            outputs,
+            layers: Vec::new(),
+            push: None,
+            engine: Some(engine),
         }
     }
 }
@@ -105,14 +133,14 @@ pub fn write_report(path: &Path, report: &Report) -> Result<(), ExportError> {
 }
 
 /// Habitat's `results/last_container_export.env` (and its `last_docker_export.env` copy).
-/// `id` is the short image ID, i.e. the first 12 hex digits of the config digest.
+/// `id` is the short image ID, i.e. the first 12 hex digits of the config digest (which is
+/// what docker and buildah call the image ID).
 pub fn write_env_files(
     results: &Path,
-    image: &BuiltImage,
+    config_digest: &str,
     naming: &Naming,
 ) -> Result<(), ExportError> {
-    let id = image
-        .config_digest
+    let id = config_digest
         .trim_start_matches("sha256:")
         .chars()
         .take(12)

@@ -4,11 +4,11 @@
 //! must stay inside the package's own `hab/pkgs/o/n/v/r/` prefix.
 
 use std::collections::HashSet;
-use std::io::{Read, Write};
+use std::io::Read;
 use std::path::{Component, Path};
 
 use hart::{DecodeOptions, PackageIdent, VerifiedHart};
-use oci_image::{EntryMeta, LayerWriter};
+use oci_image::{EntryMeta, EntrySink};
 
 use crate::ExportError;
 
@@ -20,8 +20,8 @@ pub(crate) fn dir_mode(mode: u32) -> u32 {
 
 /// Writes the parents `hab/`, `hab/pkgs/`, `hab/pkgs/O/`, `hab/pkgs/O/N/`, `hab/pkgs/O/N/V/`
 /// not yet in `emitted`, with the package's release time.
-pub(crate) fn write_parents<W: Write>(
-    w: &mut LayerWriter<W>,
+pub(crate) fn write_parents<S: EntrySink + ?Sized>(
+    w: &mut S,
     ident: &PackageIdent,
     mtime: u64,
     emitted: &mut HashSet<String>,
@@ -47,8 +47,8 @@ pub(crate) fn write_parents<W: Write>(
 }
 
 /// Streams one verified hart into `w`. `advance` gets the content bytes of each entry.
-pub(crate) fn write_package<W: Write>(
-    w: &mut LayerWriter<W>,
+pub(crate) fn write_package<S: EntrySink + ?Sized>(
+    w: &mut S,
     hart: &VerifiedHart,
     ident: &PackageIdent,
     release_mtime: u64,

@@ -143,13 +143,53 @@ pub(crate) struct ExportArgs {
     /// Layer compression.
     #[arg(long, default_value = "gzip", value_parser = ["gzip", "zstd", "none"])]
     pub(crate) compression: String,
-    /// Build engine. Only `native` is implemented so far.
+    /// Build engine: `native` builds the image itself (no daemon, reproducible layers);
+    /// `docker` and `buildah` build the same plan from a context with one COPY per layer
+    /// and no RUN step. Habitat's default is docker.
     #[arg(
         long,
         env = "HAB_PKG_EXPORT_CONTAINER_ENGINE",
-        default_value = "native"
+        default_value = "native",
+        value_parser = ["native", "docker", "buildah"]
     )]
     pub(crate) engine: String,
+    /// The engine's binary (default: docker or buildah on PATH), e.g. /usr/bin/docker.
+    #[arg(long, env = "HAB_OCI_ENGINE_BINARY", value_name = "PATH")]
+    pub(crate) engine_binary: Option<PathBuf>,
+    /// Docker's builder. `legacy` (DOCKER_BUILDKIT=0) makes each package's COPY layer
+    /// byte-identical on any machine from our fixed-mtime context, so a fresh CI runner
+    /// pushes only changed packages even without a cache; `buildkit` reuses layers only
+    /// through a cache source (Docker 20.10's BuildKit stamps directories with the build
+    /// time) and writes inline cache metadata. Default: DOCKER_BUILDKIT, else the client's.
+    #[arg(long, value_name = "BUILDER", value_parser = ["legacy", "buildkit"])]
+    pub(crate) docker_builder: Option<String>,
+    /// An image to take build cache from (repeatable, in order). docker: an image reference
+    /// (the legacy builder pulls it first; a missing one is a warning). buildah: a cache
+    /// repository written by --cache-to (the reference's repository part is used).
+    #[arg(long, value_name = "REF")]
+    pub(crate) cache_from: Vec<String>,
+    /// Where to export the build cache: buildah (a repository), or docker with buildx
+    /// (type=registry,mode=max). Refused where the engine cannot.
+    #[arg(long, value_name = "REF")]
+    pub(crate) cache_to: Option<String>,
+    /// Write BuildKit's inline cache metadata into the image (default with BuildKit and
+    /// more than one layer), making the pushed image the next build's cache source.
+    #[arg(long, overrides_with = "no_inline_cache")]
+    pub(crate) inline_cache: bool,
+    /// Do not write BuildKit's inline cache metadata.
+    #[arg(long, overrides_with = "inline_cache")]
+    pub(crate) no_inline_cache: bool,
+    /// Without --cache-from, docker builds use the image's own NAME:latest as cache source
+    /// if it can be pulled; this turns that off.
+    #[arg(long)]
+    pub(crate) no_auto_cache_from: bool,
+    /// An argument appended to the engine's build command (repeatable); also from
+    /// $HAB_OCI_ENGINE_ARGS, split as a shell would.
+    #[arg(long, value_name = "ARG", allow_hyphen_values = true)]
+    pub(crate) engine_arg: Vec<String>,
+    /// buildah's image format.
+    #[arg(long, default_value = "docker", value_parser = ["docker", "oci"])]
+    pub(crate) format: String,
     /// The hab CLI package of the Supervisor.
     #[arg(long, default_value = "chef/hab", value_name = "HAB_PKG")]
     pub(crate) hab_pkg: String,
@@ -222,9 +262,11 @@ pub(crate) struct ExportArgs {
     pub(crate) mount_from: Vec<String>,
     #[arg(long, short = 'R', hide = true)]
     pub(crate) registry_type: Option<String>,
-    #[arg(long, hide = true)]
+    /// docker/buildah: remove the image from the engine's store after pushing it.
+    #[arg(long)]
     pub(crate) rm_image: bool,
-    #[arg(long, short = 'm', hide = true)]
+    /// docker/buildah: memory limit of the build (e.g. 2g), as in Habitat.
+    #[arg(long, short = 'm', value_name = "MEMORY")]
     pub(crate) memory: Option<String>,
     #[arg(long, short = 'u', hide = true)]
     pub(crate) url: Option<String>,

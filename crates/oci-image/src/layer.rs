@@ -164,6 +164,42 @@ pub struct LayerWriter<W: Write> {
 
 const BLOCK: usize = 512;
 
+/// Where normalized entries go: a layer tar ([`LayerWriter`]), or a directory tree (an
+/// engine's build context). Paths are relative, `/`-separated, already checked.
+pub trait EntrySink {
+    fn dir(&mut self, path: &str, meta: EntryMeta) -> io::Result<()>;
+    fn file(
+        &mut self,
+        path: &str,
+        meta: EntryMeta,
+        size: u64,
+        data: &mut dyn Read,
+    ) -> io::Result<()>;
+    fn symlink(&mut self, path: &str, target: &str, meta: EntryMeta) -> io::Result<()>;
+    fn hardlink(&mut self, path: &str, target: &str, meta: EntryMeta) -> io::Result<()>;
+}
+
+impl<W: Write> EntrySink for LayerWriter<W> {
+    fn dir(&mut self, path: &str, meta: EntryMeta) -> io::Result<()> {
+        LayerWriter::dir(self, path, meta)
+    }
+    fn file(
+        &mut self,
+        path: &str,
+        meta: EntryMeta,
+        size: u64,
+        data: &mut dyn Read,
+    ) -> io::Result<()> {
+        LayerWriter::file(self, path, meta, size, data)
+    }
+    fn symlink(&mut self, path: &str, target: &str, meta: EntryMeta) -> io::Result<()> {
+        LayerWriter::symlink(self, path, target, meta)
+    }
+    fn hardlink(&mut self, path: &str, target: &str, meta: EntryMeta) -> io::Result<()> {
+        LayerWriter::hardlink(self, path, target, meta)
+    }
+}
+
 impl<W: Write> LayerWriter<W> {
     pub fn new(out: W, compression: Compression) -> io::Result<LayerWriter<W>> {
         let blob = HashingWriter::new(Counted::new(out));

@@ -19,17 +19,12 @@ use crate::printer::Printer;
 use crate::settings;
 
 /// Flags of `hab pkg export container` we accept but do not implement yet: refuse, never
-/// ignore silently.
+/// ignore silently. Engine flags given to the native engine are refused the same way.
 fn refuse_unsupported(a: &ExportArgs) -> Result<()> {
-    let unsupported: [(bool, &str); 7] = [
+    let unsupported: [(bool, &str); 5] = [
         (
             a.registry_type.as_deref().is_some_and(|t| t != "docker"),
             "--registry-type",
-        ),
-        (a.rm_image, "--rm-image"),
-        (
-            a.memory.is_some(),
-            "--memory (a docker/buildah engine option)",
         ),
         (
             a.url.is_some(),
@@ -44,9 +39,29 @@ fn refuse_unsupported(a: &ExportArgs) -> Result<()> {
             bail!("{flag} is not supported yet by hab-oci");
         }
     }
-    if a.engine != "native" {
+    if a.engine == "native" {
+        let engine_only: [(bool, &str); 10] = [
+            (a.rm_image, "--rm-image"),
+            (a.memory.is_some(), "--memory"),
+            (!a.cache_from.is_empty(), "--cache-from"),
+            (a.cache_to.is_some(), "--cache-to"),
+            (a.inline_cache, "--inline-cache"),
+            (a.no_inline_cache, "--no-inline-cache"),
+            (a.docker_builder.is_some(), "--docker-builder"),
+            (!a.engine_arg.is_empty(), "--engine-arg"),
+            (a.engine_binary.is_some(), "--engine-binary"),
+            (a.no_auto_cache_from, "--no-auto-cache-from"),
+        ];
+        for (given, flag) in engine_only {
+            if given {
+                bail!(
+                    "{flag} applies to --engine docker or buildah; the native engine needs no build cache (the same package always gives the same layer)"
+                );
+            }
+        }
+    } else if !a.outputs.is_empty() {
         bail!(
-            "--engine {} is not supported yet: only the native engine is implemented",
+            "--output applies to the native engine: with --engine {} the image stays in the engine's store (add --push-image to push it)",
             a.engine
         );
     }
@@ -181,7 +196,7 @@ pub(crate) fn run(a: &ExportArgs, printer: &Printer) -> Result<ExitCode> {
         .iter()
         .map(|o| o.parse())
         .collect::<Result<_, _>>()?;
-    if outputs.is_empty() && !a.push_image {
+    if outputs.is_empty() && !a.push_image && a.engine == "native" {
         if !docker_daemon_answers() {
             bail!(
                 "no --output given and no Docker daemon answers\nhint: pass --output oci:DIR, --output docker-archive:FILE or --output oci-archive:FILE"
@@ -280,6 +295,10 @@ pub(crate) fn run(a: &ExportArgs, printer: &Printer) -> Result<ExitCode> {
             ));
         }
     }
+    if a.engine != "native" {
+        let bars = Bars::new(printer, plan.layers.len() + 1);
+        return super::engine::run(a, &closure, &plan, &bars, printer);
+    }
     printer.status(&format!(
         "Building {} ({} packages in {} layers + extras, {})",
         plan.naming.name,
@@ -306,7 +325,11 @@ pub(crate) fn run(a: &ExportArgs, printer: &Printer) -> Result<ExitCode> {
     if let Some(path) = &a.report {
         export::report::write_report(path, &report)?;
     }
-    export::report::write_env_files(std::path::Path::new("results"), &image, &plan.naming)?;
+    export::report::write_env_files(
+        std::path::Path::new("results"),
+        &image.config_digest,
+        &plan.naming,
+    )?;
     if a.json {
         printer.out(&serde_json::to_string_pretty(&report)?)?;
     } else if plan.naming.tags.is_empty() {

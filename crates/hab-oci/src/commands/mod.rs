@@ -1,6 +1,7 @@
 //! One module per command; each takes its parsed arguments and the printer, and returns the
 //! exit code or an error for `main` to print.
 
+mod engine;
 mod export;
 mod hart;
 mod key;

@@ -5,6 +5,7 @@ use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, Result};
 use export::Naming;
+use export::naming::registry_of;
 use export::report::PushReport;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use oci_image::{BuiltImage, OciDir};
@@ -60,16 +61,6 @@ impl PushProgress for PushBars {
             let (_, bar) = b.remove(i);
             bar.finish_and_clear();
         }
-    }
-}
-
-/// The registry host of an image name (`host[:port]/...`), or Docker Hub's.
-fn registry_of(name: &str) -> String {
-    match name.split_once('/') {
-        Some((first, _)) if first.contains('.') || first.contains(':') || first == "localhost" => {
-            first.to_owned()
-        }
-        _ => "docker.io".to_owned(),
     }
 }
 

@@ -1,0 +1,186 @@
+//! `buildah build --layers` from the context, with buildah's registry cache
+//! (`--cache-from`/`--cache-to` take repositories), then `buildah push` / `buildah rmi`.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use super::context::Context;
+use super::{
+    EngineHost, EngineOptions, EngineReport, Prepared, auth_dir, cached_copy_steps, major_minor,
+    missing, run,
+};
+use crate::ExportError;
+use crate::naming::{Naming, parse_reference};
+
+pub(super) fn prepare(
+    opts: &EngineOptions,
+    naming: &Naming,
+    host: &dyn EngineHost,
+) -> Result<Prepared, ExportError> {
+    let binary = opts
+        .binary
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("buildah"));
+    host.command(&[binary.display().to_string(), "--version".into()]);
+    let out = Command::new(&binary)
+        .arg("--version")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .map_err(|e| missing("buildah", &binary, &e))?;
+    // "buildah version 1.28.2 (image-spec 1.0.2-dev, runtime-spec 1.0.2-dev)"
+    let text = String::from_utf8_lossy(&out.stdout);
+    let version = text
+        .split_whitespace()
+        .nth(2)
+        .unwrap_or_default()
+        .to_owned();
+    if !out.status.success() || version.is_empty() {
+        return Err(ExportError::Engine(format!(
+            "{} --version failed: {}",
+            binary.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    if opts.inline_cache == Some(true) {
+        return Err(ExportError::Engine(
+            "--inline-cache is BuildKit's: buildah has no inline cache; use --cache-to REPOSITORY (and --cache-from REPOSITORY on later builds)".into(),
+        ));
+    }
+    if opts.builder.is_some() {
+        return Err(ExportError::Engine(
+            "--docker-builder applies to --engine docker only".into(),
+        ));
+    }
+    if (!opts.cache_from.is_empty() || opts.cache_to.is_some()) && major_minor(&version) < (1, 27) {
+        return Err(ExportError::Engine(format!(
+            "buildah {version} has no registry cache (--cache-from/--cache-to need buildah 1.27 or later)"
+        )));
+    }
+    let _ = naming;
+    Ok(Prepared {
+        opts: opts.clone(),
+        binary,
+        version,
+        builder: None,
+        cache_from: opts.cache_from.clone(),
+        inline_cache: false,
+    })
+}
+
+/// buildah's cache options take a repository: the reference without tag or digest.
+fn repository(r: &str) -> String {
+    parse_reference(r).map_or_else(|_| r.to_owned(), |(name, _, _)| name)
+}
+
+pub(super) fn build(
+    p: &Prepared,
+    ctx: &Context,
+    naming: &Naming,
+    host: &dyn EngineHost,
+) -> Result<EngineReport, ExportError> {
+    let o = &p.opts;
+    let auth = o
+        .credentials
+        .as_ref()
+        .map(|c| auth_dir(&o.registry, c))
+        .transpose()?;
+    let authfile: Vec<String> = auth
+        .as_ref()
+        .map(|d| {
+            vec![
+                "--authfile".to_owned(),
+                d.path().join("config.json").display().to_string(),
+            ]
+        })
+        .unwrap_or_default();
+    let tls: Vec<String> = if o.insecure_registry {
+        vec!["--tls-verify=false".into()]
+    } else {
+        Vec::new()
+    };
+    let iid_dir = tempfile::tempdir().map_err(|e| ExportError::Engine(e.to_string()))?;
+    let iid = iid_dir.path().join("iid");
+    let mut args: Vec<String> = vec![
+        "build".into(),
+        "--layers".into(),
+        "-f".into(),
+        ctx.dockerfile.display().to_string(),
+        "--format".into(),
+        o.buildah_format.clone(),
+        "--iidfile".into(),
+        iid.display().to_string(),
+    ];
+    for r in naming.references() {
+        args.extend(["-t".into(), r]);
+    }
+    if naming.tags.is_empty() {
+        args.extend(["-t".into(), naming.name.clone()]);
+    }
+    for r in &p.cache_from {
+        args.extend(["--cache-from".into(), repository(r)]);
+    }
+    if let Some(r) = &o.cache_to {
+        args.extend(["--cache-to".into(), repository(r)]);
+    }
+    if !p.cache_from.is_empty() || o.cache_to.is_some() {
+        args.extend(tls.iter().cloned());
+        args.extend(authfile.iter().cloned());
+    }
+    if let Some(m) = &o.memory {
+        args.extend(["--memory".into(), m.clone()]);
+    }
+    args.extend(o.engine_args.iter().cloned());
+    args.push(ctx.dir.display().to_string());
+    host.step(&format!(
+        "Building with buildah {} ({} COPY steps)",
+        p.version, ctx.copy_steps
+    ));
+    let ran = run("buildah", &p.binary, &args, &[], host)?;
+    let cached = cached_copy_steps(&ran.lines);
+    let image_id = std::fs::read_to_string(&iid)
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_default();
+    let mut report = EngineReport {
+        engine: "buildah".into(),
+        version: p.version.clone(),
+        builder: None,
+        command: std::iter::once(p.binary.display().to_string())
+            .chain(args.iter().cloned())
+            .collect(),
+        cache_from: p.cache_from.iter().map(|r| repository(r)).collect(),
+        cache_from_unavailable: Vec::new(),
+        inline_cache: false,
+        cache_to: o.cache_to.as_deref().map(repository),
+        copy_steps: ctx.copy_steps,
+        cached_steps: cached,
+        image_id,
+        reproducible_layers: "package layers: only through the cache (--cache-from/--cache-to)"
+            .into(),
+        pushed: Vec::new(),
+        removed: false,
+    };
+    if o.push {
+        for r in naming.references() {
+            host.step(&format!("Pushing {r}"));
+            let digest_file = iid_dir.path().join("digest");
+            let mut push = vec![
+                "push".to_owned(),
+                "--digestfile".into(),
+                digest_file.display().to_string(),
+            ];
+            push.extend(tls.iter().cloned());
+            push.extend(authfile.iter().cloned());
+            push.extend([r.clone(), format!("docker://{r}")]);
+            run("buildah", &p.binary, &push, &[], host)?;
+            let digest = std::fs::read_to_string(&digest_file).unwrap_or_default();
+            report.pushed.push(format!("{r}@{}", digest.trim()));
+        }
+    }
+    if o.rm_image {
+        let mut rmi = vec!["rmi".to_owned()];
+        rmi.extend(naming.references());
+        run("buildah", &p.binary, &rmi, &[], host)?;
+        report.removed = true;
+    }
+    Ok(report)
+}

@@ -1,0 +1,259 @@
+//! `docker build` from the context: builder choice (legacy or BuildKit), cache sources
+//! (pulled first for the legacy builder, which only uses local images), inline cache,
+//! then `docker push` / `docker rmi` as Habitat does.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use super::context::Context;
+use super::{
+    DockerBuilder, EngineHost, EngineOptions, EngineReport, Prepared, auth_dir, cached_copy_steps,
+    major_minor, missing, run,
+};
+use crate::ExportError;
+use crate::naming::Naming;
+
+const LEGACY_REPRODUCIBLE: &str = "package layers: yes, without any cache (legacy builder, context with fixed mtimes: the same package gives the same layer on any machine)";
+const BUILDKIT_REPRODUCIBLE: &str = "package layers: only through a cache source (this BuildKit stamps directories with the build time, so a build without cache makes new layers)";
+
+fn answer(
+    binary: &PathBuf,
+    args: &[&str],
+    host: &dyn EngineHost,
+) -> Result<std::process::Output, std::io::Error> {
+    let mut argv = vec![binary.display().to_string()];
+    argv.extend(args.iter().map(|a| (*a).to_owned()));
+    host.command(&argv);
+    Command::new(binary)
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .output()
+}
+
+pub(super) fn prepare(
+    opts: &EngineOptions,
+    naming: &Naming,
+    multi_layer: bool,
+    host: &dyn EngineHost,
+) -> Result<Prepared, ExportError> {
+    let binary = opts
+        .binary
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("docker"));
+    let out = answer(
+        &binary,
+        &[
+            "version",
+            "--format",
+            "{{.Client.Version}}|{{.Server.Version}}",
+        ],
+        host,
+    )
+    .map_err(|e| missing("docker", &binary, &e))?;
+    let text = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    let (client, server) = text.split_once('|').unwrap_or((text.as_str(), ""));
+    if !out.status.success() || server.is_empty() {
+        let err = String::from_utf8_lossy(&out.stderr);
+        return Err(ExportError::Engine(format!(
+            "the Docker daemon does not answer: {}\nhint: start it (`dockerd &` or `systemctl start docker`) or point DOCKER_HOST at it; --engine native needs no daemon",
+            err.trim()
+        )));
+    }
+    let modern_client = major_minor(client).0 >= 23;
+    let buildx = modern_client
+        && answer(&binary, &["buildx", "version"], host).is_ok_and(|o| o.status.success());
+    let builder = match opts.builder {
+        Some(b) => b,
+        None => match std::env::var("DOCKER_BUILDKIT").ok().as_deref() {
+            Some("0" | "false") => DockerBuilder::Legacy,
+            Some("1" | "true") => DockerBuilder::BuildKit,
+            _ if buildx => DockerBuilder::BuildKit,
+            _ => DockerBuilder::Legacy,
+        },
+    };
+    if builder == DockerBuilder::BuildKit && modern_client && !buildx {
+        return Err(ExportError::Engine(format!(
+            "docker client {client} runs BuildKit builds through the buildx plugin, which is not installed\nhint: install docker-buildx, pass --docker-builder legacy, or use a docker 20.10 client (--engine-binary /usr/bin/docker)"
+        )));
+    }
+    let inline_cache = match (opts.inline_cache, builder) {
+        (Some(true), DockerBuilder::Legacy) => {
+            return Err(ExportError::Engine(
+                "--inline-cache is BuildKit's: pass --docker-builder buildkit, or drop it (the legacy builder reuses layers of pulled --cache-from images)".into(),
+            ));
+        }
+        (Some(v), _) => v,
+        (None, b) => b == DockerBuilder::BuildKit && multi_layer,
+    };
+    if opts.cache_to.is_some() && !(builder == DockerBuilder::BuildKit && buildx) {
+        return Err(ExportError::Engine(format!(
+            "--cache-to needs docker buildx (BuildKit's registry cache export), which docker {client} here does not have\nhint: with BuildKit the inline cache (on by default) makes the pushed image its own cache source; or use --engine buildah"
+        )));
+    }
+    let mut cache_from = opts.cache_from.clone();
+    if cache_from.is_empty() && opts.auto_cache_from {
+        cache_from.push(format!("{}:latest", naming.name));
+    }
+    Ok(Prepared {
+        opts: opts.clone(),
+        binary,
+        version: format!("client {client}, daemon {server}"),
+        builder: Some(builder),
+        cache_from,
+        inline_cache,
+    })
+}
+
+/// The first line of an engine error, for a warning.
+fn first_line(e: &ExportError) -> String {
+    let s = e.to_string();
+    let out = match &e {
+        ExportError::EngineFailed { output, .. } => output.lines().last().unwrap_or("").to_owned(),
+        _ => s.lines().next().unwrap_or("").to_owned(),
+    };
+    out.trim().to_owned()
+}
+
+pub(super) fn build(
+    p: &Prepared,
+    ctx: &Context,
+    naming: &Naming,
+    host: &dyn EngineHost,
+) -> Result<EngineReport, ExportError> {
+    let o = &p.opts;
+    let builder = p.builder.unwrap_or(DockerBuilder::Legacy);
+    let auth = o
+        .credentials
+        .as_ref()
+        .map(|c| auth_dir(&o.registry, c))
+        .transpose()?;
+    let global: Vec<String> = auth
+        .as_ref()
+        .map(|d| vec!["--config".to_owned(), d.path().display().to_string()])
+        .unwrap_or_default();
+    let env = [(
+        "DOCKER_BUILDKIT",
+        if builder == DockerBuilder::BuildKit {
+            "1"
+        } else {
+            "0"
+        },
+    )];
+    let with =
+        |rest: &[String]| -> Vec<String> { global.iter().chain(rest.iter()).cloned().collect() };
+    let mut used = Vec::new();
+    let mut unavailable = Vec::new();
+    if builder == DockerBuilder::Legacy {
+        // The legacy builder only uses cache sources that are local images.
+        for r in &p.cache_from {
+            host.step(&format!("Pulling cache source {r}"));
+            match run(
+                "docker",
+                &p.binary,
+                &with(&["pull".into(), r.clone()]),
+                &env,
+                host,
+            ) {
+                Ok(_) => used.push(r.clone()),
+                Err(e) => {
+                    host.warning(&format!(
+                        "cache source {r} could not be pulled ({}); building without it",
+                        first_line(&e)
+                    ));
+                    unavailable.push(r.clone());
+                }
+            }
+        }
+    } else {
+        used = p.cache_from.clone();
+    }
+    let iid_dir = tempfile::tempdir().map_err(|e| ExportError::Engine(e.to_string()))?;
+    let iid = iid_dir.path().join("iid");
+    let mut args: Vec<String> = vec![
+        "build".into(),
+        "-f".into(),
+        ctx.dockerfile.display().to_string(),
+        "--iidfile".into(),
+        iid.display().to_string(),
+    ];
+    for r in naming.references() {
+        args.extend(["-t".into(), r]);
+    }
+    if naming.tags.is_empty() {
+        args.extend(["-t".into(), naming.name.clone()]);
+    }
+    if builder == DockerBuilder::BuildKit {
+        args.push("--progress=plain".into());
+    }
+    for r in &used {
+        args.extend(["--cache-from".into(), r.clone()]);
+    }
+    if p.inline_cache {
+        args.extend(["--build-arg".into(), "BUILDKIT_INLINE_CACHE=1".into()]);
+    }
+    if let Some(m) = &o.memory {
+        args.extend(["--memory".into(), m.clone()]);
+    }
+    args.extend(o.engine_args.iter().cloned());
+    args.push(ctx.dir.display().to_string());
+    host.step(&format!(
+        "Building with docker ({} builder, {} COPY steps)",
+        builder.name(),
+        ctx.copy_steps
+    ));
+    let args = with(&args);
+    let ran = run("docker", &p.binary, &args, &env, host)?;
+    let cached = cached_copy_steps(&ran.lines);
+    let image_id = std::fs::read_to_string(&iid)
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_default();
+    let mut report = EngineReport {
+        engine: "docker".into(),
+        version: p.version.clone(),
+        builder: Some(builder.name().into()),
+        command: std::iter::once(p.binary.display().to_string())
+            .chain(args.iter().cloned())
+            .collect(),
+        cache_from: used,
+        cache_from_unavailable: unavailable,
+        inline_cache: p.inline_cache,
+        cache_to: None,
+        copy_steps: ctx.copy_steps,
+        cached_steps: cached,
+        image_id,
+        reproducible_layers: match builder {
+            DockerBuilder::Legacy => LEGACY_REPRODUCIBLE.into(),
+            DockerBuilder::BuildKit => BUILDKIT_REPRODUCIBLE.into(),
+        },
+        pushed: Vec::new(),
+        removed: false,
+    };
+    if o.push {
+        for r in naming.references() {
+            host.step(&format!("Pushing {r}"));
+            let ran = run(
+                "docker",
+                &p.binary,
+                &with(&["push".into(), r.clone()]),
+                &env,
+                host,
+            )?;
+            // "latest: digest: sha256:… size: 1234"
+            let digest = ran.lines.iter().find_map(|l| {
+                l.split_once("digest: ")
+                    .and_then(|(_, d)| d.split_whitespace().next())
+                    .map(str::to_owned)
+            });
+            report
+                .pushed
+                .push(format!("{r}@{}", digest.unwrap_or_default()));
+        }
+    }
+    if o.rm_image {
+        let mut rmi = vec!["rmi".to_owned()];
+        rmi.extend(naming.references());
+        run("docker", &p.binary, &with(&rmi), &env, host)?;
+        report.removed = true;
+    }
+    Ok(report)
+}
