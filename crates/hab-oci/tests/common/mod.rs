@@ -133,3 +133,83 @@ pub(crate) fn tls_registry() -> Option<(String, PathBuf)> {
         .is_ok_and(|o| o.status.success());
     service("a docker-registry with TLS and basic auth", ok).then_some((addr, ca))
 }
+
+/// A second Docker daemon with its own empty data root, as on a fresh CI runner; stopped
+/// (by its PID) and removed on drop. Point clients at it with `DOCKER_HOST`.
+pub(crate) struct FreshDockerd {
+    pub(crate) host: String,
+    child: std::process::Child,
+    dir: tempfile::TempDir,
+}
+
+impl FreshDockerd {
+    pub(crate) fn start() -> FreshDockerd {
+        // Short paths: the socket path must fit in a sockaddr_un.
+        let dir = tempfile::Builder::new()
+            .prefix("hd")
+            .tempdir_in("/tmp")
+            .expect("tmp");
+        let d = dir.path();
+        let host = format!("unix://{}/d.sock", d.display());
+        let log = fs::File::create(d.join("dockerd.log")).expect("log");
+        let child = StdCommand::new("dockerd")
+            .arg("--host")
+            .arg(&host)
+            .arg("--data-root")
+            .arg(d.join("data"))
+            .arg("--exec-root")
+            .arg(d.join("x"))
+            .arg("--pidfile")
+            .arg(d.join("d.pid"))
+            .args(["--iptables=false", "--bridge=none"])
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("dockerd");
+        let fresh = FreshDockerd { host, child, dir };
+        for _ in 0..120 {
+            if StdCommand::new("docker")
+                .args(["-H", &fresh.host, "info"])
+                .output()
+                .is_ok_and(|o| o.status.success())
+            {
+                return fresh;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(250));
+        }
+        panic!(
+            "a fresh dockerd did not start: {}",
+            fs::read_to_string(fresh.dir.path().join("dockerd.log")).unwrap_or_default()
+        );
+    }
+}
+
+impl Drop for FreshDockerd {
+    fn drop(&mut self) {
+        let _ = StdCommand::new("kill")
+            .arg(self.child.id().to_string())
+            .status();
+        let _ = self.child.wait();
+        // Mounts under the data root are gone with the daemon; what remains is files.
+        let _ = StdCommand::new("rm")
+            .arg("-rf")
+            .arg(self.dir.path())
+            .status();
+    }
+}
+
+/// The layer digests of an image in a loopback registry, bottom to top (skopeo).
+pub(crate) fn registry_layers(reference: &str) -> Vec<String> {
+    let out = run(StdCommand::new("skopeo").args([
+        "inspect",
+        "--tls-verify=false",
+        &format!("docker://{reference}"),
+    ]));
+    let v: serde_json::Value = serde_json::from_str(&out).expect("json");
+    v["Layers"]
+        .as_array()
+        .expect("Layers")
+        .iter()
+        .map(|l| l.as_str().expect("digest").to_owned())
+        .collect()
+}
