@@ -789,11 +789,11 @@ fn bad_flags_fail_before_any_work() {
     let t = tmp.path();
     let src = repo("examples").display().to_string();
     for (args, msg) in [
-        (vec!["--rm-image"], "--rm-image is not supported yet"),
         (
-            vec!["--engine", "docker"],
-            "--engine docker is not supported yet",
+            vec!["--rm-image"],
+            "--rm-image applies to --engine docker or buildah",
         ),
+        (vec!["--engine", "podman"], "invalid value 'podman'"),
         (vec!["--image-name", "{{pkg_name"], "is never closed"),
         (vec!["-o", "tarball:x"], "invalid output"),
     ] {

@@ -59,11 +59,33 @@ impl DirSink {
     }
 }
 
+/// The mtime of the directories several layers share (`hab`, `hab/pkgs`, `hab/pkgs/ORIGIN`).
+/// A `COPY` into a directory a lower layer made can carry that layer's metadata into its own
+/// diff; one constant for all of them keeps each package's layer independent of the
+/// packages below it (measured: with per-package mtimes, rebuilding one library changed
+/// three more legacy-builder layers than it changes native ones).
+const SHARED_DIR_MTIME: u64 = 0;
+
+fn shared_dir(path: &str) -> bool {
+    let mut parts = path.split('/');
+    parts.next() == Some("hab")
+        && match parts.next() {
+            None => true,
+            Some("pkgs") => parts.nth(1).is_none(),
+            Some(_) => false,
+        }
+}
+
 impl EntrySink for DirSink {
     fn dir(&mut self, path: &str, meta: EntryMeta) -> io::Result<()> {
         let p = self.path(path);
         fs::create_dir_all(&p)?;
-        self.dirs.push((p, meta.mode, meta.mtime));
+        let mtime = if shared_dir(path) {
+            SHARED_DIR_MTIME
+        } else {
+            meta.mtime
+        };
+        self.dirs.push((p, meta.mode, mtime));
         Ok(())
     }
 
@@ -144,10 +166,8 @@ pub fn materialize(
             };
             let mut emitted = HashSet::new();
             let advance = |n: u64| progress.layer_advanced(i, n);
-            let mut newest = 0;
             for p in &members {
                 let mtime = release_time(p.ident());
-                newest = newest.max(mtime);
                 rewrite::write_package(
                     &mut sink,
                     &p.hart,
@@ -157,7 +177,7 @@ pub fn materialize(
                     &advance,
                 )?;
             }
-            sink.finish(newest).map_err(io_at(&root))?;
+            sink.finish(SHARED_DIR_MTIME).map_err(io_at(&root))?;
             progress.layer_finished(i, "", 0);
             Ok(())
         })
@@ -287,6 +307,16 @@ pub fn dockerfile_text(plan: &ImagePlan, single_copy: bool) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn shared_directories() {
+        for p in ["hab", "hab/pkgs", "hab/pkgs/core"] {
+            assert!(shared_dir(p), "{p}");
+        }
+        for p in ["hab/pkgs/core/glibc", "hab/svc", "habx", "etc"] {
+            assert!(!shared_dir(p), "{p}");
+        }
+    }
 
     #[test]
     fn quoting() {

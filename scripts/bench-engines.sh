@@ -1,0 +1,146 @@
+#!/usr/bin/env bash
+# Benchmark and table for the engines: the fresh-CI scenario and two changes, for the native
+# engine, docker's legacy builder, docker's BuildKit (through Docker 20.10's own client) and
+# buildah (overlay storage), all pushing to the loopback registry of scripts/services.sh.
+#
+# For each engine, on a generated closure (40 packages by default):
+#   v1            export + push into an empty engine state
+#   fresh         engine state thrown away (new dockerd data root / new buildah store),
+#                 the same v1 again with no cache options
+#   fresh+cache   engine state thrown away again, v1 with the cache options
+#                 (docker: NAME:latest as cache source, pulled first by the legacy builder;
+#                 BuildKit: its inline cache; buildah: --cache-from/--cache-to a cache repo)
+#   v2            a new release of the primary package (with the cache options)
+#   v3            lib002 rebuilt with its dependents (with the cache options)
+# and prints wall time, COPY steps served from the engine's cache, and the layers new to the
+# registry (what that push uploaded) against the previous image.
+#
+#   bash scripts/bench-engines.sh             # 40 packages, ~100 MB unpacked
+#   PACKAGES=10 SIZE_MB=10 bash scripts/bench-engines.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+packages=${PACKAGES:-40}
+size_mb=${SIZE_MB:-100}
+. scripts/services.sh
+reg=$HAB_OCI_TEST_REGISTRY
+cargo build --quiet --release -p hab-oci -p hab-oci-testkit
+bin=$PWD/target/release/hab-oci
+kit=$PWD/target/release/hab-oci-testkit
+work=$(mktemp -d /tmp/hbe.XXXX)
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  for p in "${pids[@]}"; do while kill -0 "$p" 2>/dev/null; do sleep 0.2; done; done
+  rm -rf "$work"
+}
+trap cleanup EXIT
+export HAB_CACHE_ARTIFACT_PATH=/nonexistent
+run_id=$$-$(date +%s)
+
+# A fresh dockerd with its own data root; sets $fresh to its DOCKER_HOST (a global, not
+# output: a command substitution would run it in a subshell and lose the counter and PID).
+n_daemons=0
+fresh=
+fresh_dockerd() {
+  n_daemons=$((n_daemons + 1))
+  local d="$work/d$n_daemons"
+  mkdir -p "$d"
+  dockerd --host "unix://$d/s.sock" --data-root "$d/data" --exec-root "$d/x" --pidfile "$d/pid" \
+    --iptables=false --bridge=none >"$d/log" 2>&1 &
+  pids+=($!)
+  for _ in $(seq 120); do
+    docker -H "unix://$d/s.sock" info >/dev/null 2>&1 && break
+    sleep 0.25
+  done
+  fresh="unix://$d/s.sock"
+}
+n_stores=0
+fresh_store() {
+  n_stores=$((n_stores + 1))
+  local d="$work/b$n_stores"
+  mkdir -p "$d"
+  printf '[storage]\ndriver = "overlay"\ngraphroot = "%s/graph"\nrunroot = "%s/run"\n' "$d" "$d" >"$d/storage.conf"
+  fresh="$d/storage.conf"
+}
+
+layers() { skopeo inspect --tls-verify=false "docker://$1" | python3 -c 'import json,sys; print("\n".join(json.load(sys.stdin)["Layers"]))'; }
+new_vs() { comm -13 <(sort "$1") <(sort "$2") | wc -l; }
+
+printf '\n%d packages, %s MB unpacked; registry %s; %s\n' "$packages" "$size_mb" "$reg" "$(nproc) CPUs"
+printf '\n%-10s %-12s %8s %14s %18s\n' engine step "wall s" "cached COPY" "new layers pushed"
+
+# One closure for every engine (fresh content each run, so "v1" is cold in the registry);
+# each engine works on its own copy, since the changes add packages to it.
+seed=$(date +%s)
+"$kit" gen --out "$work/closure" --packages "$packages" --size-mb "$size_mb" --block-kb 8192 --seed "$seed" >/dev/null
+
+bench_engine() { # engine-label, then the hab-oci engine arguments
+  local label=$1; shift
+  local c="$work/$label"
+  cp -a "$work/closure" "$c"
+  local gen=(--out "$c" --packages "$packages" --size-mb "$size_mb" --block-kb 8192 --seed "$seed")
+  local prefix="$reg/bench-eng-$run_id/$label"
+  local image="$prefix/gen/app:latest"
+  local cache_opts=()
+  case $label in
+    buildah) cache_opts=(--cache-from "$prefix/cache" --cache-to "$prefix/cache") ;;
+  esac
+  local prev="$work/$label.prev"
+  : >"$prev"
+  step() { # step-name, env-assignment or -, extra args...
+    local name=$1 envset=$2; shift 2
+    local s e
+    s=$(date +%s.%N)
+    if [ "$envset" = - ]; then
+      "$bin" export -q --report "$work/r.json" --source "$c" --no-supervisor --registry-url "$prefix" --push-image "$@" gen/app >"$work/out" 2>&1 || { cat "$work/out"; exit 1; }
+    else
+      env "$envset" "$bin" export -q --report "$work/r.json" --source "$c" --no-supervisor --registry-url "$prefix" --push-image "$@" gen/app >"$work/out" 2>&1 || { cat "$work/out"; exit 1; }
+    fi
+    e=$(date +%s.%N)
+    layers "$image" >"$work/now"
+    local cached
+    cached=$(python3 -c 'import json,sys; e=json.load(open(sys.argv[1])).get("engine"); print("%d/%d" % (e["cached_steps"], e["copy_steps"]) if e else "-")' "$work/r.json")
+    printf '%-10s %-12s %8.2f %14s %18s\n' "$label" "$name" "$(awk -v s="$s" -v e="$e" 'BEGIN { print e - s }')" "$cached" \
+      "$(new_vs "$prev" "$work/now")/$(wc -l <"$work/now")"
+    cp "$work/now" "$prev"
+  }
+  case $label in
+    native)
+      step v1 - "$@"
+      step fresh - "$@"
+      step fresh+cache - "$@"
+      "$kit" rebuild "${gen[@]}" --package app --release 20240202000000 >/dev/null
+      step v2 - "$@"
+      "$kit" rebuild "${gen[@]}" --package lib002 --release 20240303000000 >/dev/null
+      step v3 - "$@"
+      ;;
+    legacy | buildkit)
+      local h
+      fresh_dockerd; h=$fresh; step v1 "DOCKER_HOST=$h" "$@" --no-auto-cache-from
+      fresh_dockerd; h=$fresh; step fresh "DOCKER_HOST=$h" "$@" --no-auto-cache-from
+      fresh_dockerd; h=$fresh; step fresh+cache "DOCKER_HOST=$h" "$@"
+      "$kit" rebuild "${gen[@]}" --package app --release 20240202000000 >/dev/null
+      step v2 "DOCKER_HOST=$h" "$@"
+      "$kit" rebuild "${gen[@]}" --package lib002 --release 20240303000000 >/dev/null
+      step v3 "DOCKER_HOST=$h" "$@"
+      ;;
+    buildah)
+      local s
+      fresh_store; s=$fresh; step v1 "CONTAINERS_STORAGE_CONF=$s" "$@" --cache-to "$prefix/cache"
+      fresh_store; s=$fresh; step fresh "CONTAINERS_STORAGE_CONF=$s" "$@"
+      fresh_store; s=$fresh; step fresh+cache "CONTAINERS_STORAGE_CONF=$s" "$@" "${cache_opts[@]}"
+      "$kit" rebuild "${gen[@]}" --package app --release 20240202000000 >/dev/null
+      step v2 "CONTAINERS_STORAGE_CONF=$s" "$@" "${cache_opts[@]}"
+      "$kit" rebuild "${gen[@]}" --package lib002 --release 20240303000000 >/dev/null
+      step v3 "CONTAINERS_STORAGE_CONF=$s" "$@" "${cache_opts[@]}"
+      for st in "$work"/b*/storage.conf; do
+        CONTAINERS_STORAGE_CONF=$st buildah rmi --all --force >/dev/null 2>&1 || true
+      done
+      ;;
+  esac
+}
+
+bench_engine native
+bench_engine legacy --engine docker --docker-builder legacy
+bench_engine buildkit --engine docker --engine-binary /usr/bin/docker --docker-builder buildkit
+bench_engine buildah --engine buildah
