@@ -187,9 +187,9 @@ pub(crate) struct ExportArgs {
     /// $HAB_OCI_ENGINE_ARGS, split as a shell would.
     #[arg(long, value_name = "ARG", allow_hyphen_values = true)]
     pub(crate) engine_arg: Vec<String>,
-    /// buildah's image format.
-    #[arg(long, default_value = "docker", value_parser = ["docker", "oci"])]
-    pub(crate) format: String,
+    /// buildah's image format (default docker).
+    #[arg(long, value_parser = ["docker", "oci"])]
+    pub(crate) format: Option<String>,
     /// The hab CLI package of the Supervisor.
     #[arg(long, default_value = "chef/hab", value_name = "HAB_PKG")]
     pub(crate) hab_pkg: String,

@@ -14,11 +14,18 @@ use common::*;
 
 const BLOCK: u64 = 64 * 1024;
 
+/// A 10-package closure with content no engine has seen before: a build cache left by an
+/// earlier run (keyed by file content) must not answer for it.
 fn closure(t: &Path) -> hab_oci_testkit::Closure {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("time")
+        .as_nanos() as u64;
     let spec = hab_oci_testkit::ClosureSpec {
         packages: 10,
         total_size: 600 * 1024,
         block_size: BLOCK,
+        seed: nanos ^ u64::from(std::process::id()),
         ..Default::default()
     };
     hab_oci_testkit::generate(&spec, &t.join("src"), None).expect("generate")
@@ -428,4 +435,93 @@ fn bad_engine_input_fails_before_the_build_and_leaves_nothing() {
         .join("hab-oci-context")
         .join(name.replace(['/', '-'], "_"));
     assert!(!ctx.exists(), "the context {} must be gone", ctx.display());
+}
+
+#[test]
+fn engines_push_with_credentials_and_remove_the_image() {
+    let Some((reg, _ca)) = tls_registry() else {
+        return;
+    };
+    if !docker() || !tool("buildah") || !tool("skopeo") {
+        return;
+    }
+    let tmp = tempfile::tempdir().expect("tmp");
+    let t = tmp.path();
+    let ex = repo("examples").display().to_string();
+    for engine in ["docker", "buildah"] {
+        let prefix = format!("{reg}/eng-auth-{engine}-{}", std::process::id());
+        let mut c = hab_oci(t);
+        c.current_dir(t)
+            .args([
+                "export",
+                "-v",
+                "--engine",
+                engine,
+                "--no-auto-cache-from",
+                "--source",
+                &ex,
+                "--no-supervisor",
+                "--registry-url",
+                &prefix,
+                "--push-image",
+                "--rm-image",
+                "--username",
+                "testuser",
+                "--password-stdin",
+                "--report",
+                "r.json",
+                "example/hello",
+            ])
+            .write_stdin("testpassword\n");
+        if engine == "docker" {
+            c.args(["--docker-builder", "legacy"]);
+        } else {
+            // A store of its own: buildah's default one may hold other runs' images.
+            let conf = t.join("storage.conf");
+            std::fs::write(
+                &conf,
+                format!(
+                    "[storage]\ndriver = \"overlay\"\ngraphroot = \"{0}/graph\"\nrunroot = \"{0}/run\"\n",
+                    t.join("store").display()
+                ),
+            )
+            .expect("storage.conf");
+            c.env("CONTAINERS_STORAGE_CONF", &conf);
+        }
+        let out = c.assert().success().get_output().clone();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!err.contains("testpassword"), "{engine}: {err}");
+        let r = read_json(&t.join("r.json"));
+        assert_eq!(r["engine"]["removed"], true, "{r}");
+        let pushed = r["engine"]["pushed"].as_array().expect("pushed").clone();
+        assert_eq!(pushed.len(), 3, "{r}");
+        let digest = pushed[0]
+            .as_str()
+            .expect("ref")
+            .rsplit_once('@')
+            .expect("@")
+            .1
+            .to_owned();
+        assert!(digest.starts_with("sha256:"), "{r}");
+        let inspect = run(StdCommand::new("skopeo").args([
+            "inspect",
+            "--tls-verify=false",
+            "--creds",
+            "testuser:testpassword",
+            &format!("docker://{prefix}/example/hello:latest"),
+        ]));
+        let v: serde_json::Value = serde_json::from_str(&inspect).expect("json");
+        assert_eq!(v["Digest"], digest.as_str(), "{engine}");
+        if engine == "docker" {
+            let gone = StdCommand::new("docker")
+                .args([
+                    "image",
+                    "inspect",
+                    &format!("{prefix}/example/hello:latest"),
+                ])
+                .output()
+                .expect("docker");
+            assert!(!gone.status.success(), "--rm-image removes the image");
+        }
+    }
 }

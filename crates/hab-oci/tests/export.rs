@@ -793,7 +793,10 @@ fn bad_flags_fail_before_any_work() {
             vec!["--rm-image"],
             "--rm-image applies to --engine docker or buildah",
         ),
-        (vec!["--engine", "podman"], "invalid value 'podman'"),
+        (
+            vec!["--engine", "docker"],
+            "--output applies to the native engine",
+        ),
         (vec!["--image-name", "{{pkg_name"], "is never closed"),
         (vec!["-o", "tarball:x"], "invalid output"),
     ] {

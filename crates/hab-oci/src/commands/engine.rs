@@ -69,6 +69,9 @@ pub(crate) fn run(
         "docker" => EngineKind::Docker,
         _ => EngineKind::Buildah,
     };
+    if kind == EngineKind::Docker && a.format.is_some() {
+        anyhow::bail!("--format applies to --engine buildah (docker builds docker images)");
+    }
     let registry = registry_of(&plan.naming.name);
     let credentials = match (&a.username, &a.password, a.password_stdin) {
         (Some(u), Some(p), _) => Some((u.clone(), p.clone())),
@@ -100,7 +103,7 @@ pub(crate) fn run(
         cache_to: a.cache_to.clone(),
         engine_args: engine_args(a)?,
         memory: a.memory.clone(),
-        buildah_format: a.format.clone(),
+        buildah_format: a.format.clone().unwrap_or_else(|| "docker".into()),
         context_dir: context_dir.clone(),
         single_copy: a.single_layer,
         insecure_registry: oci_registry::is_loopback(&registry)

@@ -40,7 +40,8 @@ fn refuse_unsupported(a: &ExportArgs) -> Result<()> {
         }
     }
     if a.engine == "native" {
-        let engine_only: [(bool, &str); 10] = [
+        let engine_only: [(bool, &str); 11] = [
+            (a.format.is_some(), "--format"),
             (a.rm_image, "--rm-image"),
             (a.memory.is_some(), "--memory"),
             (!a.cache_from.is_empty(), "--cache-from"),
