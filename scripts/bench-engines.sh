@@ -10,10 +10,13 @@
 #   fresh+cache   engine state thrown away again, v1 with the cache options
 #                 (docker: NAME:latest as cache source, pulled first by the legacy builder;
 #                 BuildKit: its inline cache; buildah: --cache-from/--cache-to a cache repo)
-#   v2            a new release of the primary package (with the cache options)
-#   v3            lib002 rebuilt with its dependents (with the cache options)
-# and prints wall time, COPY steps served from the engine's cache, and the layers new to the
-# registry (what that push uploaded) against the previous image.
+#   v2 fresh      a new release of the primary package, fresh engine state, no cache options
+#   v2            the same with the cache options (on the state of "fresh+cache")
+#   v3 fresh      lib002 rebuilt with its dependents, fresh engine state, no cache options
+#   v3            the same with the cache options
+# and prints wall time, COPY steps served from the engine's cache, and the layers the
+# registry did not have in the previous version's image (what the push uploaded): v1 for
+# the v1 and v2 rows, v2 for the v3 rows.
 #
 #   bash scripts/bench-engines.sh             # 40 packages, ~100 MB unpacked
 #   PACKAGES=10 SIZE_MB=10 bash scripts/bench-engines.sh
@@ -85,59 +88,53 @@ bench_engine() { # engine-label, then the hab-oci engine arguments
   case $label in
     buildah) cache_opts=(--cache-from "$prefix/cache" --cache-to "$prefix/cache") ;;
   esac
-  local prev="$work/$label.prev"
-  : >"$prev"
-  step() { # step-name, env-assignment or -, extra args...
-    local name=$1 envset=$2; shift 2
+  step() { # step-name, baseline-file or -, env-assignment or -, extra args...
+    local name=$1 base=$2 envset=$3; shift 3
     local s e
+    local envs=()
+    [ "$envset" = - ] || envs=("$envset")
     s=$(date +%s.%N)
-    if [ "$envset" = - ]; then
-      "$bin" export -q --report "$work/r.json" --source "$c" --no-supervisor --registry-url "$prefix" --push-image "$@" gen/app >"$work/out" 2>&1 || { cat "$work/out"; exit 1; }
-    else
-      env "$envset" "$bin" export -q --report "$work/r.json" --source "$c" --no-supervisor --registry-url "$prefix" --push-image "$@" gen/app >"$work/out" 2>&1 || { cat "$work/out"; exit 1; }
-    fi
+    env "${envs[@]}" "$bin" export -q --report "$work/r.json" --source "$c" --no-supervisor --registry-url "$prefix" --push-image "$@" gen/app >"$work/out" 2>&1 || { cat "$work/out"; exit 1; }
     e=$(date +%s.%N)
-    layers "$image" >"$work/now"
+    layers "$image" >"$work/$label.$name"
     local cached
     cached=$(python3 -c 'import json,sys; e=json.load(open(sys.argv[1])).get("engine"); print("%d/%d" % (e["cached_steps"], e["copy_steps"]) if e else "-")' "$work/r.json")
+    local baseline=/dev/null
+    [ "$base" = - ] || baseline="$work/$label.$base"
     printf '%-10s %-12s %8.2f %14s %18s\n' "$label" "$name" "$(awk -v s="$s" -v e="$e" 'BEGIN { print e - s }')" "$cached" \
-      "$(new_vs "$prev" "$work/now")/$(wc -l <"$work/now")"
-    cp "$work/now" "$prev"
+      "$(new_vs "$baseline" "$work/$label.$name")/$(wc -l <"$work/$label.$name")"
   }
+  local no_cache=() with_cache=() fresh_env
   case $label in
-    native)
-      step v1 - "$@"
-      step fresh - "$@"
-      step fresh+cache - "$@"
-      "$kit" rebuild "${gen[@]}" --package app --release 20240202000000 >/dev/null
-      step v2 - "$@"
-      "$kit" rebuild "${gen[@]}" --package lib002 --release 20240303000000 >/dev/null
-      step v3 - "$@"
-      ;;
-    legacy | buildkit)
-      local h
-      fresh_dockerd; h=$fresh; step v1 "DOCKER_HOST=$h" "$@" --no-auto-cache-from
-      fresh_dockerd; h=$fresh; step fresh "DOCKER_HOST=$h" "$@" --no-auto-cache-from
-      fresh_dockerd; h=$fresh; step fresh+cache "DOCKER_HOST=$h" "$@"
-      "$kit" rebuild "${gen[@]}" --package app --release 20240202000000 >/dev/null
-      step v2 "DOCKER_HOST=$h" "$@"
-      "$kit" rebuild "${gen[@]}" --package lib002 --release 20240303000000 >/dev/null
-      step v3 "DOCKER_HOST=$h" "$@"
-      ;;
-    buildah)
-      local s
-      fresh_store; s=$fresh; step v1 "CONTAINERS_STORAGE_CONF=$s" "$@" --cache-to "$prefix/cache"
-      fresh_store; s=$fresh; step fresh "CONTAINERS_STORAGE_CONF=$s" "$@"
-      fresh_store; s=$fresh; step fresh+cache "CONTAINERS_STORAGE_CONF=$s" "$@" "${cache_opts[@]}"
-      "$kit" rebuild "${gen[@]}" --package app --release 20240202000000 >/dev/null
-      step v2 "CONTAINERS_STORAGE_CONF=$s" "$@" "${cache_opts[@]}"
-      "$kit" rebuild "${gen[@]}" --package lib002 --release 20240303000000 >/dev/null
-      step v3 "CONTAINERS_STORAGE_CONF=$s" "$@" "${cache_opts[@]}"
-      for st in "$work"/b*/storage.conf; do
-        CONTAINERS_STORAGE_CONF=$st buildah rmi --all --force >/dev/null 2>&1 || true
-      done
-      ;;
+    native) ;;
+    legacy | buildkit) no_cache=(--no-auto-cache-from) ;;
+    buildah) with_cache=(--cache-from "$prefix/cache" --cache-to "$prefix/cache") ;;
   esac
+  # Fresh engine state, in $fresh_env (an env assignment, or - for the native engine).
+  new_state() {
+    case $label in
+      native) fresh_env=- ;;
+      legacy | buildkit) fresh_dockerd; fresh_env="DOCKER_HOST=$fresh" ;;
+      buildah) fresh_store; fresh_env="CONTAINERS_STORAGE_CONF=$fresh" ;;
+    esac
+  }
+  local v1_opts=("${no_cache[@]}")
+  [ "$label" = buildah ] && v1_opts=(--cache-to "$prefix/cache")
+  new_state; step v1 - "$fresh_env" "$@" "${v1_opts[@]}"
+  new_state; step fresh v1 "$fresh_env" "$@" "${no_cache[@]}"
+  new_state; local cached_env=$fresh_env
+  step fresh+cache v1 "$cached_env" "$@" "${with_cache[@]}"
+  "$kit" rebuild "${gen[@]}" --package app --release 20240202000000 >/dev/null
+  new_state; step "v2 fresh" v1 "$fresh_env" "$@" "${no_cache[@]}"
+  step v2 v1 "$cached_env" "$@" "${with_cache[@]}"
+  "$kit" rebuild "${gen[@]}" --package lib002 --release 20240303000000 >/dev/null
+  new_state; step "v3 fresh" v2 "$fresh_env" "$@" "${no_cache[@]}"
+  step v3 v2 "$cached_env" "$@" "${with_cache[@]}"
+  if [ "$label" = buildah ]; then
+    for st in "$work"/b*/storage.conf; do
+      CONTAINERS_STORAGE_CONF=$st buildah rmi --all --force >/dev/null 2>&1 || true
+    done
+  fi
 }
 
 bench_engine native
