@@ -10,10 +10,14 @@
 #   fresh+cache   engine state thrown away again, v1 with the cache options
 #                 (docker: NAME:latest as cache source, pulled first by the legacy builder;
 #                 BuildKit: its inline cache; buildah: --cache-from/--cache-to a cache repo)
-#   v2 fresh      a new release of the primary package, fresh engine state, no cache options
-#   v2            the same with the cache options (on the state of "fresh+cache")
-#   v3 fresh      lib002 rebuilt with its dependents, fresh engine state, no cache options
-#   v3            the same with the cache options
+#   v2            a new release of the primary package, with the cache options (on the
+#                 state of "fresh+cache")
+#   v2 fresh      the same on fresh engine state with no cache options
+#   v3            lib002 rebuilt with its dependents, with the cache options
+#   v3 fresh      the same on fresh engine state with no cache options
+# (the rows with options run first: a push of the "fresh" rows would otherwise put the new
+# image in the registry as the next cache source). The native engine's state is its layer
+# cache: "fresh" is an empty one, the cache options are the one its previous runs filled.
 # and prints wall time, COPY steps served from the engine's cache, and the layers the
 # registry did not have in the previous version's image (what the push uploaded): v1 for
 # the v1 and v2 rows, v2 for the v3 rows.
@@ -38,6 +42,7 @@ cleanup() {
 }
 trap cleanup EXIT
 export HAB_CACHE_ARTIFACT_PATH=/nonexistent
+export HAB_OCI_CACHE=$work/cache
 run_id=$$-$(date +%s)
 
 # A fresh dockerd with its own data root; sets $fresh to its DOCKER_HOST (a global, not
@@ -70,7 +75,7 @@ layers() { skopeo inspect --tls-verify=false "docker://$1" | python3 -c 'import 
 new_vs() { comm -13 <(sort "$1") <(sort "$2") | wc -l; }
 
 printf '\n%d packages, %s MB unpacked; registry %s; %s\n' "$packages" "$size_mb" "$reg" "$(nproc) CPUs"
-printf '\n%-10s %-12s %8s %14s %18s\n' engine step "wall s" "cached COPY" "new layers pushed"
+printf '\n%-10s %-12s %8s %14s %18s\n' engine step "wall s" "cached layers" "new layers pushed"
 
 # One closure for every engine (fresh content each run, so "v1" is cold in the registry);
 # each engine works on its own copy, since the changes add packages to it.
@@ -98,7 +103,18 @@ bench_engine() { # engine-label, then the hab-oci engine arguments
     e=$(date +%s.%N)
     layers "$image" >"$work/$label.$name"
     local cached
-    cached=$(python3 -c 'import json,sys; e=json.load(open(sys.argv[1])).get("engine"); print("%d/%d" % (e["cached_steps"], e["copy_steps"]) if e else "-")' "$work/r.json")
+    cached=$(python3 - "$work/r.json" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1]))
+e, c = r.get("engine"), r.get("cache")
+if e:
+    print("%d/%d" % (e["cached_steps"], e["copy_steps"]))
+elif c:
+    print("%d/%d" % (c["hits"], c["hits"] + c["misses"]))
+else:
+    print("0/%d" % (len(r["layers"]) - 1))
+PY
+)
     local baseline=/dev/null
     [ "$base" = - ] || baseline="$work/$label.$base"
     printf '%-10s %-12s %8.2f %14s %18s\n' "$label" "$name" "$(awk -v s="$s" -v e="$e" 'BEGIN { print e - s }')" "$cached" \
@@ -106,30 +122,33 @@ bench_engine() { # engine-label, then the hab-oci engine arguments
   }
   local no_cache=() with_cache=() fresh_env
   case $label in
-    native) ;;
+    native) no_cache=(--no-cache) ;;
     legacy | buildkit) no_cache=(--no-auto-cache-from) ;;
     buildah) with_cache=(--cache-from "$prefix/cache" --cache-to "$prefix/cache") ;;
   esac
-  # Fresh engine state, in $fresh_env (an env assignment, or - for the native engine).
+  # Fresh engine state, in $fresh_env (an environment assignment).
   new_state() {
     case $label in
-      native) fresh_env=- ;;
+      native) n_stores=$((n_stores + 1)); fresh_env="HAB_OCI_CACHE=$work/n$n_stores" ;;
       legacy | buildkit) fresh_dockerd; fresh_env="DOCKER_HOST=$fresh" ;;
       buildah) fresh_store; fresh_env="CONTAINERS_STORAGE_CONF=$fresh" ;;
     esac
   }
   local v1_opts=("${no_cache[@]}")
+  [ "$label" = native ] && v1_opts=()
   [ "$label" = buildah ] && v1_opts=(--cache-to "$prefix/cache")
-  new_state; step v1 - "$fresh_env" "$@" "${v1_opts[@]}"
+  new_state; local v1_env=$fresh_env
+  step v1 - "$v1_env" "$@" "${v1_opts[@]}"
   new_state; step fresh v1 "$fresh_env" "$@" "${no_cache[@]}"
-  new_state; local cached_env=$fresh_env
+  local cached_env=$v1_env
+  [ "$label" = native ] || { new_state; cached_env=$fresh_env; }
   step fresh+cache v1 "$cached_env" "$@" "${with_cache[@]}"
   "$kit" rebuild "${gen[@]}" --package app --release 20240202000000 >/dev/null
-  new_state; step "v2 fresh" v1 "$fresh_env" "$@" "${no_cache[@]}"
   step v2 v1 "$cached_env" "$@" "${with_cache[@]}"
+  new_state; step "v2 fresh" v1 "$fresh_env" "$@" "${no_cache[@]}"
   "$kit" rebuild "${gen[@]}" --package lib002 --release 20240303000000 >/dev/null
-  new_state; step "v3 fresh" v2 "$fresh_env" "$@" "${no_cache[@]}"
   step v3 v2 "$cached_env" "$@" "${with_cache[@]}"
+  new_state; step "v3 fresh" v2 "$fresh_env" "$@" "${no_cache[@]}"
   if [ "$label" = buildah ]; then
     for st in "$work"/b*/storage.conf; do
       CONTAINERS_STORAGE_CONF=$st buildah rmi --all --force >/dev/null 2>&1 || true

@@ -44,7 +44,7 @@ for s in $sizes; do
   mkdir -p "$dir/xz"
   for f in "$dir"/artifacts/*.hart; do tail -n +6 "$f" > "$dir/xz/$(basename "$f").xz"; done
   ref=$(best sh -c "ls $dir/xz/*.xz | xargs -P2 -I{} sh -c 'xz -dc {} | gzip -6 > /dev/null'")
-  ours=$(best sh -c "rm -rf $dir/out && HAB_CACHE_ARTIFACT_PATH=/nonexistent $bin -q export --source $dir --no-supervisor gen/app -o oci:$dir/out > /dev/null")
+  ours=$(best sh -c "rm -rf $dir/out && HAB_CACHE_ARTIFACT_PATH=/nonexistent $bin -q export --no-cache --source $dir --no-supervisor gen/app -o oci:$dir/out > /dev/null")
   label="${n}p/${mb}MB"
   printf '%-9s %-40s %9.2f %8.2fx %9s\n' "$label" "xz -dc | gzip -6, two at a time" "${ref%% *}" 1 "-"
   printf '%-9s %-40s %9.2f %8.2fx %9.1f\n' "$label" "hab-oci export -o oci: (cold)" "${ours%% *}" \

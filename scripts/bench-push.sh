@@ -21,7 +21,8 @@ gen_args=(--out "$work/c" --packages "$packages" --size-mb "$size_mb" --block-kb
 run_id=$$-$(date +%s)
 export HAB_CACHE_ARTIFACT_PATH=/nonexistent
 secs() { local s e; s=$(date +%s.%N); "$@" >/dev/null 2>&1; e=$(date +%s.%N); awk -v s="$s" -v e="$e" 'BEGIN { printf "%.2f", e - s }'; }
-exp=(export -q --source "$work/c" --no-supervisor gen/app)
+# --no-cache: every export builds its layers, so the push share is the difference.
+exp=(export -q --no-cache --source "$work/c" --no-supervisor gen/app)
 
 build=$(secs "$bin" "${exp[@]}" -o "oci:$work/img")
 ours_cold=$(secs "$bin" "${exp[@]}" --registry-url "$reg/bench-$run_id/ours" --push-image)

@@ -41,7 +41,7 @@ best() { # best wall seconds of $runs runs of "$@"
 calc() { awk "BEGIN { printf \"%.6f\", $1 }"; }
 xz_all() { for f in "$work"/xz/*.xz; do xz -dc "$f" > /dev/null; done; }
 verify_all() { "$bin" hart verify --keys "$work/c/keys" "${harts[@]}"; }
-resolve_all() { HAB_CACHE_ARTIFACT_PATH=/nonexistent "$bin" resolve --source "$work/c" gen/app; }
+resolve_all() { HAB_CACHE_ARTIFACT_PATH=/nonexistent "$bin" resolve --no-cache --source "$work/c" gen/app; }
 
 ref=$(best xz_all)
 ver=$(best verify_all)

@@ -6,7 +6,9 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use hart::{DecodeOptions, Hart, KeyDirs, PackageMetadata, PackageTarget, VerifiedHart};
+use hart::{
+    DecodeOptions, Hart, KeyDirs, MetadataRecord, PackageMetadata, PackageTarget, VerifiedHart,
+};
 
 use crate::error::DepotError;
 
@@ -24,6 +26,9 @@ pub struct DepotSettings {
     pub target: Option<PackageTarget>,
     /// Threads for decoding one payload (multi-block xz).
     pub decode_threads: u32,
+    /// A directory of metadata records by hart checksum: a package seen before is not
+    /// decoded again (it is still verified). `None`: no persistent cache.
+    pub metadata_cache: Option<PathBuf>,
 }
 
 /// What a file name says, when it is in Habitat's canonical form
@@ -88,6 +93,7 @@ pub struct Depot {
     pub(crate) target: PackageTarget,
     pub(crate) decode: DecodeOptions,
     loaded: Mutex<HashMap<PathBuf, Loaded>>,
+    metadata_cache: Option<PathBuf>,
 }
 
 impl Depot {
@@ -137,6 +143,7 @@ impl Depot {
                 threads: settings.decode_threads.max(1),
             },
             loaded: Mutex::new(HashMap::new()),
+            metadata_cache: settings.metadata_cache.clone(),
         })
     }
 
@@ -158,12 +165,56 @@ impl Depot {
             return Ok(l);
         }
         let hart = Hart::open(path)?.verify(&self.keys)?;
-        let metadata = hart.metadata(self.decode)?;
+        let metadata = match self.cached_metadata(hart.checksum()) {
+            Some(m) => m,
+            None => {
+                let m = hart.metadata(self.decode)?;
+                self.store_metadata(hart.checksum(), &m);
+                m
+            }
+        };
         let loaded = Loaded { hart, metadata };
         if let Ok(mut m) = self.loaded.lock() {
             m.insert(path.to_owned(), loaded.clone());
         }
         Ok(loaded)
+    }
+}
+
+impl Depot {
+    fn record_path(&self, checksum: &str) -> Option<PathBuf> {
+        // The checksum names the file: keep it to hex so it can never name another path.
+        let ok = !checksum.is_empty() && checksum.bytes().all(|b| b.is_ascii_hexdigit());
+        self.metadata_cache
+            .as_ref()
+            .filter(|_| ok)
+            .map(|d| d.join(format!("{checksum}.json")))
+    }
+
+    /// A record written by an earlier run for the same bytes; anything unreadable or for
+    /// another checksum is ignored (and rewritten after decoding).
+    fn cached_metadata(&self, checksum: &str) -> Option<PackageMetadata> {
+        let bytes = std::fs::read(self.record_path(checksum)?).ok()?;
+        serde_json::from_slice::<MetadataRecord>(&bytes)
+            .ok()?
+            .into_metadata(checksum)
+    }
+
+    /// Best effort: a cache that cannot be written only costs a decode next time.
+    fn store_metadata(&self, checksum: &str, m: &PackageMetadata) {
+        let Some(path) = self.record_path(checksum) else {
+            return;
+        };
+        let Some(dir) = path.parent() else { return };
+        let write = || -> std::io::Result<()> {
+            std::fs::create_dir_all(dir)?;
+            let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+            serde_json::to_writer(&mut tmp, &MetadataRecord::new(checksum, m))?;
+            tmp.as_file().sync_all()?;
+            tmp.persist(&path).map_err(|e| e.error)?;
+            Ok(())
+        };
+        let _ = write();
     }
 }
 

@@ -6,6 +6,7 @@
 //! The layer format (v1) is what makes digests reproducible: see `rewrite.rs` and DESIGN.md.
 //! This crate never prints and never sees clap; progress goes through [`Progress`].
 
+pub mod cache;
 pub mod engine;
 mod error;
 pub mod extras;

@@ -10,6 +10,7 @@ use oci_image::image::build_image;
 use oci_image::{BuiltImage, Compression, EntryMeta, LayerDescriptor, LayerWriter, OciDir};
 use rayon::prelude::*;
 
+use crate::cache::LayerCache;
 use crate::extras::ExtraKind;
 use crate::plan::{ImagePlan, release_time};
 use crate::{ExportError, LAYER_FORMAT, Progress, rewrite};
@@ -21,12 +22,14 @@ pub const ANN_CHECKSUMS: &str = "sh.habitat.hab-oci.checksums";
 pub const ANN_FORMAT: &str = "sh.habitat.hab-oci.layer-format";
 
 /// Builds every layer of `plan` into `store` and returns the image (config and manifest
-/// blobs are written too).
+/// blobs are written too). Package layers come from `cache` when it has them, and go into
+/// it when built.
 pub fn build(
     closure: &ResolvedClosure,
     plan: &ImagePlan,
     store: &OciDir,
     compression: Compression,
+    cache: Option<&LayerCache>,
     progress: &dyn Progress,
 ) -> Result<BuiltImage, ExportError> {
     let pkgs = &closure.packages;
@@ -41,7 +44,9 @@ pub fn build(
     order.sort_by_key(|&i| std::cmp::Reverse(size_of(i)));
     let built: Vec<(usize, LayerDescriptor)> = order
         .par_iter()
-        .map(|&i| build_layer(closure, plan, i, store, compression, progress).map(|d| (i, d)))
+        .map(|&i| {
+            cached_or_built(closure, plan, i, store, compression, cache, progress).map(|d| (i, d))
+        })
         .collect::<Result<_, _>>()?;
     let mut layers: Vec<Option<LayerDescriptor>> = vec![None; plan.layers.len()];
     for (i, d) in built {
@@ -53,6 +58,73 @@ pub fn build(
     store.put_blob(&image.config_digest, &image.config)?;
     store.put_blob(&image.manifest_digest, &image.manifest)?;
     Ok(image)
+}
+
+fn cached_or_built(
+    closure: &ResolvedClosure,
+    plan: &ImagePlan,
+    index: usize,
+    store: &OciDir,
+    compression: Compression,
+    cache: Option<&LayerCache>,
+    progress: &dyn Progress,
+) -> Result<LayerDescriptor, ExportError> {
+    let Some(cache) = cache else {
+        return build_layer(closure, plan, index, store, compression, progress);
+    };
+    let members: Vec<&depot::ResolvedPackage> = plan.layers[index]
+        .members
+        .iter()
+        .map(|&m| &closure.packages[m])
+        .collect();
+    let checksums: Vec<&str> = members.iter().map(|p| p.hart.checksum()).collect();
+    let key = LayerCache::key(&checksums, compression);
+    if let Some(digests) = cache.get(&key, store) {
+        let label = members
+            .iter()
+            .map(|p| p.ident().to_string())
+            .collect::<Vec<_>>()
+            .join(" + ");
+        progress.layer_started(index, &format!("{label} (cached)"), 0);
+        progress.layer_finished(index, &digests.digest, digests.size);
+        return Ok(LayerDescriptor {
+            digests,
+            annotations: annotations(&members),
+        });
+    }
+    let built = build_layer(closure, plan, index, store, compression, progress)?;
+    cache.put(
+        &key,
+        &built.digests,
+        store,
+        compression,
+        members.iter().map(|p| p.ident().to_string()).collect(),
+        checksums.iter().map(|c| (*c).to_owned()).collect(),
+    );
+    Ok(built)
+}
+
+/// What a later run needs to reuse a layer without decoding its harts.
+fn annotations(members: &[&depot::ResolvedPackage]) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (
+            ANN_PACKAGES.to_owned(),
+            members
+                .iter()
+                .map(|p| p.ident().to_string())
+                .collect::<Vec<_>>()
+                .join(","),
+        ),
+        (
+            ANN_CHECKSUMS.to_owned(),
+            members
+                .iter()
+                .map(|p| p.hart.checksum().to_owned())
+                .collect::<Vec<_>>()
+                .join(","),
+        ),
+        (ANN_FORMAT.to_owned(), LAYER_FORMAT.to_owned()),
+    ])
 }
 
 fn build_layer(
@@ -103,28 +175,9 @@ fn build_layer(
     let blob = buf.into_inner().map_err(|e| io(e.into_error()))?;
     blob.commit(&digests.digest)?;
     progress.layer_finished(index, &digests.digest, digests.size);
-    let annotations = BTreeMap::from([
-        (
-            ANN_PACKAGES.to_owned(),
-            members
-                .iter()
-                .map(|p| p.ident().to_string())
-                .collect::<Vec<_>>()
-                .join(","),
-        ),
-        (
-            ANN_CHECKSUMS.to_owned(),
-            members
-                .iter()
-                .map(|p| p.hart.checksum().to_owned())
-                .collect::<Vec<_>>()
-                .join(","),
-        ),
-        (ANN_FORMAT.to_owned(), LAYER_FORMAT.to_owned()),
-    ]);
     Ok(LayerDescriptor {
         digests,
-        annotations,
+        annotations: annotations(&members),
     })
 }
 

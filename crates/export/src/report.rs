@@ -33,6 +33,9 @@ pub struct Report {
     pub layers: Vec<LayerReport>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub push: Option<PushReport>,
+    /// What the layer cache did (native engine).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cache: Option<crate::cache::CacheStats>,
     /// What the docker/buildah engine did.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub engine: Option<EngineReport>,
@@ -72,6 +75,7 @@ impl Report {
             config_digest: image.config_digest.clone(),
             outputs,
             push: None,
+            cache: None,
             engine: None,
             layers: image
                 .layers
@@ -107,6 +111,7 @@ impl Report {
             outputs,
             layers: Vec::new(),
             push: None,
+            cache: None,
             engine: Some(engine),
         }
     }

@@ -41,6 +41,9 @@ pub(crate) enum Command {
     /// Work with origin keys.
     #[command(subcommand)]
     Key(KeyCommand),
+    /// hab-oci's layer and package-metadata cache ($HAB_OCI_CACHE, default ~/.cache/hab-oci).
+    #[command(subcommand)]
+    Cache(CacheCommand),
 }
 
 /// Where packages and keys come from.
@@ -76,6 +79,9 @@ pub(crate) struct ResolveArgs {
     /// Print a JSON array with each package's details instead of idents.
     #[arg(long)]
     pub(crate) json: bool,
+    /// Decode every package instead of using the metadata kept in hab-oci's cache.
+    #[arg(long)]
+    pub(crate) no_cache: bool,
 }
 
 /// `hab pkg export container`'s flags keep their names and meanings; ours are added.
@@ -279,6 +285,27 @@ pub(crate) struct ExportArgs {
     /// Print the report JSON on stdout instead of the references.
     #[arg(long)]
     pub(crate) json: bool,
+    /// Neither read nor write hab-oci's cache ($HAB_OCI_CACHE, default ~/.cache/hab-oci):
+    /// every layer is built from its hart and every package decoded.
+    #[arg(long)]
+    pub(crate) no_cache: bool,
+    /// Size bound of the layer cache; least recently used layers go first.
+    #[arg(long, value_name = "SIZE", default_value = "10G", value_parser = parse_size)]
+    pub(crate) cache_max_size: u64,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum CacheCommand {
+    /// Where the cache is, how many layers it holds and their size.
+    Info {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove least recently used layers down to --max-size (default: remove all).
+    Prune {
+        #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+        max_size: Option<u64>,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -39,7 +39,28 @@ pub(crate) fn key_dirs(args: &KeysArgs) -> KeyDirs {
     }
 }
 
-pub(crate) fn depot(args: &SourceArgs) -> Result<DepotSettings> {
+/// hab-oci's own cache (layers, package metadata): `$HAB_OCI_CACHE`, else
+/// `$XDG_CACHE_HOME/hab-oci`, else `~/.cache/hab-oci`.
+pub(crate) fn cache_root() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("HAB_OCI_CACHE").filter(|p| !p.is_empty()) {
+        return Some(PathBuf::from(p));
+    }
+    if let Some(p) = std::env::var_os("XDG_CACHE_HOME").filter(|p| !p.is_empty()) {
+        return Some(PathBuf::from(p).join("hab-oci"));
+    }
+    std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/hab-oci"))
+}
+
+/// Package metadata records under the cache root. Bump the version when what `metadata()`
+/// computes changes: old records would otherwise still answer (records that no longer
+/// parse are rebuilt anyway).
+pub(crate) fn metadata_dir(root: &std::path::Path) -> PathBuf {
+    root.join("metadata-v1")
+}
+
+/// `use_cache`: keep package metadata in hab-oci's cache, so a package seen before is
+/// verified but not decoded again.
+pub(crate) fn depot(args: &SourceArgs, use_cache: bool) -> Result<DepotSettings> {
     let target = PackageTarget::parse(&args.target).context("--target")?;
     Ok(DepotSettings {
         sources: args.sources.clone(),
@@ -47,6 +68,7 @@ pub(crate) fn depot(args: &SourceArgs) -> Result<DepotSettings> {
         key_dirs: key_dirs(&args.keys).dirs().to_vec(),
         target: Some(target),
         decode_threads: 1,
+        metadata_cache: cache_root().filter(|_| use_cache).map(|r| metadata_dir(&r)),
     })
 }
 

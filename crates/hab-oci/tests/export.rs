@@ -331,7 +331,7 @@ fn same_inputs_same_digests_whatever_the_directory_tz_umask_and_time() {
     fs::create_dir_all(t.join("elsewhere/b")).expect("mkdir");
     let bin = assert_cmd::cargo::cargo_bin("hab-oci");
     let script = format!(
-        "umask 077 && cd {} && exec {} export --source {src} --no-supervisor example/hello -o oci:img --report report.json",
+        "umask 077 && cd {} && exec {} export --no-cache --source {src} --no-supervisor example/hello -o oci:img --report report.json",
         t.join("elsewhere/b").display(),
         bin.display()
     );

@@ -8,7 +8,7 @@ use std::cmp::Ordering;
 use std::fmt;
 use std::str::FromStr;
 
-use serde::{Serialize, Serializer};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// Errors from parsing identifiers and targets.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -258,6 +258,13 @@ impl Serialize for PackageIdent {
     }
 }
 
+impl<'de> Deserialize<'de> for PackageIdent {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        PackageIdent::parse(&s).map_err(serde::de::Error::custom)
+    }
+}
+
 /// A version that does not fit Habitat's `([\d.]+)(.+)?` pattern.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("version '{0}' has no numeric part Habitat can order")]
@@ -405,6 +412,13 @@ impl FromStr for PackageTarget {
 impl Serialize for PackageTarget {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for PackageTarget {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        PackageTarget::parse(&s).map_err(serde::de::Error::custom)
     }
 }
 

@@ -15,5 +15,5 @@ pub mod pack;
 pub use artifact::{DecodeOptions, Hart, HartError, Header, HeaderError, VerifiedHart};
 pub use ident::{IdentError, PackageIdent, PackageTarget};
 pub use keys::{KeyDirs, KeyError, KeyLookupError, NamedRevision, PublicKey, SecretKey};
-pub use metadata::PackageMetadata;
+pub use metadata::{MetadataRecord, PackageMetadata};
 pub use pack::{PackError, PackOptions, Packed, pack};

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::{Component, Path};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::artifact::{DecodeOptions, HartError, VerifiedHart};
 use crate::ident::{PackageIdent, PackageTarget};
@@ -44,7 +44,7 @@ pub const METAFILES: &[&str] = &[
 pub const MAX_METAFILE: u64 = 8 * 1024 * 1024;
 
 /// What a package says about itself.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PackageMetadata {
     pub ident: PackageIdent,
     pub target: PackageTarget,
@@ -72,6 +72,34 @@ pub struct PackageMetadata {
     /// Every metafile found, trimmed, by name.
     #[serde(skip)]
     pub files: BTreeMap<String, String>,
+}
+
+/// The metadata with its metafiles and the checksum of the hart it came from, as a
+/// metadata cache stores it (`resolve --json` leaves the metafiles out).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MetadataRecord {
+    pub checksum: String,
+    pub metadata: PackageMetadata,
+    pub files: BTreeMap<String, String>,
+}
+
+impl MetadataRecord {
+    pub fn new(checksum: &str, metadata: &PackageMetadata) -> MetadataRecord {
+        MetadataRecord {
+            checksum: checksum.to_owned(),
+            metadata: metadata.clone(),
+            files: metadata.files.clone(),
+        }
+    }
+
+    /// The metadata, if this record is for the hart with `checksum`.
+    pub fn into_metadata(self, checksum: &str) -> Option<PackageMetadata> {
+        (self.checksum == checksum).then(|| {
+            let mut m = self.metadata;
+            m.files = self.files;
+            m
+        })
+    }
 }
 
 impl PackageMetadata {

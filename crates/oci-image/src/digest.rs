@@ -63,3 +63,13 @@ impl<W: Write> Write for Counted<W> {
         self.inner.flush()
     }
 }
+
+/// `sha256:` digest and size of a file, streamed.
+pub fn sha256_file(path: &std::path::Path) -> io::Result<(String, u64)> {
+    let mut f = std::fs::File::open(path)?;
+    let mut w = Counted::new(HashingWriter::new(io::sink()));
+    io::copy(&mut f, &mut w)?;
+    let (inner, n) = w.into_parts();
+    let (state, _) = inner.into_parts();
+    Ok((format!("sha256:{}", hex::encode(state.finalize())), n))
+}

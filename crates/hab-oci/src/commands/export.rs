@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
 use depot::{Depot, Request};
+use export::cache::LayerCache;
 use export::{
     ImagePlan, Layering, NamingOptions, Output, OutputSet, PlanOptions, Progress, Supervisor,
 };
@@ -229,7 +230,7 @@ pub(crate) fn run(a: &ExportArgs, printer: &Printer) -> Result<ExitCode> {
         .iter()
         .map(|p| Request::parse(p))
         .collect::<Result<Vec<_>, _>>()?;
-    let depot = Depot::open(&settings::depot(&a.source)?).map_err(with_hint)?;
+    let depot = Depot::open(&settings::depot(&a.source, !a.no_cache)?).map_err(with_hint)?;
     printer.status("Resolving and verifying packages");
     let closure = depot.resolve_with_base(&base, &requests).map_err(|e| {
         let supervisor_missing = matches!(&e, depot::DepotError::NotFound { ident, .. }
@@ -310,7 +311,16 @@ pub(crate) fn run(a: &ExportArgs, printer: &Printer) -> Result<ExitCode> {
     let staging = output_set.staging()?;
     let store = OciDir::create(staging.path())?;
     let bars = Bars::new(printer, plan.layers.len() + 1);
-    let image = export::native::build(&closure, &plan, &store, compression, &bars)?;
+    let cache = settings::cache_root()
+        .filter(|_| !a.no_cache)
+        .map(|root| LayerCache::open(&root, a.cache_max_size));
+    let image = export::native::build(&closure, &plan, &store, compression, cache.as_ref(), &bars)?;
+    if let Some(c) = &cache {
+        // A cache over its bound is trimmed, never a reason to fail the export.
+        if let Err(e) = c.evict() {
+            printer.status(&format!("warning: trimming the layer cache: {e}"));
+        }
+    }
     let pushed = if a.push_image {
         Some(super::push::push(a, &store, &image, &plan.naming, printer)?)
     } else {
@@ -323,6 +333,7 @@ pub(crate) fn run(a: &ExportArgs, printer: &Printer) -> Result<ExitCode> {
         output_set.outputs.iter().map(ToString::to_string).collect(),
     );
     report.push = pushed;
+    report.cache = cache.as_ref().map(LayerCache::stats);
     if let Some(path) = &a.report {
         export::report::write_report(path, &report)?;
     }

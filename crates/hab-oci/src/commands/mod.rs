@@ -1,6 +1,7 @@
 //! One module per command; each takes its parsed arguments and the printer, and returns the
 //! exit code or an error for `main` to print.
 
+mod cache;
 mod engine;
 mod export;
 mod hart;
@@ -12,7 +13,7 @@ use std::process::ExitCode;
 
 use anyhow::Result;
 
-use crate::cli::{Cli, Command, HartCommand, KeyCommand};
+use crate::cli::{CacheCommand, Cli, Command, HartCommand, KeyCommand};
 use crate::printer::Printer;
 
 pub(crate) fn run(cli: Cli, printer: &Printer) -> Result<ExitCode> {
@@ -33,5 +34,7 @@ pub(crate) fn run(cli: Cli, printer: &Printer) -> Result<ExitCode> {
         Command::Key(KeyCommand::Generate { origin, keys }) => {
             key::generate(&origin, keys.as_deref(), printer)
         }
+        Command::Cache(CacheCommand::Info { json }) => cache::info(json, printer),
+        Command::Cache(CacheCommand::Prune { max_size }) => cache::prune(max_size, printer),
     }
 }

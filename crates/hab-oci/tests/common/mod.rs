@@ -19,11 +19,13 @@ pub(crate) fn fixtures(sub: &str) -> PathBuf {
 }
 
 /// The binary with Habitat's caches pointed at an empty directory, so the machine's own
-/// /hab/cache never leaks into a test, and no SOURCE_DATE_EPOCH from the environment.
+/// /hab/cache never leaks into a test, hab-oci's own cache in that directory too (shared by
+/// the calls of one test), and no SOURCE_DATE_EPOCH from the environment.
 pub(crate) fn hab_oci(empty: &Path) -> Command {
     let mut c = Command::cargo_bin("hab-oci").expect("binary");
     c.env("HAB_CACHE_KEY_PATH", empty.join("keys"))
         .env("HAB_CACHE_ARTIFACT_PATH", empty.join("artifacts"))
+        .env("HAB_OCI_CACHE", empty.join("hab-oci-cache"))
         .env_remove("SOURCE_DATE_EPOCH");
     c
 }

@@ -1,0 +1,291 @@
+//! The layer cache: a package layer is a pure function of its harts (their checksums) and the
+//! layer settings (format version, compression), so it is built once per machine and reused by
+//! every later export. Entries are `KEY.blob` + `KEY.json` in one directory; the JSON is
+//! written last (its presence means the entry is complete), both through a temporary name
+//! and a rename, so concurrent exports and interrupted ones never see half an entry. Every
+//! use re-hashes the blob: a corrupted entry is removed and the layer rebuilt, never used.
+//! Least-recently-used entries (JSON mtime, touched on use) are evicted above a size bound.
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use filetime::FileTime;
+use oci_image::digest::sha256_file;
+use oci_image::{Compression, LayerDigests, OciDir};
+use serde::{Deserialize, Serialize};
+
+use crate::ExportError;
+use crate::LAYER_FORMAT;
+use crate::error::io_at;
+
+/// What an entry records besides its blob.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Record {
+    key: String,
+    digest: String,
+    diff_id: String,
+    size: u64,
+    compression: String,
+    packages: Vec<String>,
+    checksums: Vec<String>,
+}
+
+/// Counts of one run, for the report.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct CacheStats {
+    pub hits: u64,
+    pub misses: u64,
+    /// Entries whose blob no longer matched their digest: removed and rebuilt.
+    pub corrupt: u64,
+    pub evicted: u64,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct CacheInfo {
+    pub dir: PathBuf,
+    pub entries: u64,
+    pub bytes: u64,
+    pub max_bytes: u64,
+}
+
+#[derive(Debug)]
+pub struct LayerCache {
+    dir: PathBuf,
+    max_bytes: u64,
+    hits: AtomicU64,
+    misses: AtomicU64,
+    corrupt: AtomicU64,
+    evicted: AtomicU64,
+}
+
+fn compression_from(name: &str) -> Option<Compression> {
+    [Compression::Gzip, Compression::Zstd, Compression::None]
+        .into_iter()
+        .find(|c| c.name() == name)
+}
+
+impl LayerCache {
+    /// The cache under `root` (created on first write), bounded to `max_bytes` of blobs.
+    pub fn open(root: &Path, max_bytes: u64) -> LayerCache {
+        LayerCache {
+            dir: root.join(format!("layers-v{LAYER_FORMAT}")),
+            max_bytes,
+            hits: AtomicU64::new(0),
+            misses: AtomicU64::new(0),
+            corrupt: AtomicU64::new(0),
+            evicted: AtomicU64::new(0),
+        }
+    }
+
+    /// The key of a layer holding the harts with `checksums` (in layer order).
+    pub fn key(checksums: &[&str], compression: Compression) -> String {
+        let text = format!(
+            "hab-oci layer\nformat {LAYER_FORMAT}\ncompression {}\n{}\n",
+            compression.name(),
+            checksums.join("\n")
+        );
+        oci_image::sha256_digest(text.as_bytes())
+            .trim_start_matches("sha256:")
+            .to_owned()
+    }
+
+    fn paths(&self, key: &str) -> (PathBuf, PathBuf) {
+        (
+            self.dir.join(format!("{key}.blob")),
+            self.dir.join(format!("{key}.json")),
+        )
+    }
+
+    fn remove(&self, key: &str) {
+        let (blob, json) = self.paths(key);
+        let _ = fs::remove_file(json);
+        let _ = fs::remove_file(blob);
+    }
+
+    /// Puts the cached layer for `key` into `store` (hard link when possible, else a copy),
+    /// after checking its bytes against the recorded digest. `None`: not cached, or the
+    /// entry was corrupt (then it is gone).
+    pub fn get(&self, key: &str, store: &OciDir) -> Option<LayerDigests> {
+        let (blob, json) = self.paths(key);
+        let record: Option<Record> = fs::read(&json)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok());
+        let Some(record) = record.filter(|r| r.key == key) else {
+            self.misses.fetch_add(1, Ordering::Relaxed);
+            return None;
+        };
+        let found = (|| -> Option<LayerDigests> {
+            let compression = compression_from(&record.compression)?;
+            let dest = store.blob_path(&record.digest).ok()?;
+            let tmp = dest.with_extension(format!("cache-{}", std::process::id()));
+            let _ = fs::remove_file(&tmp);
+            if fs::hard_link(&blob, &tmp).is_err() {
+                fs::copy(&blob, &tmp).ok()?;
+            }
+            match sha256_file(&tmp) {
+                Ok((digest, size)) if digest == record.digest && size == record.size => {
+                    fs::rename(&tmp, &dest).ok()?;
+                    Some(LayerDigests {
+                        diff_id: record.diff_id.clone(),
+                        digest: record.digest.clone(),
+                        size: record.size,
+                        media_type: compression.media_type(),
+                    })
+                }
+                _ => {
+                    let _ = fs::remove_file(&tmp);
+                    self.corrupt.fetch_add(1, Ordering::Relaxed);
+                    self.remove(key);
+                    None
+                }
+            }
+        })();
+        match &found {
+            Some(_) => {
+                self.hits.fetch_add(1, Ordering::Relaxed);
+                let _ = filetime::set_file_mtime(&json, FileTime::now());
+            }
+            None => {
+                self.misses.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        found
+    }
+
+    /// Records the layer `digests` (its blob already in `store`) under `key`. Best effort:
+    /// a cache that cannot be written costs a rebuild next time, never this export.
+    pub fn put(
+        &self,
+        key: &str,
+        digests: &LayerDigests,
+        store: &OciDir,
+        compression: Compression,
+        packages: Vec<String>,
+        checksums: Vec<String>,
+    ) {
+        let write = || -> io::Result<()> {
+            fs::create_dir_all(&self.dir)?;
+            let (blob, json) = self.paths(key);
+            let src = store
+                .blob_path(&digests.digest)
+                .map_err(|e| io::Error::other(e.to_string()))?;
+            let tmp = self.dir.join(format!(".{key}.{}.tmp", std::process::id()));
+            let _ = fs::remove_file(&tmp);
+            if fs::hard_link(&src, &tmp).is_err() {
+                fs::copy(&src, &tmp)?;
+                fs::File::open(&tmp)?.sync_all()?;
+            }
+            fs::rename(&tmp, &blob)?;
+            let record = Record {
+                key: key.to_owned(),
+                digest: digests.digest.clone(),
+                diff_id: digests.diff_id.clone(),
+                size: digests.size,
+                compression: compression.name().to_owned(),
+                packages,
+                checksums,
+            };
+            let mut t = tempfile::NamedTempFile::new_in(&self.dir)?;
+            serde_json::to_writer_pretty(&mut t, &record)?;
+            t.as_file().sync_all()?;
+            t.persist(&json).map_err(|e| e.error)?;
+            Ok(())
+        };
+        let _ = write();
+    }
+
+    fn entries(&self) -> Vec<(PathBuf, FileTime, u64, String)> {
+        let Ok(rd) = fs::read_dir(&self.dir) else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for e in rd.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let Some(key) = name.strip_suffix(".json") else {
+                continue;
+            };
+            let Ok(meta) = e.metadata() else { continue };
+            let size = fs::metadata(self.dir.join(format!("{key}.blob")))
+                .map(|m| m.len())
+                .unwrap_or(0);
+            out.push((
+                e.path(),
+                FileTime::from_last_modification_time(&meta),
+                size,
+                key.to_owned(),
+            ));
+        }
+        out
+    }
+
+    pub fn info(&self) -> CacheInfo {
+        let entries = self.entries();
+        CacheInfo {
+            dir: self.dir.clone(),
+            entries: entries.len() as u64,
+            bytes: entries.iter().map(|e| e.2).sum(),
+            max_bytes: self.max_bytes,
+        }
+    }
+
+    /// Removes least-recently-used entries until the blobs take at most `max_bytes`, and
+    /// leftovers of interrupted writes; returns how many entries went.
+    pub fn prune(&self, max_bytes: u64) -> Result<u64, ExportError> {
+        let mut entries = self.entries();
+        entries.sort_by_key(|e| e.1);
+        let mut total: u64 = entries.iter().map(|e| e.2).sum();
+        let mut removed = 0;
+        for (_, _, size, key) in entries {
+            if total <= max_bytes {
+                break;
+            }
+            self.remove(&key);
+            total = total.saturating_sub(size);
+            removed += 1;
+        }
+        // Blobs without a record and stale temporary files (older than an hour: a running
+        // export may still be writing the young ones).
+        if let Ok(rd) = fs::read_dir(&self.dir) {
+            let hour_ago = FileTime::from_unix_time(FileTime::now().unix_seconds() - 3600, 0);
+            for e in rd.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                let orphan = name
+                    .strip_suffix(".blob")
+                    .is_some_and(|k| !self.dir.join(format!("{k}.json")).exists());
+                let old = e
+                    .metadata()
+                    .map(|m| FileTime::from_last_modification_time(&m) < hour_ago)
+                    .unwrap_or(false);
+                if (orphan || name.starts_with('.')) && old {
+                    let _ = fs::remove_file(e.path());
+                }
+            }
+        }
+        self.evicted.fetch_add(removed, Ordering::Relaxed);
+        Ok(removed)
+    }
+
+    /// Evicts down to the configured bound.
+    pub fn evict(&self) -> Result<u64, ExportError> {
+        self.prune(self.max_bytes)
+    }
+
+    /// Removes every entry.
+    pub fn clear(&self) -> Result<(), ExportError> {
+        match fs::remove_dir_all(&self.dir) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(io_at(&self.dir)(e)),
+            _ => Ok(()),
+        }
+    }
+
+    pub fn stats(&self) -> CacheStats {
+        CacheStats {
+            hits: self.hits.load(Ordering::Relaxed),
+            misses: self.misses.load(Ordering::Relaxed),
+            corrupt: self.corrupt.load(Ordering::Relaxed),
+            evicted: self.evicted.load(Ordering::Relaxed),
+        }
+    }
+}

@@ -1,0 +1,209 @@
+//! The layer cache through the real binary: a warm export is byte-identical to a cold one and
+//! decodes nothing it has seen; a corrupted entry is detected and rebuilt; two exports racing
+//! on one cache both succeed with the same image; a cache over its bound evicts.
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::path::Path;
+
+mod common;
+use common::*;
+
+fn closure(t: &Path, packages: usize, seed: u64) -> String {
+    let spec = hab_oci_testkit::ClosureSpec {
+        packages,
+        total_size: 300 * 1024,
+        block_size: 64 * 1024,
+        seed,
+        ..Default::default()
+    };
+    let dir = t.join(format!("src-{seed}"));
+    hab_oci_testkit::generate(&spec, &dir, None).expect("generate");
+    dir.display().to_string()
+}
+
+/// Exports `gen/app` from `src` into `cwd/img` and returns the report.
+fn export(t: &Path, cwd: &str, src: &str, extra: &[&str]) -> serde_json::Value {
+    let dir = t.join(cwd);
+    fs::create_dir_all(&dir).expect("cwd");
+    hab_oci(t)
+        .current_dir(&dir)
+        .args([
+            "export",
+            "--source",
+            src,
+            "--no-supervisor",
+            "-o",
+            "oci:img",
+        ])
+        .args(["--report", "report.json"])
+        .args(extra)
+        .arg("gen/app")
+        .assert()
+        .success();
+    read_json(&dir.join("report.json"))
+}
+
+fn stat(r: &serde_json::Value, k: &str) -> u64 {
+    r["cache"][k]
+        .as_u64()
+        .unwrap_or_else(|| panic!("cache.{k} in {r}"))
+}
+
+fn blobs(dir: &Path) -> BTreeSet<String> {
+    fs::read_dir(dir.join("img/blobs/sha256"))
+        .expect("blobs")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect()
+}
+
+fn cache_dir(t: &Path) -> std::path::PathBuf {
+    t.join("hab-oci-cache/layers-v1")
+}
+
+#[test]
+fn a_warm_export_is_identical_and_builds_nothing() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let t = tmp.path();
+    let src = closure(t, 8, 1);
+    let cold = export(t, "cold", &src, &[]);
+    assert_eq!(
+        (stat(&cold, "hits"), stat(&cold, "misses")),
+        (0, 8),
+        "{cold}"
+    );
+    // Package metadata is kept too: a package seen before is verified, not decoded again.
+    let records = fs::read_dir(t.join("hab-oci-cache/metadata-v1"))
+        .expect("metadata records")
+        .count();
+    assert_eq!(records, 8);
+    let warm = export(t, "warm", &src, &[]);
+    assert_eq!(
+        (stat(&warm, "hits"), stat(&warm, "misses")),
+        (8, 0),
+        "{warm}"
+    );
+    let uncached = export(t, "none", &src, &["--no-cache"]);
+    assert!(uncached.get("cache").is_none());
+    for r in [&warm, &uncached] {
+        assert_eq!(r["manifest_digest"], cold["manifest_digest"]);
+        assert_eq!(layer_digests(r), layer_digests(&cold));
+    }
+    assert_eq!(blobs(&t.join("cold")), blobs(&t.join("warm")));
+    assert_eq!(blobs(&t.join("cold")), blobs(&t.join("none")));
+}
+
+#[test]
+fn a_corrupted_entry_is_detected_and_rebuilt() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let t = tmp.path();
+    let src = closure(t, 4, 2);
+    let cold = export(t, "cold", &src, &[]);
+    // Flip a byte in one cached blob (hard links are broken first, as an editor would).
+    let blob = fs::read_dir(cache_dir(t))
+        .expect("cache")
+        .map(|e| e.expect("e").path())
+        .find(|p| p.extension().is_some_and(|e| e == "blob"))
+        .expect("a cached blob");
+    let mut bytes = fs::read(&blob).expect("read");
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0xff;
+    fs::remove_file(&blob).expect("unlink");
+    fs::write(&blob, &bytes).expect("corrupt");
+    let again = export(t, "again", &src, &[]);
+    assert_eq!(
+        (
+            stat(&again, "corrupt"),
+            stat(&again, "hits"),
+            stat(&again, "misses")
+        ),
+        (1, 3, 1),
+        "{again}"
+    );
+    assert_eq!(again["manifest_digest"], cold["manifest_digest"]);
+    assert_eq!(blobs(&t.join("cold")), blobs(&t.join("again")));
+    // The entry was rebuilt: a third export finds every layer intact.
+    let third = export(t, "third", &src, &[]);
+    assert_eq!(
+        (stat(&third, "hits"), stat(&third, "corrupt")),
+        (4, 0),
+        "{third}"
+    );
+}
+
+#[test]
+fn two_exports_racing_on_one_cache_both_succeed() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let t = tmp.path();
+    let src = closure(t, 8, 3);
+    let spawn = |cwd: &str| {
+        let dir = t.join(cwd);
+        fs::create_dir_all(&dir).expect("cwd");
+        let mut c = std::process::Command::new(assert_cmd::cargo::cargo_bin("hab-oci"));
+        c.current_dir(&dir)
+            .env("HAB_CACHE_KEY_PATH", t.join("keys"))
+            .env("HAB_CACHE_ARTIFACT_PATH", t.join("artifacts"))
+            .env("HAB_OCI_CACHE", t.join("hab-oci-cache"))
+            .args(["export", "-q", "--source", &src, "--no-supervisor"])
+            .args(["-o", "oci:img", "--report", "report.json", "gen/app"]);
+        c.spawn().expect("spawn")
+    };
+    let (mut a, mut b) = (spawn("a"), spawn("b"));
+    assert!(a.wait().expect("a").success());
+    assert!(b.wait().expect("b").success());
+    let (ra, rb) = (
+        read_json(&t.join("a/report.json")),
+        read_json(&t.join("b/report.json")),
+    );
+    assert_eq!(ra["manifest_digest"], rb["manifest_digest"]);
+    assert_eq!(blobs(&t.join("a")), blobs(&t.join("b")));
+    // What they left is a consistent cache: the next export takes everything from it.
+    let next = export(t, "next", &src, &[]);
+    assert_eq!(
+        (stat(&next, "hits"), stat(&next, "corrupt")),
+        (8, 0),
+        "{next}"
+    );
+    assert_eq!(next["manifest_digest"], ra["manifest_digest"]);
+}
+
+#[test]
+fn a_cache_over_its_bound_evicts_least_recently_used_first() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let t = tmp.path();
+    let first = closure(t, 4, 4);
+    let second = closure(t, 4, 5);
+    export(t, "one", &first, &[]);
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    export(t, "two", &second, &[]);
+    let info = |t: &Path| -> serde_json::Value {
+        let out = hab_oci(t)
+            .args(["cache", "info", "--json"])
+            .assert()
+            .success()
+            .get_output()
+            .stdout
+            .clone();
+        serde_json::from_slice(&out).expect("json")
+    };
+    let both = info(t);
+    assert_eq!(both["entries"], 8, "{both}");
+    // A bound that holds about one closure: the older closure's layers go.
+    let total = both["bytes"].as_u64().expect("bytes");
+    let r = export(
+        t,
+        "three",
+        &second,
+        &["--cache-max-size", &(total / 2 + total / 8).to_string()],
+    );
+    assert!(stat(&r, "evicted") >= 3, "{r}");
+    let again = export(t, "four", &second, &[]);
+    assert_eq!(
+        stat(&again, "hits"),
+        4,
+        "the recently used closure stayed: {again}"
+    );
+    // `cache prune` empties it.
+    hab_oci(t).args(["cache", "prune"]).assert().success();
+    assert_eq!(info(t)["entries"], 0);
+}
