@@ -34,10 +34,9 @@ cargo build --quiet --release -p hab-oci -p hab-oci-testkit
 bin=$PWD/target/release/hab-oci
 kit=$PWD/target/release/hab-oci-testkit
 work=$(mktemp -d /tmp/hbe.XXXX)
-pids=()
+. scripts/bench-lib.sh
 cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  for p in "${pids[@]}"; do while kill -0 "$p" 2>/dev/null; do sleep 0.2; done; done
+  stop_dockerds
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -45,23 +44,6 @@ export HAB_CACHE_ARTIFACT_PATH=/nonexistent
 export HAB_OCI_CACHE=$work/cache
 run_id=$$-$(date +%s)
 
-# A fresh dockerd with its own data root; sets $fresh to its DOCKER_HOST (a global, not
-# output: a command substitution would run it in a subshell and lose the counter and PID).
-n_daemons=0
-fresh=
-fresh_dockerd() {
-  n_daemons=$((n_daemons + 1))
-  local d="$work/d$n_daemons"
-  mkdir -p "$d"
-  dockerd --host "unix://$d/s.sock" --data-root "$d/data" --exec-root "$d/x" --pidfile "$d/pid" \
-    --iptables=false --bridge=none >"$d/log" 2>&1 &
-  pids+=($!)
-  for _ in $(seq 120); do
-    docker -H "unix://$d/s.sock" info >/dev/null 2>&1 && break
-    sleep 0.25
-  done
-  fresh="unix://$d/s.sock"
-}
 n_stores=0
 fresh_store() {
   n_stores=$((n_stores + 1))
@@ -71,7 +53,6 @@ fresh_store() {
   fresh="$d/storage.conf"
 }
 
-layers() { skopeo inspect --tls-verify=false "docker://$1" | python3 -c 'import json,sys; print("\n".join(json.load(sys.stdin)["Layers"]))'; }
 new_vs() { comm -13 <(sort "$1") <(sort "$2") | wc -l; }
 
 printf '\n%d packages, %s MB unpacked; registry %s; %s\n' "$packages" "$size_mb" "$reg" "$(nproc) CPUs"

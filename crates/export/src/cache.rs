@@ -30,6 +30,9 @@ struct Record {
     compression: String,
     packages: Vec<String>,
     checksums: Vec<String>,
+    /// Repositories (`registry/path`) a push confirmed this blob in.
+    #[serde(default)]
+    pushed: Vec<String>,
 }
 
 /// Counts of one run, for the report.
@@ -40,6 +43,9 @@ pub struct CacheStats {
     /// Entries whose blob no longer matched their digest: removed and rebuilt.
     pub corrupt: u64,
     pub evicted: u64,
+    /// Hits used without reading the blob: a push-only export to a repository a previous
+    /// push confirmed them in (the push's HEAD confirms them again).
+    pub trusted: u64,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -58,6 +64,10 @@ pub struct LayerCache {
     misses: AtomicU64,
     corrupt: AtomicU64,
     evicted: AtomicU64,
+    trusted: AtomicU64,
+    /// A push-only export's repository: entries recorded as pushed there are linked into
+    /// the store without being read (see [`LayerCache::trust_pushed_to`]).
+    trust: Option<String>,
 }
 
 fn compression_from(name: &str) -> Option<Compression> {
@@ -76,7 +86,18 @@ impl LayerCache {
             misses: AtomicU64::new(0),
             corrupt: AtomicU64::new(0),
             evicted: AtomicU64::new(0),
+            trusted: AtomicU64::new(0),
+            trust: None,
         }
+    }
+
+    /// For an export whose only output is a push to `repository`: a cached layer a previous
+    /// push confirmed there is hard-linked into the store without being read or re-hashed.
+    /// The push's `HEAD` finds it in the registry and never reads it either; should the
+    /// registry have lost it, the upload is checked by the registry against its digest.
+    pub fn trust_pushed_to(mut self, repository: &str) -> LayerCache {
+        self.trust = Some(repository.to_owned());
+        self
     }
 
     /// The key of a layer holding the harts with `checksums` (in layer order).
@@ -118,8 +139,27 @@ impl LayerCache {
         };
         let found = (|| -> Option<LayerDigests> {
             let compression = compression_from(&record.compression)?;
+            let digests = LayerDigests {
+                diff_id: record.diff_id.clone(),
+                digest: record.digest.clone(),
+                size: record.size,
+                media_type: compression.media_type(),
+            };
             let dest = store.blob_path(&record.digest).ok()?;
             let tmp = dest.with_extension(format!("cache-{}", std::process::id()));
+            let _ = fs::remove_file(&tmp);
+            let trusted = self
+                .trust
+                .as_ref()
+                .is_some_and(|repo| record.pushed.contains(repo));
+            if trusted
+                && fs::hard_link(&blob, &tmp).is_ok()
+                && fs::metadata(&tmp).is_ok_and(|m| m.len() == record.size)
+            {
+                fs::rename(&tmp, &dest).ok()?;
+                self.trusted.fetch_add(1, Ordering::Relaxed);
+                return Some(digests);
+            }
             let _ = fs::remove_file(&tmp);
             if fs::hard_link(&blob, &tmp).is_err() {
                 fs::copy(&blob, &tmp).ok()?;
@@ -127,12 +167,7 @@ impl LayerCache {
             match sha256_file(&tmp) {
                 Ok((digest, size)) if digest == record.digest && size == record.size => {
                     fs::rename(&tmp, &dest).ok()?;
-                    Some(LayerDigests {
-                        diff_id: record.diff_id.clone(),
-                        digest: record.digest.clone(),
-                        size: record.size,
-                        media_type: compression.media_type(),
-                    })
+                    Some(digests)
                 }
                 _ => {
                     let _ = fs::remove_file(&tmp);
@@ -186,14 +221,34 @@ impl LayerCache {
                 compression: compression.name().to_owned(),
                 packages,
                 checksums,
+                pushed: Vec::new(),
             };
-            let mut t = tempfile::NamedTempFile::new_in(&self.dir)?;
-            serde_json::to_writer_pretty(&mut t, &record)?;
-            t.as_file().sync_all()?;
-            t.persist(&json).map_err(|e| e.error)?;
-            Ok(())
+            self.write_record(&json, &record)
         };
         let _ = write();
+    }
+
+    fn write_record(&self, json: &Path, record: &Record) -> io::Result<()> {
+        let mut t = tempfile::NamedTempFile::new_in(&self.dir)?;
+        serde_json::to_writer_pretty(&mut t, record)?;
+        t.as_file().sync_all()?;
+        t.persist(json).map_err(|e| e.error)?;
+        Ok(())
+    }
+
+    /// Notes that a push confirmed the layer of `key` in `repository`. Best effort.
+    pub fn record_pushed(&self, key: &str, repository: &str) {
+        let (_, json) = self.paths(key);
+        let Some(mut record) = fs::read(&json)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<Record>(&b).ok())
+        else {
+            return;
+        };
+        if !record.pushed.iter().any(|r| r == repository) {
+            record.pushed.push(repository.to_owned());
+            let _ = self.write_record(&json, &record);
+        }
     }
 
     fn entries(&self) -> Vec<(PathBuf, FileTime, u64, String)> {
@@ -286,6 +341,7 @@ impl LayerCache {
             misses: self.misses.load(Ordering::Relaxed),
             corrupt: self.corrupt.load(Ordering::Relaxed),
             evicted: self.evicted.load(Ordering::Relaxed),
+            trusted: self.trusted.load(Ordering::Relaxed),
         }
     }
 }

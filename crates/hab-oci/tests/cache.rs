@@ -207,3 +207,59 @@ fn a_cache_over_its_bound_evicts_least_recently_used_first() {
     hab_oci(t).args(["cache", "prune"]).assert().success();
     assert_eq!(info(t)["entries"], 0);
 }
+
+#[test]
+fn a_push_only_export_does_not_read_layers_the_registry_has() {
+    let Some(reg) = registry() else { return };
+    let tmp = tempfile::tempdir().expect("tmp");
+    let t = tmp.path();
+    let src = closure(t, 4, 6);
+    let prefix = format!("{reg}/cache-trust-{}", std::process::id());
+    let push = |cwd: &str| -> serde_json::Value {
+        let dir = t.join(cwd);
+        fs::create_dir_all(&dir).expect("cwd");
+        hab_oci(t)
+            .current_dir(&dir)
+            .args([
+                "export",
+                "--source",
+                &src,
+                "--no-supervisor",
+                "--push-image",
+            ])
+            .args([
+                "--registry-url",
+                &prefix,
+                "--report",
+                "report.json",
+                "gen/app",
+            ])
+            .assert()
+            .success();
+        read_json(&dir.join("report.json"))
+    };
+    let first = push("one");
+    assert_eq!(stat(&first, "misses"), 4, "{first}");
+    // Garbage of the same size in every cached blob: a push-only export to the repository
+    // the layers were pushed to does not read them, so it cannot notice (nor needs to).
+    for e in fs::read_dir(cache_dir(t)).expect("cache") {
+        let p = e.expect("e").path();
+        if p.extension().is_some_and(|x| x == "blob") {
+            let len = fs::metadata(&p).expect("meta").len() as usize;
+            fs::remove_file(&p).expect("unlink");
+            fs::write(&p, vec![0x5a; len]).expect("garbage");
+        }
+    }
+    let second = push("two");
+    assert_eq!(
+        (stat(&second, "trusted"), stat(&second, "corrupt")),
+        (4, 0),
+        "{second}"
+    );
+    assert_eq!(second["manifest_digest"], first["manifest_digest"]);
+    assert_eq!(second["push"]["tags_unchanged"], 3, "{second}");
+    // An export that writes files reads and checks every entry: all four are rebuilt.
+    let out = export(t, "files", &src, &[]);
+    assert_eq!(stat(&out, "corrupt"), 4, "{out}");
+    assert_eq!(out["manifest_digest"], first["manifest_digest"]);
+}

@@ -311,9 +311,17 @@ pub(crate) fn run(a: &ExportArgs, printer: &Printer) -> Result<ExitCode> {
     let staging = output_set.staging()?;
     let store = OciDir::create(staging.path())?;
     let bars = Bars::new(printer, plan.layers.len() + 1);
+    let push_only = a.push_image && output_set.outputs.is_empty();
     let cache = settings::cache_root()
         .filter(|_| !a.no_cache)
-        .map(|root| LayerCache::open(&root, a.cache_max_size));
+        .map(|root| LayerCache::open(&root, a.cache_max_size))
+        .map(|c| {
+            if push_only {
+                c.trust_pushed_to(&plan.naming.name)
+            } else {
+                c
+            }
+        });
     let image = export::native::build(&closure, &plan, &store, compression, cache.as_ref(), &bars)?;
     if let Some(c) = &cache {
         // A cache over its bound is trimmed, never a reason to fail the export.
@@ -322,7 +330,19 @@ pub(crate) fn run(a: &ExportArgs, printer: &Printer) -> Result<ExitCode> {
         }
     }
     let pushed = if a.push_image {
-        Some(super::push::push(a, &store, &image, &plan.naming, printer)?)
+        let report = super::push::push(a, &store, &image, &plan.naming, printer)?;
+        if let Some(c) = &cache {
+            // Every blob is in the repository now: later push-only exports need not read them.
+            for l in &image.layers {
+                if let Some(sums) = l.annotations.get(export::native::ANN_CHECKSUMS) {
+                    let sums: Vec<&str> = sums.split(',').filter(|s| !s.is_empty()).collect();
+                    if !sums.is_empty() {
+                        c.record_pushed(&LayerCache::key(&sums, compression), &plan.naming.name);
+                    }
+                }
+            }
+        }
+        Some(report)
     } else {
         None
     };
