@@ -12,4 +12,4 @@ mod source;
 
 pub use error::{DepotError, Missing};
 pub use resolve::{Request, ResolvedClosure, ResolvedPackage};
-pub use source::{Depot, DepotSettings, Loaded};
+pub use source::{Depot, DepotSettings, Loaded, PayloadTap};

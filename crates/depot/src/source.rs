@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use hart::{
     DecodeOptions, Hart, KeyDirs, MetadataRecord, PackageMetadata, PackageTarget, VerifiedHart,
@@ -94,6 +94,17 @@ pub struct Depot {
     pub(crate) decode: DecodeOptions,
     loaded: Mutex<HashMap<PathBuf, Loaded>>,
     metadata_cache: Option<PathBuf>,
+    tap: Option<Arc<dyn PayloadTap>>,
+}
+
+/// Something that wants the decoded payload of packages whose metadata is being read, so
+/// that one xz decode serves both (the export builds layers from it).
+pub trait PayloadTap: Send + Sync + std::fmt::Debug {
+    /// A writer for the decoded tar stream of `hart`, or `None` when not interested.
+    fn tap(&self, hart: &VerifiedHart) -> Option<Box<dyn std::io::Write + Send>>;
+    /// The decode is over (the writer from `tap` is dropped): the metadata, or `None` if
+    /// reading it failed.
+    fn finished(&self, hart: &VerifiedHart, metadata: Option<&PackageMetadata>);
 }
 
 impl Depot {
@@ -144,6 +155,7 @@ impl Depot {
             },
             loaded: Mutex::new(HashMap::new()),
             metadata_cache: settings.metadata_cache.clone(),
+            tap: None,
         })
     }
 
@@ -153,6 +165,12 @@ impl Depot {
 
     pub fn target(&self) -> &PackageTarget {
         &self.target
+    }
+
+    /// Packages decoded for their metadata are also streamed to `tap`.
+    pub fn with_tap(mut self, tap: Arc<dyn PayloadTap>) -> Depot {
+        self.tap = Some(tap);
+        self
     }
 
     pub fn searched(&self) -> &[PathBuf] {
@@ -168,7 +186,19 @@ impl Depot {
         let metadata = match self.cached_metadata(hart.checksum()) {
             Some(m) => m,
             None => {
-                let m = hart.metadata(self.decode)?;
+                let m = match self.tap.as_ref() {
+                    Some(tap) => {
+                        let result = match tap.tap(&hart) {
+                            // The writer is dropped at the end of this arm: the tap sees the
+                            // end of the stream before `finished` waits for it.
+                            Some(mut w) => hart.metadata_tee(self.decode, &mut *w),
+                            None => hart.metadata(self.decode),
+                        };
+                        tap.finished(&hart, result.as_ref().ok());
+                        result?
+                    }
+                    None => hart.metadata(self.decode)?,
+                };
                 self.store_metadata(hart.checksum(), &m);
                 m
             }

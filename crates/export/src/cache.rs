@@ -46,6 +46,8 @@ pub struct CacheStats {
     /// Hits used without reading the blob: a push-only export to a repository a previous
     /// push confirmed them in (the push's HEAD confirms them again).
     pub trusted: u64,
+    /// Layers built while their packages were decoded for metadata (one decode for both).
+    pub prebuilt: u64,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -65,9 +67,10 @@ pub struct LayerCache {
     corrupt: AtomicU64,
     evicted: AtomicU64,
     trusted: AtomicU64,
+    prebuilt: AtomicU64,
     /// A push-only export's repository: entries recorded as pushed there are linked into
     /// the store without being read (see [`LayerCache::trust_pushed_to`]).
-    trust: Option<String>,
+    trust: std::sync::OnceLock<String>,
 }
 
 fn compression_from(name: &str) -> Option<Compression> {
@@ -87,7 +90,8 @@ impl LayerCache {
             corrupt: AtomicU64::new(0),
             evicted: AtomicU64::new(0),
             trusted: AtomicU64::new(0),
-            trust: None,
+            prebuilt: AtomicU64::new(0),
+            trust: std::sync::OnceLock::new(),
         }
     }
 
@@ -95,9 +99,8 @@ impl LayerCache {
     /// push confirmed there is hard-linked into the store without being read or re-hashed.
     /// The push's `HEAD` finds it in the registry and never reads it either; should the
     /// registry have lost it, the upload is checked by the registry against its digest.
-    pub fn trust_pushed_to(mut self, repository: &str) -> LayerCache {
-        self.trust = Some(repository.to_owned());
-        self
+    pub fn trust_pushed_to(&self, repository: &str) {
+        let _ = self.trust.set(repository.to_owned());
     }
 
     /// The key of a layer holding the harts with `checksums` (in layer order).
@@ -150,7 +153,7 @@ impl LayerCache {
             let _ = fs::remove_file(&tmp);
             let trusted = self
                 .trust
-                .as_ref()
+                .get()
                 .is_some_and(|repo| record.pushed.contains(repo));
             if trusted
                 && fs::hard_link(&blob, &tmp).is_ok()
@@ -226,6 +229,48 @@ impl LayerCache {
             self.write_record(&json, &record)
         };
         let _ = write();
+    }
+
+    /// Is there an entry for `key` (unchecked: `get` checks)?
+    pub fn contains(&self, key: &str) -> bool {
+        self.paths(key).1.exists()
+    }
+
+    /// A temporary file in the cache directory, for a blob being built into the cache.
+    pub fn temp_blob(&self) -> io::Result<tempfile::NamedTempFile> {
+        fs::create_dir_all(&self.dir)?;
+        tempfile::Builder::new()
+            .prefix(".build-")
+            .tempfile_in(&self.dir)
+    }
+
+    /// Makes the finished `blob` (from [`LayerCache::temp_blob`]) the entry for `key`.
+    pub fn put_built(
+        &self,
+        key: &str,
+        blob: tempfile::NamedTempFile,
+        digests: &LayerDigests,
+        compression: Compression,
+        packages: Vec<String>,
+        checksums: Vec<String>,
+    ) -> io::Result<()> {
+        let (path, json) = self.paths(key);
+        blob.as_file().sync_all()?;
+        oci_image::layout::readable(blob.path())?;
+        blob.persist(&path).map_err(|e| e.error)?;
+        let record = Record {
+            key: key.to_owned(),
+            digest: digests.digest.clone(),
+            diff_id: digests.diff_id.clone(),
+            size: digests.size,
+            compression: compression.name().to_owned(),
+            packages,
+            checksums,
+            pushed: Vec::new(),
+        };
+        self.write_record(&json, &record)?;
+        self.prebuilt.fetch_add(1, Ordering::Relaxed);
+        Ok(())
     }
 
     fn write_record(&self, json: &Path, record: &Record) -> io::Result<()> {
@@ -342,6 +387,7 @@ impl LayerCache {
             corrupt: self.corrupt.load(Ordering::Relaxed),
             evicted: self.evicted.load(Ordering::Relaxed),
             trusted: self.trusted.load(Ordering::Relaxed),
+            prebuilt: self.prebuilt.load(Ordering::Relaxed),
         }
     }
 }

@@ -14,6 +14,7 @@ pub mod naming;
 pub mod native;
 pub mod output;
 pub mod plan;
+pub mod prebuild;
 pub mod report;
 mod rewrite;
 

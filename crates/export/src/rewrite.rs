@@ -11,6 +11,7 @@ use hart::{DecodeOptions, PackageIdent, VerifiedHart};
 use oci_image::{EntryMeta, EntrySink};
 
 use crate::ExportError;
+use crate::plan::release_time;
 
 /// Directories get group permissions equal to owner permissions (Habitat's `chmod g=u`), so
 /// an arbitrary UID in group 0 can write `/hab/svc` and friends.
@@ -55,24 +56,63 @@ pub(crate) fn write_package<S: EntrySink + ?Sized>(
     emitted: &mut HashSet<String>,
     advance: &dyn Fn(u64),
 ) -> Result<(), ExportError> {
-    let prefix = format!("hab/pkgs/{ident}");
-    let bad = |entry: &str, problem: &str| ExportError::BadEntry {
-        package: ident.to_string(),
-        entry: entry.to_owned(),
-        problem: problem.to_owned(),
+    let payload = hart.payload(DecodeOptions::default())?;
+    write_tar(
+        w,
+        payload,
+        hart.path(),
+        Some((ident, release_mtime)),
+        emitted,
+        advance,
+    )
+    .map(drop)
+}
+
+/// The ident of a path `hab/pkgs/o/n/v/r/...`, if it has one.
+fn ident_of(path: &str) -> Option<PackageIdent> {
+    let p: Vec<&str> = path.split('/').collect();
+    if p.len() < 6 || p[0] != "hab" || p[1] != "pkgs" {
+        return None;
+    }
+    PackageIdent::parse_fq(&p[2..6].join("/")).ok()
+}
+
+/// Is `path` one of `hab`, `hab/pkgs`, `hab/pkgs/o`, `hab/pkgs/o/n`, `hab/pkgs/o/n/v`?
+fn is_parent(path: &str) -> bool {
+    let p: Vec<&str> = path.split('/').collect();
+    p[0] == "hab" && p.len() <= 5 && (p.len() < 2 || p[1] == "pkgs")
+}
+
+/// Rewrites a decoded hart payload (a tar stream) into `w`. With `known` = (ident, release
+/// mtime) the entries must lie in that ident's prefix; without, the prefix is the first
+/// entry's, and the ident found is returned (the caller checks it against the package's
+/// IDENT). `source` names the hart in errors.
+pub(crate) fn write_tar<S: EntrySink + ?Sized, R: Read>(
+    w: &mut S,
+    reader: R,
+    source: &Path,
+    known: Option<(&PackageIdent, u64)>,
+    emitted: &mut HashSet<String>,
+    advance: &dyn Fn(u64),
+) -> Result<PackageIdent, ExportError> {
+    let mut ident: Option<PackageIdent> = known.map(|(i, _)| i.clone());
+    let shown_ident = |i: &Option<PackageIdent>| {
+        i.as_ref()
+            .map_or_else(|| source.display().to_string(), ToString::to_string)
     };
-    let write_err = |source| ExportError::LayerWrite {
-        package: ident.to_string(),
-        source,
-    };
-    write_parents(w, ident, release_mtime, emitted).map_err(write_err)?;
-    let payload_err = |source| {
+    let payload_err = |source_err| {
         ExportError::Hart(hart::HartError::Payload {
-            path: hart.path().to_owned(),
-            source,
+            path: source.to_owned(),
+            source: source_err,
         })
     };
-    let mut archive = tar::Archive::new(hart.payload(DecodeOptions::default())?);
+    if let Some((i, mtime)) = known {
+        write_parents(w, i, mtime, emitted).map_err(|source| ExportError::LayerWrite {
+            package: i.to_string(),
+            source,
+        })?;
+    }
+    let mut archive = tar::Archive::new(reader);
     let mut symlinks: HashSet<String> = HashSet::new();
     let mut files: HashSet<String> = HashSet::new();
     let mut seen: HashSet<String> = HashSet::new();
@@ -80,41 +120,75 @@ pub(crate) fn write_package<S: EntrySink + ?Sized>(
         let mut entry = entry.map_err(payload_err)?;
         let raw = entry.path().map_err(payload_err)?.into_owned();
         let shown = raw.to_string_lossy().into_owned();
+        let bad = |problem: &str, ident: &Option<PackageIdent>| ExportError::BadEntry {
+            package: shown_ident(ident),
+            entry: shown.clone(),
+            problem: problem.to_owned(),
+        };
         let path = normalize(&raw).ok_or_else(|| {
             bad(
-                &shown,
                 "escapes the package (absolute path or '..') or is not UTF-8",
+                &ident,
             )
         })?;
         let kind = entry.header().entry_type();
-        // Parents of the prefix: ours are synthesized with fixed metadata.
-        if kind.is_dir() && format!("{prefix}/").starts_with(&format!("{path}/")) && path != prefix
-        {
-            continue;
+        // Parents of the prefix: ours are synthesized with fixed metadata. (Before the
+        // prefix is known, any such parent; after, only those of the prefix.)
+        if kind.is_dir() {
+            let parent = match &ident {
+                Some(i) => {
+                    let prefix = format!("hab/pkgs/{i}");
+                    path != prefix && format!("{prefix}/").starts_with(&format!("{path}/"))
+                }
+                None => is_parent(&path),
+            };
+            if parent {
+                continue;
+            }
         }
+        let id = match &ident {
+            Some(i) => i.clone(),
+            None => {
+                let found = ident_of(&path).ok_or_else(|| {
+                    bad("is outside hab/pkgs/ORIGIN/NAME/VERSION/RELEASE/", &None)
+                })?;
+                write_parents(w, &found, release_time(&found), emitted).map_err(|source| {
+                    ExportError::LayerWrite {
+                        package: found.to_string(),
+                        source,
+                    }
+                })?;
+                ident = Some(found.clone());
+                found
+            }
+        };
+        let prefix = format!("hab/pkgs/{id}");
+        let write_err = |source| ExportError::LayerWrite {
+            package: id.to_string(),
+            source,
+        };
         if path != prefix && !path.starts_with(&format!("{prefix}/")) {
             return Err(bad(
-                &shown,
                 &format!("is outside the package's prefix {prefix}/"),
+                &ident,
             ));
         }
         // No entry may be reached through a symlink the package itself created.
         if let Some(link) = through_symlink(&path, &symlinks) {
             return Err(bad(
-                &shown,
                 &format!("passes through the symlink {link} the package created"),
+                &ident,
             ));
         }
         // A second entry for a path would replace the first on extraction (and could turn a
         // checked file into a symlink after the fact): refused.
         if !seen.insert(path.clone()) {
-            return Err(bad(&shown, "appears twice in the package"));
+            return Err(bad("appears twice in the package", &ident));
         }
         let header = entry.header();
         let mode = header.mode().map_err(payload_err)? & 0o7777;
         let mtime = header.mtime().map_err(payload_err)?;
         let meta = EntryMeta { mode, mtime };
-        let out_err = write_err;
         match kind {
             tar::EntryType::Directory => {
                 w.dir(
@@ -124,7 +198,7 @@ pub(crate) fn write_package<S: EntrySink + ?Sized>(
                         mtime,
                     },
                 )
-                .map_err(&out_err)?;
+                .map_err(write_err)?;
             }
             tar::EntryType::Regular | tar::EntryType::Continuous => {
                 let size = entry.size();
@@ -133,57 +207,61 @@ pub(crate) fn write_package<S: EntrySink + ?Sized>(
                     advance,
                     n: 0,
                 };
-                w.file(&path, meta, size, &mut counted).map_err(&out_err)?;
+                w.file(&path, meta, size, &mut counted).map_err(write_err)?;
                 files.insert(path);
             }
             tar::EntryType::Symlink => {
                 let target = entry
                     .link_name()
                     .map_err(payload_err)?
-                    .ok_or_else(|| bad(&shown, "is a symlink without a target"))?;
+                    .ok_or_else(|| bad("is a symlink without a target", &ident))?;
                 w.symlink(&path, &target.to_string_lossy(), meta)
-                    .map_err(&out_err)?;
+                    .map_err(write_err)?;
                 symlinks.insert(path);
             }
             tar::EntryType::Link => {
                 let target = entry
                     .link_name()
                     .map_err(payload_err)?
-                    .ok_or_else(|| bad(&shown, "is a hardlink without a target"))?;
+                    .ok_or_else(|| bad("is a hardlink without a target", &ident))?;
                 let t = normalize(&target).filter(|t| t.starts_with(&format!("{prefix}/")));
                 let Some(t) = t else {
                     return Err(bad(
-                        &shown,
                         &format!(
                             "is a hardlink to '{}', outside the package",
                             target.display()
                         ),
+                        &ident,
                     ));
                 };
                 if !files.contains(&t) || through_symlink(&t, &symlinks).is_some() {
                     return Err(bad(
-                        &shown,
                         &format!(
                             "is a hardlink to '{t}', which is not an earlier regular file of the package"
                         ),
+                        &ident,
                     ));
                 }
-                w.hardlink(&path, &t, meta).map_err(&out_err)?;
+                w.hardlink(&path, &t, meta).map_err(write_err)?;
             }
             tar::EntryType::XGlobalHeader => {}
             other => {
                 return Err(bad(
-                    &shown,
                     &format!(
                         "has an unsupported type ({other:?}): device nodes, fifos and the like are refused"
                     ),
+                    &ident,
                 ));
             }
         }
     }
     // Read to the end of the payload so the decoder's checks and the re-hash run.
     std::io::copy(&mut archive.into_inner(), &mut std::io::sink()).map_err(payload_err)?;
-    Ok(())
+    ident.ok_or_else(|| ExportError::BadEntry {
+        package: source.display().to_string(),
+        entry: String::new(),
+        problem: "the package holds no files".into(),
+    })
 }
 
 /// The first proper ancestor of `path` that is a symlink the package created, if any.

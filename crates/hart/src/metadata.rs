@@ -136,6 +136,24 @@ fn split_prefix(path: &Path) -> Option<([String; 4], Vec<String>)> {
     Some((prefix, rest))
 }
 
+/// Copies what it reads to `out` until `out` fails.
+struct TeeReader<'a, R> {
+    inner: R,
+    out: Option<&'a mut dyn std::io::Write>,
+}
+
+impl<R: Read> Read for TeeReader<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if let Some(out) = &mut self.out
+            && out.write_all(&buf[..n]).is_err()
+        {
+            self.out = None;
+        }
+        Ok(n)
+    }
+}
+
 /// Is `path` one of the parent directories `hab/`, `hab/pkgs/`, ... above a prefix?
 fn is_parent_dir(path: &Path) -> bool {
     let parts: Vec<_> = path.components().collect();
@@ -151,20 +169,32 @@ impl VerifiedHart {
     /// lie inside one `hab/pkgs/o/n/v/r/` prefix (or be a parent directory of it), and that
     /// prefix must be the ident the IDENT file names.
     pub fn metadata(&self, opts: DecodeOptions) -> Result<PackageMetadata, HartError> {
-        self.read_metadata(opts, false)
+        self.read_metadata(opts, false, None)
+    }
+
+    /// Like [`VerifiedHart::metadata`], and every decoded byte of the payload (the tar
+    /// stream) is also written to `tee`, so another consumer can use the same single decode.
+    /// A `tee` that fails (its reader gave up) is dropped; the metadata read goes on.
+    pub fn metadata_tee(
+        &self,
+        opts: DecodeOptions,
+        tee: &mut dyn std::io::Write,
+    ) -> Result<PackageMetadata, HartError> {
+        self.read_metadata(opts, false, Some(tee))
     }
 
     /// Like [`VerifiedHart::metadata`] but stops decoding as soon as IDENT and TARGET have
     /// been read: enough to name the package, usually a small fraction of the payload. The
     /// other fields, sizes and counts cover only what was read.
     pub fn ident_and_target(&self, opts: DecodeOptions) -> Result<PackageMetadata, HartError> {
-        self.read_metadata(opts, true)
+        self.read_metadata(opts, true, None)
     }
 
     fn read_metadata(
         &self,
         opts: DecodeOptions,
         stop_at_ident: bool,
+        tee: Option<&mut dyn std::io::Write>,
     ) -> Result<PackageMetadata, HartError> {
         let path = self.path().to_owned();
         let meta_err = |detail: String| HartError::Metadata {
@@ -175,7 +205,15 @@ impl VerifiedHart {
             path: path.clone(),
             source,
         };
-        let mut archive = tar::Archive::new(self.payload(opts)?);
+        let payload = self.payload(opts)?;
+        let reader: Box<dyn Read + '_> = match tee {
+            Some(out) => Box::new(TeeReader {
+                inner: payload,
+                out: Some(out),
+            }),
+            None => Box::new(payload),
+        };
+        let mut archive = tar::Archive::new(reader);
         let mut prefix: Option<[String; 4]> = None;
         let mut files = BTreeMap::new();
         let (mut entries, mut unpacked_size) = (0u64, 0u64);

@@ -2,12 +2,13 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::process::{Command, ExitCode, Stdio};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
 use depot::{Depot, Request};
 use export::cache::LayerCache;
+use export::prebuild::PrebuildTap;
 use export::{
     ImagePlan, Layering, NamingOptions, Output, OutputSet, PlanOptions, Progress, Supervisor,
 };
@@ -230,7 +231,15 @@ pub(crate) fn run(a: &ExportArgs, printer: &Printer) -> Result<ExitCode> {
         .iter()
         .map(|p| Request::parse(p))
         .collect::<Result<Vec<_>, _>>()?;
-    let depot = Depot::open(&settings::depot(&a.source, !a.no_cache)?).map_err(with_hint)?;
+    // The native engine's layer cache; packages decoded for their metadata have their
+    // layers built into it on the way (one decode for both).
+    let cache: Option<Arc<LayerCache>> = settings::cache_root()
+        .filter(|_| !a.no_cache && a.engine == "native")
+        .map(|root| Arc::new(LayerCache::open(&root, a.cache_max_size)));
+    let mut depot = Depot::open(&settings::depot(&a.source, !a.no_cache)?).map_err(with_hint)?;
+    if let Some(c) = &cache {
+        depot = depot.with_tap(Arc::new(PrebuildTap::new(c.clone(), compression)));
+    }
     printer.status("Resolving and verifying packages");
     let closure = depot.resolve_with_base(&base, &requests).map_err(|e| {
         let supervisor_missing = matches!(&e, depot::DepotError::NotFound { ident, .. }
@@ -311,18 +320,20 @@ pub(crate) fn run(a: &ExportArgs, printer: &Printer) -> Result<ExitCode> {
     let staging = output_set.staging()?;
     let store = OciDir::create(staging.path())?;
     let bars = Bars::new(printer, plan.layers.len() + 1);
-    let push_only = a.push_image && output_set.outputs.is_empty();
-    let cache = settings::cache_root()
-        .filter(|_| !a.no_cache)
-        .map(|root| LayerCache::open(&root, a.cache_max_size))
-        .map(|c| {
-            if push_only {
-                c.trust_pushed_to(&plan.naming.name)
-            } else {
-                c
-            }
-        });
-    let image = export::native::build(&closure, &plan, &store, compression, cache.as_ref(), &bars)?;
+    if let Some(c) = &cache
+        && a.push_image
+        && output_set.outputs.is_empty()
+    {
+        c.trust_pushed_to(&plan.naming.name);
+    }
+    let image = export::native::build(
+        &closure,
+        &plan,
+        &store,
+        compression,
+        cache.as_deref(),
+        &bars,
+    )?;
     if let Some(c) = &cache {
         // A cache over its bound is trimmed, never a reason to fail the export.
         if let Err(e) = c.evict() {
@@ -353,7 +364,7 @@ pub(crate) fn run(a: &ExportArgs, printer: &Printer) -> Result<ExitCode> {
         output_set.outputs.iter().map(ToString::to_string).collect(),
     );
     report.push = pushed;
-    report.cache = cache.as_ref().map(LayerCache::stats);
+    report.cache = cache.as_deref().map(LayerCache::stats);
     if let Some(path) = &a.report {
         export::report::write_report(path, &report)?;
     }

@@ -1,0 +1,94 @@
+//! One decode for two uses: while the depot decodes a package for its metadata, the same
+//! tar stream is rewritten into that package's single-package layer, straight into the
+//! layer cache. An export then finds its layers built (unless packages share a layer above
+//! the layer budget). The layer is kept only if the metadata read succeeded and names the
+//! package the layer's entries belong to.
+
+use std::collections::{HashMap, HashSet};
+use std::io::BufWriter;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use depot::PayloadTap;
+use hart::{PackageIdent, PackageMetadata, VerifiedHart};
+use oci_image::{Compression, LayerDigests, LayerWriter};
+
+use crate::cache::LayerCache;
+use crate::rewrite;
+
+type Built = Option<(tempfile::NamedTempFile, LayerDigests, PackageIdent)>;
+
+#[derive(Debug)]
+pub struct PrebuildTap {
+    cache: Arc<LayerCache>,
+    compression: Compression,
+    running: Mutex<HashMap<String, JoinHandle<Built>>>,
+}
+
+impl PrebuildTap {
+    pub fn new(cache: Arc<LayerCache>, compression: Compression) -> PrebuildTap {
+        PrebuildTap {
+            cache,
+            compression,
+            running: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+/// Rewrites the tar stream from `reader` into a layer in a temporary cache file.
+fn build(
+    reader: std::io::PipeReader,
+    cache: &LayerCache,
+    compression: Compression,
+    source: &std::path::Path,
+) -> Built {
+    let tmp = cache.temp_blob().ok()?;
+    let file = tmp.reopen().ok()?;
+    let mut w = LayerWriter::new(BufWriter::with_capacity(1 << 20, file), compression).ok()?;
+    let mut emitted = HashSet::new();
+    let ident = rewrite::write_tar(&mut w, reader, source, None, &mut emitted, &|_| {}).ok()?;
+    let (digests, buf) = w.finish().ok()?;
+    buf.into_inner().ok()?;
+    Some((tmp, digests, ident))
+}
+
+impl PayloadTap for PrebuildTap {
+    fn tap(&self, hart: &VerifiedHart) -> Option<Box<dyn std::io::Write + Send>> {
+        let key = LayerCache::key(&[hart.checksum()], self.compression);
+        let mut running = self.running.lock().ok()?;
+        if self.cache.contains(&key) || running.contains_key(hart.checksum()) {
+            return None;
+        }
+        let (reader, writer) = std::io::pipe().ok()?;
+        let cache = self.cache.clone();
+        let compression = self.compression;
+        let source = hart.path().to_owned();
+        let handle = std::thread::spawn(move || build(reader, &cache, compression, &source));
+        running.insert(hart.checksum().to_owned(), handle);
+        Some(Box::new(writer))
+    }
+
+    fn finished(&self, hart: &VerifiedHart, metadata: Option<&PackageMetadata>) {
+        let handle = self
+            .running
+            .lock()
+            .ok()
+            .and_then(|mut r| r.remove(hart.checksum()));
+        let Some(built) = handle.and_then(|h| h.join().ok()).flatten() else {
+            return;
+        };
+        let (tmp, digests, ident) = built;
+        if let Some(m) = metadata.filter(|m| m.ident == ident) {
+            let key = LayerCache::key(&[hart.checksum()], self.compression);
+            // Best effort, like every cache write: a failure costs a rebuild later.
+            let _ = self.cache.put_built(
+                &key,
+                tmp,
+                &digests,
+                self.compression,
+                vec![m.ident.to_string()],
+                vec![hart.checksum().to_owned()],
+            );
+        }
+    }
+}
