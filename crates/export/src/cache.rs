@@ -35,6 +35,27 @@ struct Record {
     pushed: Vec<String>,
 }
 
+impl Record {
+    fn new(
+        key: &str,
+        digests: &LayerDigests,
+        compression: Compression,
+        packages: Vec<String>,
+        checksums: Vec<String>,
+    ) -> Record {
+        Record {
+            key: key.to_owned(),
+            digest: digests.digest.clone(),
+            diff_id: digests.diff_id.clone(),
+            size: digests.size,
+            compression: compression.name().to_owned(),
+            packages,
+            checksums,
+            pushed: Vec::new(),
+        }
+    }
+}
+
 /// Counts of one run, for the report.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct CacheStats {
@@ -216,17 +237,10 @@ impl LayerCache {
                 fs::File::open(&tmp)?.sync_all()?;
             }
             fs::rename(&tmp, &blob)?;
-            let record = Record {
-                key: key.to_owned(),
-                digest: digests.digest.clone(),
-                diff_id: digests.diff_id.clone(),
-                size: digests.size,
-                compression: compression.name().to_owned(),
-                packages,
-                checksums,
-                pushed: Vec::new(),
-            };
-            self.write_record(&json, &record)
+            self.write_record(
+                &json,
+                &Record::new(key, digests, compression, packages, checksums),
+            )
         };
         let _ = write();
     }
@@ -258,17 +272,10 @@ impl LayerCache {
         blob.as_file().sync_all()?;
         oci_image::layout::readable(blob.path())?;
         blob.persist(&path).map_err(|e| e.error)?;
-        let record = Record {
-            key: key.to_owned(),
-            digest: digests.digest.clone(),
-            diff_id: digests.diff_id.clone(),
-            size: digests.size,
-            compression: compression.name().to_owned(),
-            packages,
-            checksums,
-            pushed: Vec::new(),
-        };
-        self.write_record(&json, &record)?;
+        self.write_record(
+            &json,
+            &Record::new(key, digests, compression, packages, checksums),
+        )?;
         self.prebuilt.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }

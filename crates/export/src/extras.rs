@@ -16,6 +16,27 @@ pub enum ExtraKind {
     Symlink(String),
 }
 
+/// Writes `entries` into `w` in order, all with `mtime`; an error names the entry's path.
+pub(crate) fn write_entries<S: oci_image::EntrySink + ?Sized>(
+    w: &mut S,
+    entries: &[ExtraEntry],
+    mtime: u64,
+) -> Result<(), (String, std::io::Error)> {
+    for e in entries {
+        let meta = oci_image::EntryMeta {
+            mode: e.mode,
+            mtime,
+        };
+        match &e.kind {
+            ExtraKind::Dir => w.dir(&e.path, meta),
+            ExtraKind::File(bytes) => w.file(&e.path, meta, bytes.len() as u64, &mut &bytes[..]),
+            ExtraKind::Symlink(t) => w.symlink(&e.path, t, meta),
+        }
+        .map_err(|err| (e.path.clone(), err))?;
+    }
+    Ok(())
+}
+
 /// One entry of the extras layer (path relative to `/`, no leading slash).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ExtraEntry {

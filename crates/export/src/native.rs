@@ -7,12 +7,11 @@ use std::io::{BufWriter, Write};
 
 use depot::ResolvedClosure;
 use oci_image::image::build_image;
-use oci_image::{BuiltImage, Compression, EntryMeta, LayerDescriptor, LayerWriter, OciDir};
+use oci_image::{BuiltImage, Compression, LayerDescriptor, LayerWriter, OciDir};
 use rayon::prelude::*;
 
 use crate::cache::LayerCache;
-use crate::extras::ExtraKind;
-use crate::plan::{ImagePlan, release_time};
+use crate::plan::{ImagePlan, layer_label, layer_members, release_time};
 use crate::{ExportError, LAYER_FORMAT, Progress, rewrite};
 
 /// Annotation keys on each layer descriptor: what a later run needs to reuse a layer
@@ -72,20 +71,11 @@ fn cached_or_built(
     let Some(cache) = cache else {
         return build_layer(closure, plan, index, store, compression, progress);
     };
-    let members: Vec<&depot::ResolvedPackage> = plan.layers[index]
-        .members
-        .iter()
-        .map(|&m| &closure.packages[m])
-        .collect();
+    let members = layer_members(closure, plan, index);
     let checksums: Vec<&str> = members.iter().map(|p| p.hart.checksum()).collect();
     let key = LayerCache::key(&checksums, compression);
     if let Some(digests) = cache.get(&key, store) {
-        let label = members
-            .iter()
-            .map(|p| p.ident().to_string())
-            .collect::<Vec<_>>()
-            .join(" + ");
-        progress.layer_started(index, &format!("{label} (cached)"), 0);
+        progress.layer_started(index, &format!("{} (cached)", layer_label(&members)), 0);
         progress.layer_finished(index, &digests.digest, digests.size);
         return Ok(LayerDescriptor {
             digests,
@@ -135,16 +125,8 @@ fn build_layer(
     compression: Compression,
     progress: &dyn Progress,
 ) -> Result<LayerDescriptor, ExportError> {
-    let members: Vec<&depot::ResolvedPackage> = plan.layers[index]
-        .members
-        .iter()
-        .map(|&m| &closure.packages[m])
-        .collect();
-    let label = members
-        .iter()
-        .map(|p| p.ident().to_string())
-        .collect::<Vec<_>>()
-        .join(" + ");
+    let members = layer_members(closure, plan, index);
+    let label = layer_label(&members);
     let total: u64 = members.iter().map(|p| p.metadata.unpacked_size).sum();
     progress.layer_started(index, &label, total);
     let blob = store.blob_writer()?;
@@ -195,19 +177,8 @@ fn build_extras(
     };
     let blob = store.blob_writer()?;
     let mut w = LayerWriter::new(BufWriter::new(blob), compression).map_err(io)?;
-    let mtime = plan.extras_mtime;
-    for e in &plan.extras {
-        let meta = EntryMeta {
-            mode: e.mode,
-            mtime,
-        };
-        match &e.kind {
-            ExtraKind::Dir => w.dir(&e.path, meta),
-            ExtraKind::File(bytes) => w.file(&e.path, meta, bytes.len() as u64, &mut &bytes[..]),
-            ExtraKind::Symlink(t) => w.symlink(&e.path, t, meta),
-        }
-        .map_err(io)?;
-    }
+    crate::extras::write_entries(&mut w, &plan.extras, plan.extras_mtime)
+        .map_err(|(_, e)| io(e))?;
     let (digests, buf) = w.finish().map_err(io)?;
     let mut blob = buf.into_inner().map_err(|e| io(e.into_error()))?;
     blob.flush().map_err(io)?;

@@ -92,6 +92,28 @@ pub struct ImagePlan {
     pub primary: usize,
 }
 
+/// The packages of planned layer `index`, in layer order.
+pub fn layer_members<'a>(
+    closure: &'a ResolvedClosure,
+    plan: &ImagePlan,
+    index: usize,
+) -> Vec<&'a ResolvedPackage> {
+    plan.layers[index]
+        .members
+        .iter()
+        .map(|&m| &closure.packages[m])
+        .collect()
+}
+
+/// A layer's label for progress: its packages' idents.
+pub fn layer_label(members: &[&ResolvedPackage]) -> String {
+    members
+        .iter()
+        .map(|p| p.ident().to_string())
+        .collect::<Vec<_>>()
+        .join(" + ")
+}
+
 /// Seconds since the epoch of a 14-digit UTC release (`YYYYMMDDhhmmss`); 0 if malformed.
 pub fn release_time(ident: &PackageIdent) -> u64 {
     let Some(r) = ident.release.as_deref() else {

@@ -7,7 +7,7 @@ use std::process::Command;
 use super::context::Context;
 use super::{
     EngineHost, EngineOptions, EngineReport, Prepared, auth_dir, cached_copy_steps, major_minor,
-    missing, run,
+    missing, run, tag_args,
 };
 use crate::ExportError;
 use crate::naming::{Naming, parse_reference};
@@ -110,12 +110,7 @@ pub(super) fn build(
         "--iidfile".into(),
         iid.display().to_string(),
     ];
-    for r in naming.references() {
-        args.extend(["-t".into(), r]);
-    }
-    if naming.tags.is_empty() {
-        args.extend(["-t".into(), naming.name.clone()]);
-    }
+    args.extend(tag_args(naming));
     for r in &p.cache_from {
         args.extend(["--cache-from".into(), repository(r)]);
     }

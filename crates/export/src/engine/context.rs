@@ -17,8 +17,7 @@ use oci_image::{EntryMeta, EntrySink};
 use rayon::prelude::*;
 
 use crate::error::io_at;
-use crate::extras::ExtraKind;
-use crate::plan::{ImagePlan, release_time};
+use crate::plan::{ImagePlan, layer_label, layer_members, release_time};
 use crate::{ExportError, Progress, rewrite};
 
 /// A materialized context.
@@ -145,19 +144,10 @@ pub fn materialize(
         .map(|i| {
             let root = layer_dir(i);
             fs::create_dir(&root).map_err(io_at(&root))?;
-            let members: Vec<&depot::ResolvedPackage> = plan.layers[i]
-                .members
-                .iter()
-                .map(|&m| &closure.packages[m])
-                .collect();
-            let label = members
-                .iter()
-                .map(|p| p.ident().to_string())
-                .collect::<Vec<_>>()
-                .join(" + ");
+            let members = layer_members(closure, plan, i);
             progress.layer_started(
                 i,
-                &label,
+                &layer_label(&members),
                 members.iter().map(|p| p.metadata.unpacked_size).sum(),
             );
             let mut sink = DirSink {
@@ -190,18 +180,8 @@ pub fn materialize(
         dirs: Vec::new(),
     };
     let mtime = plan.extras_mtime;
-    for e in &plan.extras {
-        let meta = EntryMeta {
-            mode: e.mode,
-            mtime,
-        };
-        match &e.kind {
-            ExtraKind::Dir => sink.dir(&e.path, meta),
-            ExtraKind::File(bytes) => sink.file(&e.path, meta, bytes.len() as u64, &mut &bytes[..]),
-            ExtraKind::Symlink(t) => sink.symlink(&e.path, t, meta),
-        }
-        .map_err(io_at(&extras.join(&e.path)))?;
-    }
+    crate::extras::write_entries(&mut sink, &plan.extras, mtime)
+        .map_err(|(path, e)| io_at(&extras.join(path))(e))?;
     sink.finish(mtime).map_err(io_at(&extras))?;
     filetime::set_file_mtime(
         dir.join("layers"),

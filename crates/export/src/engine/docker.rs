@@ -8,7 +8,7 @@ use std::process::Command;
 use super::context::Context;
 use super::{
     DockerBuilder, EngineHost, EngineOptions, EngineReport, Prepared, auth_dir, cached_copy_steps,
-    major_minor, missing, run,
+    major_minor, missing, run, tag_args,
 };
 use crate::ExportError;
 use crate::naming::Naming;
@@ -176,12 +176,7 @@ pub(super) fn build(
         "--iidfile".into(),
         iid.display().to_string(),
     ];
-    for r in naming.references() {
-        args.extend(["-t".into(), r]);
-    }
-    if naming.tags.is_empty() {
-        args.extend(["-t".into(), naming.name.clone()]);
-    }
+    args.extend(tag_args(naming));
     if builder == DockerBuilder::BuildKit {
         args.push("--progress=plain".into());
     }

@@ -215,6 +215,17 @@ pub(crate) fn cached_copy_steps(lines: &[String]) -> usize {
     n
 }
 
+/// `-t REF` for every reference of the image (the bare name when it has no tags).
+pub(crate) fn tag_args(naming: &Naming) -> Vec<String> {
+    let mut refs = naming.references();
+    if refs.is_empty() {
+        refs.push(naming.name.clone());
+    }
+    refs.into_iter()
+        .flat_map(|r| ["-t".to_owned(), r])
+        .collect()
+}
+
 /// What a finished command printed (stdout and stderr interleaved, as a terminal shows it).
 pub(crate) struct Ran {
     pub(crate) lines: Vec<String>,
