@@ -5,9 +5,9 @@
 #
 # For each engine, on a generated closure (40 packages by default):
 #   v1            export + push into an empty engine state
-#   fresh         engine state thrown away (new dockerd data root / new buildah store),
-#                 the same v1 again with no cache options
-#   fresh+cache   engine state thrown away again, v1 with the cache options
+#   fresh+cache   engine state thrown away (new dockerd data root / new buildah store /
+#                 empty layer cache), v1 again with the cache options
+#   fresh         the same with no cache options
 #                 (docker: NAME:latest as cache source, pulled first by the legacy builder;
 #                 BuildKit: its inline cache; buildah: --cache-from/--cache-to a cache repo)
 #   v2            a new release of the primary package, with the cache options (on the
@@ -69,20 +69,22 @@ bench_engine() { # engine-label, then the hab-oci engine arguments
   cp -a "$work/closure" "$c"
   local gen=(--out "$c" --packages "$packages" --size-mb "$size_mb" --block-kb 8192 --seed "$seed")
   local prefix="$reg/bench-eng-$run_id/$label"
-  local image="$prefix/gen/app:latest"
   local cache_opts=()
   case $label in
     buildah) cache_opts=(--cache-from "$prefix/cache" --cache-to "$prefix/cache") ;;
   esac
-  step() { # step-name, baseline-file or -, env-assignment or -, extra args...
-    local name=$1 base=$2 envset=$3; shift 3
+  # Rows without the cache options push to a repository of their own: a push to the main one
+  # would make their image the next row's cache source (NAME:latest). "New layers" is always
+  # against the baseline image's layer list, i.e. what a push to the main repository uploads.
+  step() { # step-name, baseline-file or -, env-assignment or -, repository prefix, extra args...
+    local name=$1 base=$2 envset=$3 repo=$4; shift 4
     local s e
     local envs=()
     [ "$envset" = - ] || envs=("$envset")
     s=$(date +%s.%N)
-    env "${envs[@]}" "$bin" export -q --report "$work/r.json" --source "$c" --no-supervisor --registry-url "$prefix" --push-image "$@" gen/app >"$work/out" 2>&1 || { cat "$work/out"; exit 1; }
+    env "${envs[@]}" "$bin" export -q --report "$work/r.json" --source "$c" --no-supervisor --registry-url "$repo" --push-image "$@" gen/app >"$work/out" 2>&1 || { cat "$work/out"; exit 1; }
     e=$(date +%s.%N)
-    layers "$image" >"$work/$label.$name"
+    layers "$repo/gen/app:latest" >"$work/$label.$name"
     local cached
     cached=$(python3 - "$work/r.json" <<'PY'
 import json, sys
@@ -91,7 +93,7 @@ e, c = r.get("engine"), r.get("cache")
 if e:
     print("%d/%d" % (e["cached_steps"], e["copy_steps"]))
 elif c:
-    print("%d/%d" % (c["hits"], c["hits"] + c["misses"]))
+    print("%d/%d" % (c["hits"] - c["prebuilt"], c["hits"] + c["misses"]))
 else:
     print("0/%d" % (len(r["layers"]) - 1))
 PY
@@ -118,18 +120,19 @@ PY
   local v1_opts=("${no_cache[@]}")
   [ "$label" = native ] && v1_opts=()
   [ "$label" = buildah ] && v1_opts=(--cache-to "$prefix/cache")
+  local nc="$prefix-nocache"
   new_state; local v1_env=$fresh_env
-  step v1 - "$v1_env" "$@" "${v1_opts[@]}"
-  new_state; step fresh v1 "$fresh_env" "$@" "${no_cache[@]}"
+  step v1 - "$v1_env" "$prefix" "$@" "${v1_opts[@]}"
   local cached_env=$v1_env
   [ "$label" = native ] || { new_state; cached_env=$fresh_env; }
-  step fresh+cache v1 "$cached_env" "$@" "${with_cache[@]}"
+  step fresh+cache v1 "$cached_env" "$prefix" "$@" "${with_cache[@]}"
+  new_state; step fresh v1 "$fresh_env" "$nc" "$@" "${no_cache[@]}"
   "$kit" rebuild "${gen[@]}" --package app --release 20240202000000 >/dev/null
-  step v2 v1 "$cached_env" "$@" "${with_cache[@]}"
-  new_state; step "v2 fresh" v1 "$fresh_env" "$@" "${no_cache[@]}"
+  step v2 v1 "$cached_env" "$prefix" "$@" "${with_cache[@]}"
+  new_state; step "v2 fresh" v1 "$fresh_env" "$nc" "$@" "${no_cache[@]}"
   "$kit" rebuild "${gen[@]}" --package lib002 --release 20240303000000 >/dev/null
-  step v3 v2 "$cached_env" "$@" "${with_cache[@]}"
-  new_state; step "v3 fresh" v2 "$fresh_env" "$@" "${no_cache[@]}"
+  step v3 v2 "$cached_env" "$prefix" "$@" "${with_cache[@]}"
+  new_state; step "v3 fresh" v2 "$fresh_env" "$nc" "$@" "${no_cache[@]}"
   if [ "$label" = buildah ]; then
     for st in "$work"/b*/storage.conf; do
       CONTAINERS_STORAGE_CONF=$st buildah rmi --all --force >/dev/null 2>&1 || true
