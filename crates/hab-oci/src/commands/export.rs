@@ -237,7 +237,8 @@ pub(crate) fn run(a: &ExportArgs, printer: &Printer) -> Result<ExitCode> {
         .filter(|_| !a.no_cache && a.engine == "native")
         .map(|root| Arc::new(LayerCache::open(&root, a.cache_max_size)));
     let mut depot = Depot::open(&settings::depot(&a.source, !a.no_cache)?).map_err(with_hint)?;
-    if let Some(c) = &cache {
+    // Per-package layers only: with --single-layer they would be built for nothing.
+    if let Some(c) = cache.as_ref().filter(|_| !a.single_layer) {
         depot = depot.with_tap(Arc::new(PrebuildTap::new(c.clone(), compression)));
     }
     printer.status("Resolving and verifying packages");
