@@ -6,21 +6,18 @@
 # For each engine, on a generated closure (40 packages by default):
 #   v1            export + push into an empty engine state
 #   fresh+cache   engine state thrown away (new dockerd data root / new buildah store /
-#                 empty layer cache), v1 again with the cache options
-#   fresh         the same with no cache options
-#                 (docker: NAME:latest as cache source, pulled first by the legacy builder;
-#                 BuildKit: its inline cache; buildah: --cache-from/--cache-to a cache repo)
+#                 empty layer cache), v1 again with the cache options (docker: NAME:latest
+#                 as cache source, pulled first by the legacy builder; BuildKit: its inline
+#                 cache; buildah: --cache-from/--cache-to a cache repository; native: the
+#                 layer cache v1 filled)
+#   fresh         the same on fresh state with no cache options
 #   v2            a new release of the primary package, with the cache options (on the
 #                 state of "fresh+cache")
 #   v2 fresh      the same on fresh engine state with no cache options
 #   v3            lib002 rebuilt with its dependents, with the cache options
 #   v3 fresh      the same on fresh engine state with no cache options
-# (the rows with options run first: a push of the "fresh" rows would otherwise put the new
-# image in the registry as the next cache source). The native engine's state is its layer
-# cache: "fresh" is an empty one, the cache options are the one its previous runs filled.
-# and prints wall time, COPY steps served from the engine's cache, and the layers the
-# registry did not have in the previous version's image (what the push uploaded): v1 for
-# the v1 and v2 rows, v2 for the v3 rows.
+# and prints wall time, layers served from the engine's cache, and the layers the previous
+# version's image did not have (what a push uploads): v1 for the v1 and v2 rows, v2 for v3.
 #
 #   bash scripts/bench-engines.sh             # 40 packages, ~100 MB unpacked
 #   PACKAGES=10 SIZE_MB=10 bash scripts/bench-engines.sh
