@@ -69,6 +69,8 @@ pub struct CacheStats {
     pub trusted: u64,
     /// Layers built while their packages were decoded for metadata (one decode for both).
     pub prebuilt: u64,
+    /// Layers of several packages assembled from their members' cached layers.
+    pub regrouped: u64,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -89,6 +91,7 @@ pub struct LayerCache {
     evicted: AtomicU64,
     trusted: AtomicU64,
     prebuilt: AtomicU64,
+    regrouped: AtomicU64,
     /// A push-only export's repository: entries recorded as pushed there are linked into
     /// the store without being read (see [`LayerCache::trust_pushed_to`]).
     trust: std::sync::OnceLock<String>,
@@ -112,6 +115,7 @@ impl LayerCache {
             evicted: AtomicU64::new(0),
             trusted: AtomicU64::new(0),
             prebuilt: AtomicU64::new(0),
+            regrouped: AtomicU64::new(0),
             trust: std::sync::OnceLock::new(),
         }
     }
@@ -243,6 +247,25 @@ impl LayerCache {
             )
         };
         let _ = write();
+    }
+
+    /// The blob of the entry for `key` and the digest it must hash to (unchecked: the
+    /// caller hashes what it reads and calls [`LayerCache::discard`] on a mismatch).
+    pub fn blob_for(&self, key: &str) -> Option<(PathBuf, String)> {
+        let (blob, json) = self.paths(key);
+        let record: Record = serde_json::from_slice(&fs::read(json).ok()?).ok()?;
+        (record.key == key).then_some((blob, record.digest))
+    }
+
+    /// Counts a layer assembled from cached member layers.
+    pub fn note_regrouped(&self) {
+        self.regrouped.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Removes an entry found corrupt by a caller of [`LayerCache::blob_for`].
+    pub fn discard(&self, key: &str) {
+        self.corrupt.fetch_add(1, Ordering::Relaxed);
+        self.remove(key);
     }
 
     /// Is there an entry for `key` (unchecked: `get` checks)?
@@ -395,6 +418,7 @@ impl LayerCache {
             evicted: self.evicted.load(Ordering::Relaxed),
             trusted: self.trusted.load(Ordering::Relaxed),
             prebuilt: self.prebuilt.load(Ordering::Relaxed),
+            regrouped: self.regrouped.load(Ordering::Relaxed),
         }
     }
 }

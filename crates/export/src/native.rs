@@ -7,7 +7,7 @@ use std::io::{BufWriter, Write};
 
 use depot::ResolvedClosure;
 use oci_image::image::build_image;
-use oci_image::{BuiltImage, Compression, LayerDescriptor, LayerWriter, OciDir};
+use oci_image::{BuiltImage, Compression, EntryMeta, LayerDescriptor, LayerWriter, OciDir};
 use rayon::prelude::*;
 
 use crate::cache::LayerCache;
@@ -82,7 +82,10 @@ fn cached_or_built(
             annotations: annotations(&members),
         });
     }
-    let built = build_layer(closure, plan, index, store, compression, progress)?;
+    let built = match replay_group(cache, &members, index, store, compression, progress) {
+        Some(d) => d,
+        None => build_layer(closure, plan, index, store, compression, progress)?,
+    };
     cache.put(
         &key,
         &built.digests,
@@ -92,6 +95,102 @@ fn cached_or_built(
         checksums.iter().map(|c| (*c).to_owned()).collect(),
     );
     Ok(built)
+}
+
+/// A layer of several packages (above the layer budget) from its members' cached
+/// single-package layers: their entries replayed in order, each shared parent directory
+/// once — exactly what `build_layer` writes, read at gzip instead of xz decoding speed (a
+/// cold export has just built those single layers while reading the packages' metadata).
+/// `None` when a member is not cached or its blob does not hash to its digest.
+fn replay_group(
+    cache: &LayerCache,
+    members: &[&depot::ResolvedPackage],
+    index: usize,
+    store: &OciDir,
+    compression: Compression,
+    progress: &dyn Progress,
+) -> Option<LayerDescriptor> {
+    if members.len() < 2 {
+        return None;
+    }
+    let sources: Vec<(String, std::path::PathBuf, String)> = members
+        .iter()
+        .map(|p| {
+            let key = LayerCache::key(&[p.hart.checksum()], compression);
+            cache
+                .blob_for(&key)
+                .map(|(path, digest)| (key, path, digest))
+        })
+        .collect::<Option<_>>()?;
+    let total: u64 = members.iter().map(|p| p.metadata.unpacked_size).sum();
+    progress.layer_started(index, &layer_label(members), total);
+    let blob = store.blob_writer().ok()?;
+    let mut w = LayerWriter::new(BufWriter::with_capacity(1 << 20, blob), compression).ok()?;
+    let mut emitted: HashSet<String> = HashSet::new();
+    for ((key, path, digest), p) in sources.iter().zip(members) {
+        let id = p.ident();
+        let version = id.version.as_deref().unwrap_or_default();
+        let parents = [
+            "hab".to_owned(),
+            "hab/pkgs".to_owned(),
+            format!("hab/pkgs/{}", id.origin),
+            format!("hab/pkgs/{}/{}", id.origin, id.name),
+            format!("hab/pkgs/{}/{}/{version}", id.origin, id.name),
+        ];
+        let mut hashing = oci_image::digest::HashingReader::new(std::fs::File::open(path).ok()?);
+        let replayed = (|| -> std::io::Result<()> {
+            let mut archive =
+                tar::Archive::new(oci_image::decompressed(&mut hashing, compression)?);
+            for entry in archive.entries()? {
+                let mut entry = entry?;
+                let name = entry
+                    .path()?
+                    .to_string_lossy()
+                    .trim_end_matches('/')
+                    .to_owned();
+                if parents.contains(&name) && !emitted.insert(name.clone()) {
+                    continue;
+                }
+                let h = entry.header();
+                let meta = EntryMeta {
+                    mode: h.mode()?,
+                    mtime: h.mtime()?,
+                };
+                let link = || -> std::io::Result<String> {
+                    Ok(entry
+                        .link_name()?
+                        .map(|l| l.to_string_lossy().into_owned())
+                        .unwrap_or_default())
+                };
+                match h.entry_type() {
+                    tar::EntryType::Directory => w.dir(&name, meta)?,
+                    tar::EntryType::Symlink => w.symlink(&name, &link()?, meta)?,
+                    tar::EntryType::Link => w.hardlink(&name, &link()?, meta)?,
+                    _ => {
+                        let size = entry.size();
+                        w.file(&name, meta, size, &mut entry)?;
+                        progress.layer_advanced(index, size);
+                    }
+                }
+            }
+            // To the end of the blob, so that all of it is hashed.
+            std::io::copy(&mut archive.into_inner(), &mut std::io::sink())?;
+            Ok(())
+        })();
+        if replayed.is_err() || hashing.digest() != *digest {
+            cache.discard(key);
+            return None;
+        }
+    }
+    let (digests, buf) = w.finish().ok()?;
+    let blob = buf.into_inner().ok()?;
+    blob.commit(&digests.digest).ok()?;
+    cache.note_regrouped();
+    progress.layer_finished(index, &digests.digest, digests.size);
+    Some(LayerDescriptor {
+        digests,
+        annotations: annotations(members),
+    })
 }
 
 /// What a later run needs to reuse a layer without decoding its harts.

@@ -273,3 +273,24 @@ fn a_push_only_export_does_not_read_layers_the_registry_has() {
     assert_eq!(stat(&out, "corrupt"), 4, "{out}");
     assert_eq!(out["manifest_digest"], first["manifest_digest"]);
 }
+
+#[test]
+fn grouped_layers_from_cached_member_layers_are_identical() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let t = tmp.path();
+    let src = closure(t, 8, 7);
+    // 8 packages in a budget of 5 layers: some layers hold several packages.
+    let budget = ["--max-layers", "5"];
+    let cold = export(t, "cold", &src, &budget);
+    assert!(stat(&cold, "regrouped") >= 1, "{cold}");
+    let grouped = cold["layers"]
+        .as_array()
+        .expect("layers")
+        .iter()
+        .filter(|l| l["packages"].as_array().is_some_and(|p| p.len() > 1))
+        .count();
+    assert!(grouped >= 1, "{cold}");
+    let none = export(t, "none", &src, &["--max-layers", "5", "--no-cache"]);
+    assert_eq!(none["manifest_digest"], cold["manifest_digest"]);
+    assert_eq!(blobs(&t.join("cold")), blobs(&t.join("none")));
+}

@@ -73,3 +73,31 @@ pub fn sha256_file(path: &std::path::Path) -> io::Result<(String, u64)> {
     let (state, _) = inner.into_parts();
     Ok((format!("sha256:{}", hex::encode(state.finalize())), n))
 }
+
+/// Feeds what is read from `R` to a SHA-256 state.
+pub struct HashingReader<R> {
+    inner: R,
+    state: Sha256,
+}
+
+impl<R> HashingReader<R> {
+    pub fn new(inner: R) -> HashingReader<R> {
+        HashingReader {
+            inner,
+            state: Sha256::new(),
+        }
+    }
+
+    /// `sha256:` digest of everything read so far.
+    pub fn digest(&self) -> String {
+        format!("sha256:{}", hex::encode(self.state.clone().finalize()))
+    }
+}
+
+impl<R: io::Read> io::Read for HashingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.state.update(&buf[..n]);
+        Ok(n)
+    }
+}

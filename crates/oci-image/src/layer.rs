@@ -164,6 +164,18 @@ pub struct LayerWriter<W: Write> {
 
 const BLOCK: usize = 512;
 
+/// The tar stream inside a layer blob compressed with `compression`.
+pub fn decompressed<'a, R: Read + 'a>(
+    blob: R,
+    compression: Compression,
+) -> io::Result<Box<dyn Read + 'a>> {
+    Ok(match compression {
+        Compression::Gzip => Box::new(flate2::read::GzDecoder::new(blob)),
+        Compression::Zstd => Box::new(zstd::stream::read::Decoder::new(blob)?),
+        Compression::None => Box::new(blob),
+    })
+}
+
 /// Where normalized entries go: a layer tar ([`LayerWriter`]), or a directory tree (an
 /// engine's build context). Paths are relative, `/`-separated, already checked.
 pub trait EntrySink {

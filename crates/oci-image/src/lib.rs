@@ -10,5 +10,7 @@ pub mod layer;
 pub mod layout;
 
 pub use image::{BuiltImage, HistoryEntry, ImageConfigSpec, LayerDescriptor};
-pub use layer::{Compression, EntryMeta, EntrySink, LayerDigests, LayerWriter, sha256_digest};
+pub use layer::{
+    Compression, EntryMeta, EntrySink, LayerDigests, LayerWriter, decompressed, sha256_digest,
+};
 pub use layout::{ArchiveKind, BlobWriter, IndexEntry, LayoutError, OciDir, write_archive};
