@@ -95,6 +95,8 @@ pub struct LayerCache {
     /// A push-only export's repository: entries recorded as pushed there are linked into
     /// the store without being read (see [`LayerCache::trust_pushed_to`]).
     trust: std::sync::OnceLock<String>,
+    /// Keys this process wrote (prebuilt) moments ago: their blobs need no second hashing.
+    written: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 fn compression_from(name: &str) -> Option<Compression> {
@@ -117,6 +119,7 @@ impl LayerCache {
             prebuilt: AtomicU64::new(0),
             regrouped: AtomicU64::new(0),
             trust: std::sync::OnceLock::new(),
+            written: std::sync::Mutex::new(std::collections::HashSet::new()),
         }
     }
 
@@ -154,7 +157,9 @@ impl LayerCache {
     }
 
     /// Puts the cached layer for `key` into `store` (hard link when possible, else a copy),
-    /// after checking its bytes against the recorded digest. `None`: not cached, or the
+    /// after checking its bytes against the recorded digest — unless this process wrote the
+    /// entry itself (prebuilt moments ago) or a push-only export trusts it (see
+    /// [`LayerCache::trust_pushed_to`]). `None`: not cached, or the
     /// entry was corrupt (then it is gone).
     pub fn get(&self, key: &str, store: &OciDir) -> Option<LayerDigests> {
         let (blob, json) = self.paths(key);
@@ -176,16 +181,19 @@ impl LayerCache {
             let dest = store.blob_path(&record.digest).ok()?;
             let tmp = dest.with_extension(format!("cache-{}", std::process::id()));
             let _ = fs::remove_file(&tmp);
-            let trusted = self
+            let pushed_there = self
                 .trust
                 .get()
                 .is_some_and(|repo| record.pushed.contains(repo));
-            if trusted
+            let ours = self.written.lock().is_ok_and(|w| w.contains(key));
+            if (pushed_there || ours)
                 && fs::hard_link(&blob, &tmp).is_ok()
                 && fs::metadata(&tmp).is_ok_and(|m| m.len() == record.size)
             {
                 fs::rename(&tmp, &dest).ok()?;
-                self.trusted.fetch_add(1, Ordering::Relaxed);
+                if pushed_there {
+                    self.trusted.fetch_add(1, Ordering::Relaxed);
+                }
                 return Some(digests);
             }
             let _ = fs::remove_file(&tmp);
@@ -299,6 +307,9 @@ impl LayerCache {
             &json,
             &Record::new(key, digests, compression, packages, checksums),
         )?;
+        if let Ok(mut w) = self.written.lock() {
+            w.insert(key.to_owned());
+        }
         self.prebuilt.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
