@@ -71,6 +71,8 @@ pub struct CacheStats {
     pub prebuilt: u64,
     /// Layers of several packages assembled from their members' cached layers.
     pub regrouped: u64,
+    /// Single-package layers compressed from an uncompressed staged layer.
+    pub staged: u64,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -92,6 +94,7 @@ pub struct LayerCache {
     trusted: AtomicU64,
     prebuilt: AtomicU64,
     regrouped: AtomicU64,
+    staged: AtomicU64,
     /// A push-only export's repository: entries recorded as pushed there are linked into
     /// the store without being read (see [`LayerCache::trust_pushed_to`]).
     trust: std::sync::OnceLock<String>,
@@ -118,6 +121,7 @@ impl LayerCache {
             trusted: AtomicU64::new(0),
             prebuilt: AtomicU64::new(0),
             regrouped: AtomicU64::new(0),
+            staged: AtomicU64::new(0),
             trust: std::sync::OnceLock::new(),
             written: std::sync::Mutex::new(std::collections::HashSet::new()),
         }
@@ -268,6 +272,21 @@ impl LayerCache {
     /// Counts a layer assembled from cached member layers.
     pub fn note_regrouped(&self) {
         self.regrouped.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a layer compressed from a staged one, whose entry is no longer needed (the
+    /// compressed layer serves every later use, grouped ones too).
+    pub fn note_staged_used(&self, staged_key: &str) {
+        self.staged.fetch_add(1, Ordering::Relaxed);
+        self.remove(staged_key);
+    }
+
+    /// Was the layer of `key` confirmed in `repository` by an earlier push?
+    pub fn pushed_to(&self, key: &str, repository: &str) -> bool {
+        fs::read(self.paths(key).1)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<Record>(&b).ok())
+            .is_some_and(|r| r.key == key && r.pushed.iter().any(|p| p == repository))
     }
 
     /// Removes an entry found corrupt by a caller of [`LayerCache::blob_for`].
@@ -430,6 +449,7 @@ impl LayerCache {
             trusted: self.trusted.load(Ordering::Relaxed),
             prebuilt: self.prebuilt.load(Ordering::Relaxed),
             regrouped: self.regrouped.load(Ordering::Relaxed),
+            staged: self.staged.load(Ordering::Relaxed),
         }
     }
 }

@@ -82,7 +82,12 @@ fn cached_or_built(
             annotations: annotations(&members),
         });
     }
-    let built = match replay_group(cache, &members, index, store, compression, progress) {
+    let reused = if members.len() == 1 {
+        compress_staged(cache, members[0], index, store, compression, progress)
+    } else {
+        replay_group(cache, &members, index, store, compression, progress)
+    };
+    let built = match reused {
         Some(d) => d,
         None => build_layer(closure, plan, index, store, compression, progress)?,
     };
@@ -97,11 +102,69 @@ fn cached_or_built(
     Ok(built)
 }
 
+/// A package's layer compressed from its staged uncompressed layer (see `prebuild`): the
+/// same blob a build from the hart gives, without decoding it again. `None` when nothing is
+/// staged or the staged tar does not hash to its digest (then it is discarded).
+fn compress_staged(
+    cache: &LayerCache,
+    member: &depot::ResolvedPackage,
+    index: usize,
+    store: &OciDir,
+    compression: Compression,
+    progress: &dyn Progress,
+) -> Option<LayerDescriptor> {
+    if compression == Compression::None {
+        return None;
+    }
+    let key = LayerCache::key(&[member.hart.checksum()], Compression::None);
+    let (path, digest) = cache.blob_for(&key)?;
+    let members = [member];
+    progress.layer_started(index, &layer_label(&members), member.metadata.unpacked_size);
+    let mut tar = oci_image::digest::HashingReader::new(Advancing {
+        inner: std::fs::File::open(&path).ok()?,
+        index,
+        progress,
+    });
+    let blob = store.blob_writer().ok()?;
+    let w = LayerWriter::new(BufWriter::with_capacity(1 << 20, blob), compression).ok()?;
+    // A write error (full disk) leaves the staged entry alone; bytes that do not hash to
+    // its digest remove it.
+    let (digests, buf) = w.copy_tar(&mut tar).ok()?;
+    if tar.digest() != digest {
+        cache.discard(&key);
+        return None;
+    }
+    let blob = buf.into_inner().ok()?;
+    blob.commit(&digests.digest).ok()?;
+    cache.note_staged_used(&key);
+    progress.layer_finished(index, &digests.digest, digests.size);
+    Some(LayerDescriptor {
+        digests,
+        annotations: annotations(&members),
+    })
+}
+
+/// Reports bytes read as progress of a layer.
+struct Advancing<'a, R> {
+    inner: R,
+    index: usize,
+    progress: &'a dyn Progress,
+}
+
+impl<R: std::io::Read> std::io::Read for Advancing<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.progress.layer_advanced(self.index, n as u64);
+        Ok(n)
+    }
+}
+
 /// A layer of several packages (above the layer budget) from its members' cached
 /// single-package layers: their entries replayed in order, each shared parent directory
 /// once — exactly what `build_layer` writes, read at gzip instead of xz decoding speed (a
-/// cold export has just built those single layers while reading the packages' metadata).
-/// `None` when a member is not cached or its blob does not hash to its digest.
+/// cold export has just built those single layers while reading the packages' metadata,
+/// small ones staged uncompressed). `None` when a member is not cached or its blob does not
+/// hash to its digest.
 fn replay_group(
     cache: &LayerCache,
     members: &[&depot::ResolvedPackage],
@@ -113,13 +176,15 @@ fn replay_group(
     if members.len() < 2 {
         return None;
     }
-    let sources: Vec<(String, std::path::PathBuf, String)> = members
+    let sources: Vec<(String, std::path::PathBuf, String, Compression)> = members
         .iter()
         .map(|p| {
-            let key = LayerCache::key(&[p.hart.checksum()], compression);
-            cache
-                .blob_for(&key)
-                .map(|(path, digest)| (key, path, digest))
+            [compression, Compression::None].into_iter().find_map(|c| {
+                let key = LayerCache::key(&[p.hart.checksum()], c);
+                cache
+                    .blob_for(&key)
+                    .map(|(path, digest)| (key, path, digest, c))
+            })
         })
         .collect::<Option<_>>()?;
     let total: u64 = members.iter().map(|p| p.metadata.unpacked_size).sum();
@@ -127,7 +192,7 @@ fn replay_group(
     let blob = store.blob_writer().ok()?;
     let mut w = LayerWriter::new(BufWriter::with_capacity(1 << 20, blob), compression).ok()?;
     let mut emitted: HashSet<String> = HashSet::new();
-    for ((key, path, digest), p) in sources.iter().zip(members) {
+    for ((key, path, digest, stored), p) in sources.iter().zip(members) {
         let id = p.ident();
         let version = id.version.as_deref().unwrap_or_default();
         let parents = [
@@ -139,8 +204,7 @@ fn replay_group(
         ];
         let mut hashing = oci_image::digest::HashingReader::new(std::fs::File::open(path).ok()?);
         let replayed = (|| -> std::io::Result<()> {
-            let mut archive =
-                tar::Archive::new(oci_image::decompressed(&mut hashing, compression)?);
+            let mut archive = tar::Archive::new(oci_image::decompressed(&mut hashing, *stored)?);
             for entry in archive.entries()? {
                 let mut entry = entry?;
                 let name = entry

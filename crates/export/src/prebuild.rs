@@ -3,6 +3,11 @@
 //! layer cache. An export then finds its layers built (unless packages share a layer above
 //! the layer budget). The layer is kept only if the metadata read succeeded and names the
 //! package the layer's entries belong to.
+//!
+//! Small packages are staged uncompressed: the layer budget may group them with others
+//! (decided only once the whole closure is known), and a grouped package compressed alone
+//! first would be compressed twice. The native build compresses a staged layer once it knows
+//! the package stands alone, or replays it into its group without any decoding.
 
 use std::collections::{HashMap, HashSet};
 use std::io::BufWriter;
@@ -17,6 +22,20 @@ use crate::cache::LayerCache;
 use crate::rewrite;
 
 type Built = Option<(tempfile::NamedTempFile, LayerDigests, PackageIdent)>;
+
+/// Packages whose xz payload is at most this are staged uncompressed. The layer budget only
+/// ever groups the smallest packages; staging one that then stands alone costs a write and
+/// a read of its tar, not a second compression.
+pub const STAGE_RAW_MAX: u64 = 4 << 20;
+
+/// The compression a package's prebuilt layer is stored with.
+fn staged_compression(hart: &VerifiedHart, compression: Compression) -> Compression {
+    if compression != Compression::None && hart.payload_len() <= STAGE_RAW_MAX {
+        Compression::None
+    } else {
+        compression
+    }
+}
 
 #[derive(Debug)]
 pub struct PrebuildTap {
@@ -55,13 +74,17 @@ fn build(
 impl PayloadTap for PrebuildTap {
     fn tap(&self, hart: &VerifiedHart) -> Option<Box<dyn std::io::Write + Send>> {
         let key = LayerCache::key(&[hart.checksum()], self.compression);
+        let compression = staged_compression(hart, self.compression);
+        let staged = LayerCache::key(&[hart.checksum()], compression);
         let mut running = self.running.lock().ok()?;
-        if self.cache.contains(&key) || running.contains_key(hart.checksum()) {
+        if self.cache.contains(&key)
+            || self.cache.contains(&staged)
+            || running.contains_key(hart.checksum())
+        {
             return None;
         }
         let (reader, writer) = std::io::pipe().ok()?;
         let cache = self.cache.clone();
-        let compression = self.compression;
         let source = hart.path().to_owned();
         let handle = std::thread::spawn(move || build(reader, &cache, compression, &source));
         running.insert(hart.checksum().to_owned(), handle);
@@ -79,13 +102,14 @@ impl PayloadTap for PrebuildTap {
         };
         let (tmp, digests, ident) = built;
         if let Some(m) = metadata.filter(|m| m.ident == ident) {
-            let key = LayerCache::key(&[hart.checksum()], self.compression);
+            let compression = staged_compression(hart, self.compression);
+            let key = LayerCache::key(&[hart.checksum()], compression);
             // Best effort, like every cache write: a failure costs a rebuild later.
             let _ = self.cache.put_built(
                 &key,
                 tmp,
                 &digests,
-                self.compression,
+                compression,
                 vec![m.ident.to_string()],
                 vec![hart.checksum().to_owned()],
             );

@@ -48,6 +48,8 @@ pub struct PushReport {
     pub blobs_skipped: u64,
     pub blobs_mounted: u64,
     pub blobs_uploaded: u64,
+    /// Of the blobs above, those handled while the image was still being built.
+    pub blobs_early: u64,
     pub bytes_uploaded: u64,
     pub tags_written: u64,
     pub tags_unchanged: u64,

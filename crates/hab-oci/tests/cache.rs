@@ -68,12 +68,13 @@ fn a_warm_export_is_identical_and_builds_nothing() {
     let src = closure(t, 8, 1);
     let cold = export(t, "cold", &src, &[]);
     // Cold: each package's layer is built while it is decoded for its metadata (one
-    // decode for both), then taken from the cache.
+    // decode for both); these small packages are staged uncompressed (the layer budget
+    // could have grouped them) and compressed once the plan says they stand alone.
     assert_eq!(
         (
             stat(&cold, "prebuilt"),
-            stat(&cold, "hits"),
-            stat(&cold, "misses")
+            stat(&cold, "staged"),
+            stat(&cold, "hits")
         ),
         (8, 8, 0),
         "{cold}"
@@ -293,4 +294,19 @@ fn grouped_layers_from_cached_member_layers_are_identical() {
     let none = export(t, "none", &src, &["--max-layers", "5", "--no-cache"]);
     assert_eq!(none["manifest_digest"], cold["manifest_digest"]);
     assert_eq!(blobs(&t.join("cold")), blobs(&t.join("none")));
+    // The cold export grouped the members' staged (uncompressed) layers; a cache holding
+    // their compressed single-package layers instead (an export without the budget ran
+    // first) gives the same grouped layers.
+    fs::remove_dir_all(t.join("hab-oci-cache")).expect("clear the cache");
+    let singles = export(t, "singles", &src, &[]);
+    assert_eq!(stat(&singles, "staged"), 8, "{singles}");
+    let regrouped = export(t, "regrouped", &src, &budget);
+    assert!(stat(&regrouped, "regrouped") >= 1, "{regrouped}");
+    assert_eq!(
+        (stat(&regrouped, "prebuilt"), stat(&regrouped, "corrupt")),
+        (0, 0),
+        "{regrouped}"
+    );
+    assert_eq!(regrouped["manifest_digest"], cold["manifest_digest"]);
+    assert_eq!(blobs(&t.join("regrouped")), blobs(&t.join("none")));
 }

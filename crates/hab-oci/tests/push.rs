@@ -121,6 +121,8 @@ fn only_changed_packages_are_uploaded_and_other_repositories_mount() {
         43,
         "40 packages + busybox + extras + config: {v1}"
     );
+    // The package layers went up while the image was being built.
+    assert_eq!(n(&v1, "blobs_early"), 41, "{v1}");
     let image = format!("{prefix}/gen/app:latest");
     if tool("skopeo") {
         let out = run(StdCommand::new("skopeo").args([
@@ -153,12 +155,36 @@ fn only_changed_packages_are_uploaded_and_other_repositories_mount() {
         run(StdCommand::new("docker").args(["rmi", &image]));
     }
 
-    // The same image again: the handshake and one manifest HEAD per tag, nothing else.
+    // The same image again: the handshake and one manifest HEAD per tag, nothing else
+    // (the layer cache knows every layer is in this repository: none goes up early).
     let noop = push(t, &t.join("noop"), &args);
     assert_eq!(
         (n(&noop, "tags_unchanged"), n(&noop, "requests")),
         (3, 1 + 3),
         "{noop}"
+    );
+    assert_eq!(n(&noop, "blobs_early"), 0, "{noop}");
+    // A fresh CI runner (empty layer cache) pushing the same image: each package layer is
+    // checked with one HEAD while building, nothing is uploaded, no tag rewritten.
+    let fresh = tempfile::tempdir().expect("tmp");
+    std::fs::create_dir_all(t.join("fresh")).expect("cwd");
+    hab_oci(t)
+        .env("HAB_OCI_CACHE", fresh.path())
+        .current_dir(t.join("fresh"))
+        .args(["export", "--push-image", "--report", "report.json"])
+        .args(args)
+        .assert()
+        .success();
+    let fresh = read_json(&t.join("fresh/report.json"))["push"].clone();
+    assert_eq!(
+        (
+            n(&fresh, "blobs_uploaded"),
+            n(&fresh, "blobs_early"),
+            n(&fresh, "tags_unchanged"),
+            n(&fresh, "requests")
+        ),
+        (0, 41, 3, 1 + 41 + 3),
+        "{fresh}"
     );
 
     // A new release of the primary: its layer, the extras and the config move, nothing else.
@@ -170,6 +196,11 @@ fn only_changed_packages_are_uploaded_and_other_repositories_mount() {
         (n(&v2, "blobs_uploaded"), n(&v2, "blobs_skipped")),
         (3, 40),
         "{v2}"
+    );
+    assert_eq!(
+        n(&v2, "blobs_early"),
+        1,
+        "only the new layer goes up early: {v2}"
     );
     assert_eq!(n(&v2, "tags_written"), 3);
 
@@ -209,8 +240,12 @@ fn only_changed_packages_are_uploaded_and_other_repositories_mount() {
         ],
     );
     assert_eq!(
-        (n(&mounted, "blobs_mounted"), n(&mounted, "blobs_uploaded")),
-        (43, 0),
+        (
+            n(&mounted, "blobs_mounted"),
+            n(&mounted, "blobs_uploaded"),
+            n(&mounted, "blobs_early")
+        ),
+        (43, 0, 41),
         "{mounted}"
     );
 }

@@ -214,7 +214,12 @@ impl<W: Write> EntrySink for LayerWriter<W> {
 
 impl<W: Write> LayerWriter<W> {
     pub fn new(out: W, compression: Compression) -> io::Result<LayerWriter<W>> {
-        let blob = HashingWriter::new(Counted::new(out));
+        // An uncompressed blob is the tar itself: its digest is the diff_id, hashed once.
+        let blob = if compression == Compression::None {
+            HashingWriter::unhashed(Counted::new(out))
+        } else {
+            HashingWriter::new(Counted::new(out))
+        };
         Ok(LayerWriter {
             out: HashingWriter::new(Rechunk::new(Compressor::new(blob, compression)?)),
             compression,
@@ -350,14 +355,32 @@ impl<W: Write> LayerWriter<W> {
     /// Ends the tar (two zero blocks), flushes the compressor and returns the digests.
     pub fn finish(mut self) -> io::Result<(LayerDigests, W)> {
         self.out.write_all(&[0u8; 2 * BLOCK])?;
+        self.done()
+    }
+
+    /// A complete layer tar written by an earlier `LayerWriter` (end blocks included), made
+    /// this writer's layer byte for byte: compressing a staged uncompressed layer gives the
+    /// blob a streaming build would have (the compressor only ever sees whole chunks).
+    pub fn copy_tar(mut self, tar: &mut dyn Read) -> io::Result<(LayerDigests, W)> {
+        io::copy(tar, &mut self.out)?;
+        self.done()
+    }
+
+    fn done(self) -> io::Result<(LayerDigests, W)> {
         let (diff, rechunk) = self.out.into_parts();
         let blob = rechunk.finish()?.finish()?;
         let (blob_hash, counted) = blob.into_parts();
         let (inner, size) = counted.into_parts();
+        let diff_id = format!("sha256:{}", hex::encode(diff.finalize()));
+        let digest = if self.compression == Compression::None {
+            diff_id.clone()
+        } else {
+            format!("sha256:{}", hex::encode(blob_hash.finalize()))
+        };
         Ok((
             LayerDigests {
-                diff_id: format!("sha256:{}", hex::encode(diff.finalize())),
-                digest: format!("sha256:{}", hex::encode(blob_hash.finalize())),
+                diff_id,
+                digest,
                 size,
                 media_type: self.compression.media_type(),
             },
@@ -510,6 +533,38 @@ mod tests {
                 digests.windows(2).all(|p| p[0] == p[1]),
                 "{c:?}: {digests:?}"
             );
+        }
+    }
+
+    #[test]
+    fn staged_uncompressed_layer_compresses_to_the_streamed_blob() {
+        let data: Vec<u8> = (0..700_000u32).map(|i| (i % 251 ^ i / 3) as u8).collect();
+        let write = |w: &mut LayerWriter<Vec<u8>>| {
+            w.dir("hab", meta()).expect("dir");
+            w.file("hab/f", meta(), data.len() as u64, &mut &data[..])
+                .expect("file");
+            w.symlink("hab/l", "f", meta()).expect("link");
+        };
+        let mut raw = LayerWriter::new(Vec::new(), Compression::None).expect("writer");
+        write(&mut raw);
+        let (raw_d, tar) = raw.finish().expect("finish");
+        assert_eq!(raw_d.digest, raw_d.diff_id);
+        assert_eq!(raw_d.digest, sha256_digest(&tar));
+        assert_eq!(raw_d.size, tar.len() as u64);
+        for c in [Compression::Gzip, Compression::Zstd] {
+            let mut direct = LayerWriter::new(Vec::new(), c).expect("writer");
+            write(&mut direct);
+            let (want, want_blob) = direct.finish().expect("finish");
+            let (got, blob) = LayerWriter::new(Vec::new(), c)
+                .expect("writer")
+                .copy_tar(&mut PieceReader {
+                    data: &tar,
+                    piece: 4099,
+                })
+                .expect("copy");
+            assert_eq!(got, want, "{c:?}");
+            assert_eq!(blob, want_blob, "{c:?}");
+            assert_eq!(got.diff_id, raw_d.diff_id);
         }
     }
 

@@ -141,6 +141,9 @@ pub struct PushStats {
     pub requests: u64,
     /// Of those, requests to the token service.
     pub token_requests: u64,
+    /// Blobs handled (uploaded, mounted or found) before the manifest was known, while the
+    /// image was still being built (see [`Pusher`]).
+    pub blobs_early: u64,
     /// `repository:tag@digest` per tag.
     pub references: Vec<String>,
 }
@@ -201,12 +204,62 @@ pub fn push(
     opts: &RegistryOptions,
     progress: Arc<dyn PushProgress + Send>,
 ) -> Result<PushStats, RegistryError> {
-    let rt = tokio::runtime::Builder::new_multi_thread()
+    runtime()?.block_on(push::push(req, creds, opts, progress))
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, RegistryError> {
+    tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
-        .map_err(RegistryError::Runtime)?;
-    rt.block_on(push::push(req, creds, opts, progress))
+        .map_err(RegistryError::Runtime)
+}
+
+/// A push that starts before the image is complete: connected (and authenticated) at
+/// [`Pusher::start`], it uploads each blob [`Pusher::offer`]ed while the caller goes on
+/// building, then [`Pusher::finish`] pushes what is left and writes the tags. Tags are
+/// written only after every blob of the manifest is confirmed, as with [`push`]: a build
+/// that fails half-way leaves unreferenced blobs in the registry (as any interrupted push
+/// does), never a tag.
+pub struct Pusher {
+    rt: tokio::runtime::Runtime,
+    ctx: Arc<push::Ctx>,
+    tx: tokio::sync::mpsc::UnboundedSender<Blob>,
+    early: tokio::task::JoinHandle<std::collections::HashMap<String, BlobOutcome>>,
+}
+
+impl Pusher {
+    /// Connects to the registry of `repository` (`registry/path`): a wrong host or
+    /// password fails here, before the caller's work.
+    pub fn start(
+        repository: &str,
+        mount_from: &[String],
+        creds: &Credentials,
+        opts: &RegistryOptions,
+        progress: Arc<dyn PushProgress + Send>,
+    ) -> Result<Pusher, RegistryError> {
+        let rt = runtime()?;
+        let ctx =
+            Arc::new(rt.block_on(push::connect(repository, mount_from, creds, opts, progress))?);
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let early = rt.spawn(push::early(ctx.clone(), rx));
+        Ok(Pusher { rt, ctx, tx, early })
+    }
+
+    /// Queues a finished blob for upload; returns at once.
+    pub fn offer(&self, blob: Blob) {
+        // The receiver lives until `finish`: a send cannot fail before.
+        let _ = self.tx.send(blob);
+    }
+
+    /// Waits for the offered blobs, then pushes `req` (its repository must be the one
+    /// given to `start`): blobs not offered, or whose early upload failed, then the tags.
+    pub fn finish(self, req: &PushRequest) -> Result<PushStats, RegistryError> {
+        let Pusher { rt, ctx, tx, early } = self;
+        drop(tx);
+        let done = rt.block_on(early).unwrap_or_default();
+        rt.block_on(push::finish(&ctx, req, &done))
+    }
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 //! The push itself: handshake, the manifest `HEAD` shortcut per tag, blobs (HEAD, mount,
 //! monolithic or chunked upload) many at a time, then the manifest under every tag.
 
+use std::collections::HashMap;
 use std::io::{Seek, SeekFrom};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -60,79 +61,53 @@ fn client(opts: &RegistryOptions) -> Result<reqwest::Client, RegistryError> {
         })
 }
 
-/// Everything a blob upload needs, shared by the concurrent uploads.
-struct Ctx<'a> {
-    s: &'a Session,
-    repo: &'a Repository,
-    mount_from: &'a [Repository],
+/// A connected push target: everything a blob upload needs, shared by the concurrent
+/// uploads (the early ones of a [`crate::Pusher`] and the final push's).
+pub(crate) struct Ctx {
+    s: Session,
+    repo: Repository,
+    mount_from: Vec<Repository>,
+    registry: String,
+    plain_http: bool,
+    creds: Credentials,
     chunk_size: u64,
+    jobs: usize,
     progress: Arc<dyn PushProgress + Send>,
     /// Bytes sent in blob bodies, retries included (shared with the 'static body streams).
     uploaded: Arc<AtomicU64>,
 }
 
-pub(crate) async fn push(
-    req: &PushRequest,
-    creds: &Credentials,
-    opts: &RegistryOptions,
-    progress: Arc<dyn PushProgress + Send>,
-) -> Result<PushStats, RegistryError> {
-    let repo = parse_repository(&req.repository)?;
-    let registry = repo.registry.clone();
-    let mut mount_from = Vec::new();
-    for m in &req.mount_from {
-        let r = parse_repository(m)?;
-        if r.host == repo.host && r.path != repo.path && !mount_from.contains(&r) {
-            mount_from.push(r);
+impl Ctx {
+    /// The hint for a refused request: a token the registry would not take (expired, or
+    /// for another service) is a different problem from a wrong password.
+    fn refused(&self) -> String {
+        match self.s.token_realm() {
+            Some(realm) => format!(
+                "hint: the registry refused the token issued by {realm}: it expired or is not valid for this registry (check that this machine's clock and the token service's agree), or the credentials lack access to {}",
+                self.repo.path
+            ),
+            None => format!(
+                "hint: the registry refused the credentials: check --username and --password, or the docker login for {}",
+                self.registry
+            ),
         }
     }
-    let plain_http =
-        opts.insecure.contains(&registry) || (opts.ca_certs.is_empty() && is_loopback(&registry));
-    let base = Url::parse(&format!(
-        "{}://{}/",
-        if plain_http { "http" } else { "https" },
-        repo.host
-    ))
-    .map_err(|e| RegistryError::Reference {
-        reference: req.repository.clone(),
-        detail: e.to_string(),
-    })?;
-    let mut scopes = vec![format!("repository:{}:pull,push", repo.path)];
-    scopes.extend(
-        mount_from
-            .iter()
-            .map(|m| format!("repository:{}:pull", m.path)),
-    );
-    let s = Session::new(client(opts)?, base, creds.clone(), scopes, opts.attempts);
 
-    // The hint for a refused request: a token the registry would not take (expired, or
-    // for another service) is a different problem from a wrong password.
-    let refused = |s: &Session| match s.token_realm() {
-        Some(realm) => format!(
-            "hint: the registry refused the token issued by {realm}: it expired or is not valid for this registry (check that this machine's clock and the token service's agree), or the credentials lack access to {}",
-            repo.path
-        ),
-        None => format!(
-            "hint: the registry refused the credentials: check --username and --password, or the docker login for {registry}"
-        ),
-    };
-    let fail = |what: &str, f: Failure| {
-        let mut detail = clean(&f.detail, creds);
+    fn fail(&self, what: &str, f: Failure) -> RegistryError {
+        let registry = self.registry.clone();
+        let mut detail = clean(&f.detail, &self.creds);
         if f.auth {
-            return RegistryError::Auth {
-                registry: registry.clone(),
-                detail,
-            };
+            return RegistryError::Auth { registry, detail };
         }
         match f.status {
-            Some(401) => detail = format!("{detail}\n{}", refused(&s)),
+            Some(401) => detail = format!("{detail}\n{}", self.refused()),
             Some(403) => {
                 detail = format!(
                     "{detail}\nhint: the credentials are valid but may not push to {}",
-                    repo.path
+                    self.repo.path
                 )
             }
-            Some(400) if plain_http => {
+            Some(400) if self.plain_http => {
                 detail = format!(
                     "{detail}\nhint: this registry was spoken to over plain HTTP; if it serves TLS, pass --ca-cert with its CA"
                 )
@@ -145,13 +120,71 @@ pub(crate) async fn push(
             } else {
                 what.to_owned()
             },
-            registry: registry.clone(),
+            registry,
             detail,
         }
-    };
+    }
 
-    // Handshake: `GET /v2/` finds out how the registry wants to be spoken to (and answers
-    // a 401 with the credentials), so that a wrong password or host fails before any work.
+    /// One blob with progress events and the error a user reads.
+    async fn blob(&self, blob: &Blob) -> Result<BlobOutcome, RegistryError> {
+        self.progress.blob_started(&blob.digest, blob.size);
+        let outcome = push_blob(self, blob)
+            .await
+            .map_err(|f| self.fail(&format!("uploading blob {}", blob.digest), f))?;
+        self.progress.blob_finished(&blob.digest, outcome);
+        Ok(outcome)
+    }
+}
+
+/// Parses the target, then the handshake: `GET /v2/` finds out how the registry wants to
+/// be spoken to (and answers a 401 with the credentials), so that a wrong password or host
+/// fails before any work.
+pub(crate) async fn connect(
+    repository: &str,
+    mount_from: &[String],
+    creds: &Credentials,
+    opts: &RegistryOptions,
+    progress: Arc<dyn PushProgress + Send>,
+) -> Result<Ctx, RegistryError> {
+    let repo = parse_repository(repository)?;
+    let registry = repo.registry.clone();
+    let mut sources = Vec::new();
+    for m in mount_from {
+        let r = parse_repository(m)?;
+        if r.host == repo.host && r.path != repo.path && !sources.contains(&r) {
+            sources.push(r);
+        }
+    }
+    let plain_http =
+        opts.insecure.contains(&registry) || (opts.ca_certs.is_empty() && is_loopback(&registry));
+    let base = Url::parse(&format!(
+        "{}://{}/",
+        if plain_http { "http" } else { "https" },
+        repo.host
+    ))
+    .map_err(|e| RegistryError::Reference {
+        reference: repository.to_owned(),
+        detail: e.to_string(),
+    })?;
+    let mut scopes = vec![format!("repository:{}:pull,push", repo.path)];
+    scopes.extend(
+        sources
+            .iter()
+            .map(|m| format!("repository:{}:pull", m.path)),
+    );
+    let ctx = Ctx {
+        s: Session::new(client(opts)?, base, creds.clone(), scopes, opts.attempts),
+        repo,
+        mount_from: sources,
+        registry,
+        plain_http,
+        creds: creds.clone(),
+        chunk_size: opts.chunk_size.max(1),
+        jobs: opts.jobs.max(1),
+        progress,
+        uploaded: Arc::new(AtomicU64::new(0)),
+    };
+    let s = &ctx.s;
     s.retrying(|| async {
         s.expect(&[StatusCode::OK], &|c| Ok(c.get(s.url("/v2/"))))
             .await
@@ -160,68 +193,95 @@ pub(crate) async fn push(
     .await
     .map_err(|f| match f.status {
         Some(401) => RegistryError::Auth {
-            registry: registry.clone(),
-            detail: format!("{}\n{}", clean(&f.detail, creds), refused(&s)),
+            registry: ctx.registry.clone(),
+            detail: format!("{}\n{}", clean(&f.detail, creds), ctx.refused()),
         },
-        _ => fail("checking the registry API (/v2/)", f),
+        _ => ctx.fail("checking the registry API (/v2/)", f),
     })?;
+    Ok(ctx)
+}
 
+pub(crate) async fn push(
+    req: &PushRequest,
+    creds: &Credentials,
+    opts: &RegistryOptions,
+    progress: Arc<dyn PushProgress + Send>,
+) -> Result<PushStats, RegistryError> {
+    let ctx = connect(&req.repository, &req.mount_from, creds, opts, progress).await?;
+    finish(&ctx, req, &HashMap::new()).await
+}
+
+/// Uploads blobs as they arrive on `rx` (a [`crate::Pusher`]'s early blobs), `jobs` at a
+/// time. A blob that fails here is left out of the answer: the final push tries it again
+/// and reports its error.
+pub(crate) async fn early(
+    ctx: Arc<Ctx>,
+    rx: tokio::sync::mpsc::UnboundedReceiver<Blob>,
+) -> HashMap<String, BlobOutcome> {
+    let jobs = ctx.jobs;
+    tokio_stream_of(rx)
+        .map(|blob| {
+            let ctx = ctx.clone();
+            async move { ctx.blob(&blob).await.ok().map(|o| (blob.digest, o)) }
+        })
+        .buffer_unordered(jobs)
+        .filter_map(|o| async move { o })
+        .collect()
+        .await
+}
+
+fn tokio_stream_of<T: 'static>(
+    mut rx: tokio::sync::mpsc::UnboundedReceiver<T>,
+) -> impl futures_util::Stream<Item = T> {
+    stream::poll_fn(move |cx| rx.poll_recv(cx))
+}
+
+/// The rest of a push once every blob is known: the manifest `HEAD` shortcut per tag, the
+/// blobs not in `done` (handled earlier by a [`crate::Pusher`]), then the tags.
+pub(crate) async fn finish(
+    ctx: &Ctx,
+    req: &PushRequest,
+    done: &HashMap<String, BlobOutcome>,
+) -> Result<PushStats, RegistryError> {
+    let s = &ctx.s;
+    let repo = &ctx.repo;
     let mut stats = PushStats::default();
+    let mut outcomes: Vec<BlobOutcome> = req
+        .blobs
+        .iter()
+        .filter_map(|b| done.get(&b.digest).copied())
+        .collect();
+    stats.blobs_early = outcomes.len() as u64;
     // The manifest HEAD shortcut: tags that already point at this image need nothing.
     let mut pending_tags = Vec::new();
+    let mut unchanged = 0;
+    let mut references = Vec::new();
     for tag in &req.tags {
         let current = s
-            .retrying(|| manifest_digest(&s, &repo, tag))
+            .retrying(|| manifest_digest(s, repo, tag))
             .await
-            .map_err(|f| fail(&format!("checking tag {tag}"), f))?;
+            .map_err(|f| ctx.fail(&format!("checking tag {tag}"), f))?;
         if current.as_deref() == Some(req.manifest_digest.as_str()) {
-            stats.tags_unchanged += 1;
-            stats
-                .references
-                .push(format!("{}:{tag}@{}", req.repository, req.manifest_digest));
+            unchanged += 1;
+            references.push(format!("{}:{tag}@{}", req.repository, req.manifest_digest));
         } else {
             pending_tags.push(tag.clone());
         }
     }
     if !pending_tags.is_empty() {
-        let ctx = Ctx {
-            s: &s,
-            repo: &repo,
-            mount_from: &mount_from,
-            chunk_size: opts.chunk_size.max(1),
-            progress,
-            uploaded: Arc::new(AtomicU64::new(0)),
-        };
-        let outcomes: Vec<BlobOutcome> = stream::iter(req.blobs.iter())
-            .map(|blob| {
-                let ctx = &ctx;
-                let fail = &fail;
-                async move {
-                    ctx.progress.blob_started(&blob.digest, blob.size);
-                    let outcome = push_blob(ctx, blob)
-                        .await
-                        .map_err(|f| fail(&format!("uploading blob {}", blob.digest), f))?;
-                    ctx.progress.blob_finished(&blob.digest, outcome);
-                    Ok::<_, RegistryError>(outcome)
-                }
-            })
-            .buffer_unordered(opts.jobs.max(1))
-            .try_collect()
-            .await?;
-        for o in outcomes {
-            match o {
-                BlobOutcome::Skipped => stats.blobs_skipped += 1,
-                BlobOutcome::Mounted => stats.blobs_mounted += 1,
-                BlobOutcome::Uploaded => stats.blobs_uploaded += 1,
-            }
-        }
-        stats.bytes_uploaded = ctx.uploaded.load(Ordering::Relaxed);
+        let rest: Vec<BlobOutcome> =
+            stream::iter(req.blobs.iter().filter(|b| !done.contains_key(&b.digest)))
+                .map(|blob| ctx.blob(blob))
+                .buffer_unordered(ctx.jobs)
+                .try_collect()
+                .await?;
+        outcomes.extend(rest);
 
         // Every blob is confirmed: now, and only now, the tags.
         let content_type = HeaderValue::from_str(&req.manifest_media_type).map_err(|_| {
             RegistryError::Request {
                 what: "manifest media type".into(),
-                registry: registry.clone(),
+                registry: ctx.registry.clone(),
                 detail: req.manifest_media_type.clone(),
             }
         })?;
@@ -235,11 +295,11 @@ pub(crate) async fn push(
             let resp = s
                 .retrying(|| s.expect(&[StatusCode::CREATED, StatusCode::OK], &put))
                 .await
-                .map_err(|f| fail(&format!("writing tag {tag}"), f))?;
+                .map_err(|f| ctx.fail(&format!("writing tag {tag}"), f))?;
             if let Some(d) = header(&resp, "docker-content-digest")
                 && d != req.manifest_digest
             {
-                return Err(fail(
+                return Err(ctx.fail(
                     &format!("writing tag {tag}"),
                     Failure::other(format!(
                         "the registry stored the manifest as {d}, not {}",
@@ -248,11 +308,19 @@ pub(crate) async fn push(
                 ));
             }
             stats.tags_written += 1;
-            stats
-                .references
-                .push(format!("{}:{tag}@{}", req.repository, req.manifest_digest));
+            references.push(format!("{}:{tag}@{}", req.repository, req.manifest_digest));
         }
     }
+    for o in outcomes {
+        match o {
+            BlobOutcome::Skipped => stats.blobs_skipped += 1,
+            BlobOutcome::Mounted => stats.blobs_mounted += 1,
+            BlobOutcome::Uploaded => stats.blobs_uploaded += 1,
+        }
+    }
+    stats.tags_unchanged = unchanged;
+    stats.references = references;
+    stats.bytes_uploaded = ctx.uploaded.load(Ordering::Relaxed);
     stats.requests = s.requests();
     stats.token_requests = s.token_requests();
     Ok(stats)
@@ -302,8 +370,8 @@ async fn manifest_digest(
 /// One blob: skip it if present, mount it if a source repository has it, else upload it.
 /// Each attempt of the upload starts over in a new upload session, streaming from the
 /// file's start, so a fault mid-way leaves nothing half-written behind.
-async fn push_blob(ctx: &Ctx<'_>, blob: &Blob) -> Result<BlobOutcome, Failure> {
-    let s = ctx.s;
+async fn push_blob(ctx: &Ctx, blob: &Blob) -> Result<BlobOutcome, Failure> {
+    let s = &ctx.s;
     let url = s.url(&format!("/v2/{}/blobs/{}", ctx.repo.path, blob.digest));
     let present = s
         .retrying(|| async {
@@ -333,8 +401,8 @@ async fn push_blob(ctx: &Ctx<'_>, blob: &Blob) -> Result<BlobOutcome, Failure> {
 
 /// Opens an upload session (trying the mount sources first; a registry that cannot mount
 /// answers a mount with a new session), then sends the blob.
-async fn upload(ctx: &Ctx<'_>, blob: &Blob) -> Result<BlobOutcome, Failure> {
-    let s = ctx.s;
+async fn upload(ctx: &Ctx, blob: &Blob) -> Result<BlobOutcome, Failure> {
+    let s = &ctx.s;
     let uploads = s.url(&format!("/v2/{}/blobs/uploads/", ctx.repo.path));
     let mut session = None;
     for (i, src) in ctx.mount_from.iter().enumerate() {
@@ -397,8 +465,8 @@ async fn upload(ctx: &Ctx<'_>, blob: &Blob) -> Result<BlobOutcome, Failure> {
 }
 
 /// The chunked upload of the distribution spec: PATCH the blob in ranges, then PUT the digest.
-async fn upload_chunked(ctx: &Ctx<'_>, blob: &Blob) -> Result<(), Failure> {
-    let s = ctx.s;
+async fn upload_chunked(ctx: &Ctx, blob: &Blob) -> Result<(), Failure> {
+    let s = &ctx.s;
     let uploads = s.url(&format!("/v2/{}/blobs/uploads/", ctx.repo.path));
     let resp = s
         .expect(&[StatusCode::ACCEPTED], &|c| {
@@ -449,7 +517,7 @@ fn confirm(resp: &reqwest::Response, blob: &Blob) -> Result<(), Failure> {
 
 /// `len` bytes of the blob file from `offset`, streamed (memory does not grow with the
 /// blob), counted into the totals and the progress.
-fn file_body(ctx: &Ctx<'_>, blob: &Blob, offset: u64, len: u64) -> Result<reqwest::Body, Failure> {
+fn file_body(ctx: &Ctx, blob: &Blob, offset: u64, len: u64) -> Result<reqwest::Body, Failure> {
     let file = std::fs::File::open(&blob.path)
         .and_then(|mut f| f.seek(SeekFrom::Start(offset)).map(|_| f))
         .map_err(|e| Failure::other(format!("reading {}: {e}", blob.path.display())))?;

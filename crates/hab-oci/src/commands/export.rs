@@ -104,16 +104,20 @@ fn docker_daemon_answers() -> bool {
         .is_ok_and(|s| s.success())
 }
 
+/// Called with each finished layer (index, digest, size): the early push.
+type OnLayer<'a> = Box<dyn Fn(usize, &str, u64) + Send + Sync + 'a>;
+
 /// Progress bars: one per layer being built, on stderr; hidden when quiet or not a terminal.
-struct Bars {
+struct Bars<'a> {
     multi: MultiProgress,
     bars: Mutex<HashMap<usize, ProgressBar>>,
     total_layers: usize,
     done: ProgressBar,
+    on_layer: Option<OnLayer<'a>>,
 }
 
-impl Bars {
-    fn new(printer: &Printer, total_layers: usize) -> Bars {
+impl Bars<'_> {
+    fn new(printer: &Printer, total_layers: usize) -> Bars<'static> {
         let multi = MultiProgress::with_draw_target(if printer.progress_enabled() {
             ProgressDrawTarget::stderr()
         } else {
@@ -130,11 +134,12 @@ impl Bars {
             bars: Mutex::new(HashMap::new()),
             total_layers,
             done,
+            on_layer: None,
         }
     }
 }
 
-impl Progress for Bars {
+impl Progress for Bars<'_> {
     fn layer_started(&self, index: usize, label: &str, total: u64) {
         let bar = self
             .multi
@@ -156,7 +161,10 @@ impl Progress for Bars {
             b.inc(bytes);
         }
     }
-    fn layer_finished(&self, index: usize, _digest: &str, _size: u64) {
+    fn layer_finished(&self, index: usize, digest: &str, size: u64) {
+        if let Some(f) = &self.on_layer {
+            f(index, digest, size);
+        }
         if let Some(b) = self.bars.lock().ok().and_then(|mut b| b.remove(&index)) {
             b.finish_and_clear();
         }
@@ -320,12 +328,48 @@ pub(crate) fn run(a: &ExportArgs, printer: &Printer) -> Result<ExitCode> {
     ));
     let staging = output_set.staging()?;
     let store = OciDir::create(staging.path())?;
-    let bars = Bars::new(printer, plan.layers.len() + 1);
+    let mut bars = Bars::new(printer, plan.layers.len() + 1);
     if let Some(c) = &cache
         && a.push_image
         && output_set.outputs.is_empty()
     {
         c.trust_pushed_to(&plan.naming.name);
+    }
+    // The push starts with the build: each package layer goes up as soon as it is built,
+    // unless an earlier push confirmed it in this repository (then the final push finds it
+    // with one HEAD, or not at all when the tags already point at this image).
+    let pusher = if a.push_image {
+        Some(Arc::new(super::push::start(
+            a,
+            &plan.naming,
+            &bars.multi,
+            printer,
+        )?))
+    } else {
+        None
+    };
+    if let Some(p) = pusher.clone() {
+        let early: Vec<bool> = (0..plan.layers.len())
+            .map(|i| {
+                let members = export::plan::layer_members(&closure, &plan, i);
+                let sums: Vec<&str> = members.iter().map(|p| p.hart.checksum()).collect();
+                !cache.as_deref().is_some_and(|c| {
+                    c.pushed_to(&LayerCache::key(&sums, compression), &plan.naming.name)
+                })
+            })
+            .collect();
+        let store = &store;
+        bars.on_layer = Some(Box::new(move |index, digest, size| {
+            if early.get(index) == Some(&true)
+                && let Ok(path) = store.blob_path(digest)
+            {
+                p.offer(oci_registry::Blob {
+                    digest: digest.to_owned(),
+                    size,
+                    path,
+                });
+            }
+        }));
     }
     let image = export::native::build(
         &closure,
@@ -335,14 +379,16 @@ pub(crate) fn run(a: &ExportArgs, printer: &Printer) -> Result<ExitCode> {
         cache.as_deref(),
         &bars,
     )?;
+    bars.on_layer = None;
     if let Some(c) = &cache {
         // A cache over its bound is trimmed, never a reason to fail the export.
         if let Err(e) = c.evict() {
             printer.status(&format!("warning: trimming the layer cache: {e}"));
         }
     }
-    let pushed = if a.push_image {
-        let report = super::push::push(a, &store, &image, &plan.naming, printer)?;
+    let pushed = if let Some(pusher) = pusher {
+        let pusher = Arc::into_inner(pusher).context("the early push is still referenced")?;
+        let report = super::push::finish(pusher, a, &store, &image, &plan.naming, printer)?;
         if let Some(c) = &cache {
             // Every blob is in the repository now: later push-only exports need not read them.
             for l in &image.layers {

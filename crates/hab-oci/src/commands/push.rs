@@ -7,9 +7,11 @@ use anyhow::{Context, Result};
 use export::Naming;
 use export::naming::registry_of;
 use export::report::PushReport;
-use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use oci_image::{BuiltImage, OciDir};
-use oci_registry::{Blob, BlobOutcome, Credentials, PushProgress, PushRequest, RegistryOptions};
+use oci_registry::{
+    Blob, BlobOutcome, Credentials, PushProgress, PushRequest, Pusher, RegistryOptions,
+};
 
 use crate::cli::ExportArgs;
 use crate::printer::Printer;
@@ -64,15 +66,8 @@ impl PushProgress for PushBars {
     }
 }
 
-pub(crate) fn push(
-    a: &ExportArgs,
-    store: &OciDir,
-    image: &BuiltImage,
-    naming: &Naming,
-    printer: &Printer,
-) -> Result<PushReport> {
-    let registry = registry_of(&naming.name);
-    let creds = match (&a.username, &a.password, a.password_stdin) {
+fn credentials(a: &ExportArgs, registry: &str) -> Result<Credentials> {
+    Ok(match (&a.username, &a.password, a.password_stdin) {
         (Some(u), Some(p), _) => Credentials::Basic {
             username: u.clone(),
             password: p.clone(),
@@ -87,8 +82,48 @@ pub(crate) fn push(
                 password: p.trim_end_matches(['\n', '\r']).to_owned(),
             }
         }
-        _ => Credentials::from_docker_config(&registry),
+        _ => Credentials::from_docker_config(registry),
+    })
+}
+
+/// Connects to the registry before the build, so that the build's layers can go up while
+/// the rest is still being built. Upload bars join the build's `multi`.
+pub(crate) fn start(
+    a: &ExportArgs,
+    naming: &Naming,
+    multi: &MultiProgress,
+    printer: &Printer,
+) -> Result<Pusher> {
+    let registry = registry_of(&naming.name);
+    let creds = credentials(a, &registry)?;
+    let opts = RegistryOptions {
+        insecure: a.insecure_registry.clone(),
+        ca_certs: a.ca_cert.clone(),
+        jobs: usize::from(a.jobs),
+        chunk_size: a.push_chunk_size,
+        ..RegistryOptions::default()
     };
+    printer.status(&format!(
+        "Pushing {} to {registry} (layers go up as they are built)",
+        naming.name
+    ));
+    let bars = Arc::new(PushBars {
+        multi: multi.clone(),
+        bars: Mutex::new(Vec::new()),
+    });
+    Pusher::start(&naming.name, &a.mount_from, &creds, &opts, bars)
+        .with_context(|| format!("pushing {}", naming.name))
+}
+
+/// The push's end: the blobs not uploaded yet, then the tags.
+pub(crate) fn finish(
+    pusher: Pusher,
+    a: &ExportArgs,
+    store: &OciDir,
+    image: &BuiltImage,
+    naming: &Naming,
+    printer: &Printer,
+) -> Result<PushReport> {
     let mut blobs: Vec<Blob> = Vec::new();
     for l in &image.layers {
         if !blobs.iter().any(|b| b.digest == l.digests.digest) {
@@ -113,31 +148,17 @@ pub(crate) fn push(
         manifest_media_type: "application/vnd.oci.image.manifest.v1+json".into(),
         mount_from: a.mount_from.clone(),
     };
-    let opts = RegistryOptions {
-        insecure: a.insecure_registry.clone(),
-        ca_certs: a.ca_cert.clone(),
-        jobs: usize::from(a.jobs),
-        chunk_size: a.push_chunk_size,
-        ..RegistryOptions::default()
-    };
-    printer.status(&format!("Pushing {} to {registry}", naming.name));
-    let bars = Arc::new(PushBars {
-        multi: MultiProgress::with_draw_target(if printer.progress_enabled() {
-            ProgressDrawTarget::stderr()
-        } else {
-            ProgressDrawTarget::hidden()
-        }),
-        bars: Mutex::new(Vec::new()),
-    });
-    let stats = oci_registry::push(&req, &creds, &opts, bars)
+    let stats = pusher
+        .finish(&req)
         .with_context(|| format!("pushing {}", naming.name))?;
     printer.status(&format!(
-        "Pushed {}: {} blobs uploaded ({} bytes), {} mounted, {} already there; {} tags written, {} unchanged; {} requests",
+        "Pushed {}: {} blobs uploaded ({} bytes), {} mounted, {} already there, {} of them while building; {} tags written, {} unchanged; {} requests",
         naming.name,
         stats.blobs_uploaded,
         stats.bytes_uploaded,
         stats.blobs_mounted,
         stats.blobs_skipped,
+        stats.blobs_early,
         stats.tags_written,
         stats.tags_unchanged,
         stats.requests
@@ -147,6 +168,7 @@ pub(crate) fn push(
         blobs_skipped: stats.blobs_skipped,
         blobs_mounted: stats.blobs_mounted,
         blobs_uploaded: stats.blobs_uploaded,
+        blobs_early: stats.blobs_early,
         bytes_uploaded: stats.bytes_uploaded,
         tags_written: stats.tags_written,
         tags_unchanged: stats.tags_unchanged,
