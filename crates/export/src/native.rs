@@ -120,17 +120,17 @@ fn compress_staged(
     let (path, digest) = cache.blob_for(&key)?;
     let members = [member];
     progress.layer_started(index, &layer_label(&members), member.metadata.unpacked_size);
-    let mut tar = oci_image::digest::HashingReader::new(Advancing {
+    let mut tar = Advancing {
         inner: std::fs::File::open(&path).ok()?,
         index,
         progress,
-    });
+    };
     let blob = store.blob_writer().ok()?;
     let w = LayerWriter::new(BufWriter::with_capacity(1 << 20, blob), compression).ok()?;
-    // A write error (full disk) leaves the staged entry alone; bytes that do not hash to
-    // its digest remove it.
+    // A write error (full disk) leaves the staged entry alone; a tar that does not hash to
+    // its digest (an uncompressed blob's digest is its diff_id) removes it.
     let (digests, buf) = w.copy_tar(&mut tar).ok()?;
-    if tar.digest() != digest {
+    if digests.diff_id != digest {
         cache.discard(&key);
         return None;
     }
