@@ -13,7 +13,7 @@ use hart::{
 use crate::error::DepotError;
 
 /// Where to look, resolved by the caller (flags, environment, defaults).
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct DepotSettings {
     /// Directories of `.hart` files. Each may be a plain directory of harts or a
     /// `hab pkg download --download-directory` tree (`artifacts/`, `keys/`); its keys are used.
@@ -29,6 +29,22 @@ pub struct DepotSettings {
     /// A directory of metadata records by hart checksum: a package seen before is not
     /// decoded again (it is still verified). `None`: no persistent cache.
     pub metadata_cache: Option<PathBuf>,
+    /// Bytes one payload may decode to (a bound against decompression bombs).
+    pub max_unpacked: u64,
+}
+
+impl Default for DepotSettings {
+    fn default() -> Self {
+        DepotSettings {
+            sources: Vec::new(),
+            artifact_caches: Vec::new(),
+            key_dirs: Vec::new(),
+            target: None,
+            decode_threads: 1,
+            metadata_cache: None,
+            max_unpacked: hart::DEFAULT_MAX_UNPACKED,
+        }
+    }
 }
 
 /// What a file name says, when it is in Habitat's canonical form
@@ -94,6 +110,7 @@ pub struct Depot {
     pub(crate) decode: DecodeOptions,
     loaded: Mutex<HashMap<PathBuf, Loaded>>,
     metadata_cache: Option<PathBuf>,
+    max_unpacked: u64,
     tap: Option<Arc<dyn PayloadTap>>,
 }
 
@@ -155,6 +172,7 @@ impl Depot {
             },
             loaded: Mutex::new(HashMap::new()),
             metadata_cache: settings.metadata_cache.clone(),
+            max_unpacked: settings.max_unpacked,
             tap: None,
         })
     }
@@ -182,7 +200,9 @@ impl Depot {
         if let Some(l) = self.loaded.lock().ok().and_then(|m| m.get(path).cloned()) {
             return Ok(l);
         }
-        let hart = Hart::open(path)?.verify(&self.keys)?;
+        let hart = Hart::open(path)?
+            .verify(&self.keys)?
+            .with_max_unpacked(self.max_unpacked);
         let metadata = match self.cached_metadata(hart.checksum()) {
             Some(m) => m,
             None => {

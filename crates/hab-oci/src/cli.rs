@@ -59,6 +59,10 @@ pub(crate) struct SourceArgs {
     /// Platform of the image.
     #[arg(long, value_name = "TARGET", default_value = "x86_64-linux")]
     pub(crate) target: String,
+    /// Most bytes one package's payload may unpack to: a small hart that inflates beyond it
+    /// is refused (a decompression bomb cannot fill the disk).
+    #[arg(long, value_name = "SIZE", default_value = "8G", value_parser = parse_size)]
+    pub(crate) max_unpacked_size: u64,
 }
 
 #[derive(Debug, Args, Clone)]

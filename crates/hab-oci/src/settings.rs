@@ -55,7 +55,7 @@ pub(crate) fn cache_root() -> Option<PathBuf> {
 /// computes changes: old records would otherwise still answer (records that no longer
 /// parse are rebuilt anyway).
 pub(crate) fn metadata_dir(root: &std::path::Path) -> PathBuf {
-    root.join("metadata-v1")
+    root.join("metadata-v2")
 }
 
 /// `use_cache`: keep package metadata in hab-oci's cache, so a package seen before is
@@ -69,6 +69,7 @@ pub(crate) fn depot(args: &SourceArgs, use_cache: bool) -> Result<DepotSettings>
         target: Some(target),
         decode_threads: 1,
         metadata_cache: cache_root().filter(|_| use_cache).map(|r| metadata_dir(&r)),
+        max_unpacked: args.max_unpacked_size,
     })
 }
 

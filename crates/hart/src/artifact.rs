@@ -361,6 +361,7 @@ impl Hart {
             payload_hash: computed,
             payload_len,
             file_len: pos,
+            max_unpacked: DEFAULT_MAX_UNPACKED,
         })
     }
 }
@@ -374,7 +375,13 @@ pub struct VerifiedHart {
     payload_hash: String,
     payload_len: u64,
     file_len: u64,
+    max_unpacked: u64,
 }
+
+/// How many bytes a payload may decode to unless told otherwise: generous for real
+/// packages (the largest Habitat packages unpack to a few GB), a bound for a small hart that
+/// inflates without end (xz packs a GB of zeros into ~150 KB).
+pub const DEFAULT_MAX_UNPACKED: u64 = 8 << 30;
 
 /// How many threads xz decoding may use for one payload (multi-block streams decode blocks
 /// in parallel; a single-block stream decodes on one thread whatever this says).
@@ -420,6 +427,17 @@ impl VerifiedHart {
     /// is decoded: if the file changed since verification, reading fails at the end instead
     /// of returning unverified bytes as good. liblzma's multi-threaded decoder is built by
     /// hand because its `new_parallel` leaves `memlimit_threading` at 0, i.e. one thread.
+    /// Bounds what [`VerifiedHart::payload`] may decode to: beyond `max` bytes, reading
+    /// fails (the whole tar stream counts, headers and padding included).
+    pub fn with_max_unpacked(mut self, max: u64) -> VerifiedHart {
+        self.max_unpacked = max;
+        self
+    }
+
+    pub fn max_unpacked(&self) -> u64 {
+        self.max_unpacked
+    }
+
     pub fn payload(&self, opts: DecodeOptions) -> Result<impl Read + use<>, HartError> {
         let mut file = File::open(&self.hart.path).map_err(self.hart.io_err())?;
         file.seek(SeekFrom::Start(self.hart.header_len))
@@ -439,10 +457,45 @@ impl VerifiedHart {
                 path: self.hart.path.clone(),
                 source: io::Error::other(e),
             })?;
-        Ok(liblzma::read::XzDecoder::new_stream(
-            BufReader::with_capacity(256 * 1024, checked),
-            stream,
-        ))
+        Ok(Bounded {
+            inner: liblzma::read::XzDecoder::new_stream(
+                BufReader::with_capacity(256 * 1024, checked),
+                stream,
+            ),
+            left: self.max_unpacked,
+            max: self.max_unpacked,
+        })
+    }
+}
+
+/// Fails a read that would go beyond `max` decoded bytes: a decompression bomb stops at the
+/// bound instead of filling a disk or running for hours.
+struct Bounded<R> {
+    inner: R,
+    left: u64,
+    max: u64,
+}
+
+impl<R: Read> Read for Bounded<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.left == 0 {
+            // At the bound: only the end of the stream may follow.
+            let mut probe = [0u8; 1];
+            return match self.inner.read(&mut probe)? {
+                0 => Ok(0),
+                _ => Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!(
+                        "the payload unpacks to more than {} bytes, the limit (--max-unpacked-size); a small package that inflates this much is a decompression bomb",
+                        self.max
+                    ),
+                )),
+            };
+        }
+        let want = buf.len().min(usize::try_from(self.left).unwrap_or(usize::MAX));
+        let n = self.inner.read(&mut buf[..want])?;
+        self.left -= n as u64;
+        Ok(n)
     }
 }
 

@@ -12,7 +12,9 @@ pub mod keys;
 pub mod metadata;
 pub mod pack;
 
-pub use artifact::{DecodeOptions, Hart, HartError, Header, HeaderError, VerifiedHart};
+pub use artifact::{
+    DEFAULT_MAX_UNPACKED, DecodeOptions, Hart, HartError, Header, HeaderError, VerifiedHart,
+};
 pub use ident::{IdentError, PackageIdent, PackageTarget};
 pub use keys::{KeyDirs, KeyError, KeyLookupError, NamedRevision, PublicKey, SecretKey};
 pub use metadata::{MetadataRecord, PackageMetadata};

@@ -66,6 +66,10 @@ pub struct PackageMetadata {
     /// else `hooks/run` (a Handlebars template the Supervisor renders).
     pub run_script: Option<String>,
     pub has_install_hook: bool,
+    /// Regular files with the setuid or setgid bit, relative to the prefix. They are kept
+    /// in images (as Habitat installs them); the export warns about them.
+    #[serde(default)]
+    pub setuid: Vec<String>,
     /// Number of tar entries and bytes of regular-file content.
     pub entries: u64,
     pub unpacked_size: u64,
@@ -218,6 +222,7 @@ impl VerifiedHart {
         let mut files = BTreeMap::new();
         let (mut entries, mut unpacked_size) = (0u64, 0u64);
         let (mut is_service, mut has_install_hook) = (false, false);
+        let mut setuid: Vec<String> = Vec::new();
         let mut run_script: Option<String> = None;
         // Non-directory entries as (parent, name) relative to the prefix; filtered against
         // PATH at the end, since PATH may come after them in the tar.
@@ -249,6 +254,9 @@ impl VerifiedHart {
             let kind = entry.header().entry_type();
             if kind.is_file() {
                 unpacked_size += entry.size();
+                if entry.header().mode().is_ok_and(|m| m & 0o6000 != 0) {
+                    setuid.push(rest.join("/"));
+                }
             }
             if !kind.is_dir()
                 && let Some((name, parent)) = rest.split_last()
@@ -373,6 +381,7 @@ impl VerifiedHart {
             is_service,
             run_script,
             has_install_hook,
+            setuid,
             entries,
             unpacked_size,
             files,

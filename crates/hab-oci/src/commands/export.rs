@@ -314,6 +314,15 @@ pub(crate) fn run(a: &ExportArgs, printer: &Printer) -> Result<ExitCode> {
                 p.ident()
             ));
         }
+        // Kept, as `hab pkg install` and docker's COPY keep them: the origin signed them.
+        // Said out loud because they matter for images that run as a non-root --user.
+        if !p.metadata.setuid.is_empty() {
+            printer.status(&format!(
+                "warning: {} has setuid/setgid files, kept as packaged: {}",
+                p.ident(),
+                p.metadata.setuid.join(", ")
+            ));
+        }
     }
     if a.engine != "native" {
         let bars = Bars::new(printer, plan.layers.len() + 1);
