@@ -492,7 +492,9 @@ impl<R: Read> Read for Bounded<R> {
                 )),
             };
         }
-        let want = buf.len().min(usize::try_from(self.left).unwrap_or(usize::MAX));
+        let want = buf
+            .len()
+            .min(usize::try_from(self.left).unwrap_or(usize::MAX));
         let n = self.inner.read(&mut buf[..want])?;
         self.left -= n as u64;
         Ok(n)
@@ -532,6 +534,23 @@ impl Read for RehashReader {
 mod tests {
     use super::*;
     use std::io::Cursor;
+
+    #[test]
+    fn the_unpacked_bound_allows_exactly_its_size() {
+        let read = |len: usize, max: u64| {
+            let mut b = Bounded {
+                inner: Cursor::new(vec![7u8; len]),
+                left: max,
+                max,
+            };
+            let mut out = Vec::new();
+            b.read_to_end(&mut out).map(|_| out.len())
+        };
+        assert_eq!(read(1000, 1000).expect("at the bound"), 1000);
+        assert_eq!(read(999, 1000).expect("below"), 999);
+        let err = read(1001, 1000).expect_err("above");
+        assert!(err.to_string().contains("more than 1000 bytes"), "{err}");
+    }
 
     fn header_of(text: &[u8]) -> Result<(Header, u64), HeaderReadError> {
         parse_header(&mut Cursor::new(text.to_vec()))

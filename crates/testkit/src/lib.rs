@@ -385,13 +385,25 @@ pub enum RawEntry {
     Hardlink(String, String),
     Fifo(String),
     CharDevice(String),
+    /// A regular file of `size` zero bytes, streamed (a decompression bomb's body).
+    Zeros(String, u64),
+    /// A regular file with the given mode (setuid and friends).
+    Mode(String, Vec<u8>, u32),
 }
 
 /// A signed hart built from raw tar entries, bypassing our packer's checks: for tests of
 /// what hab-oci must refuse.
 pub fn raw_hart(key: &SecretKey, entries: &[RawEntry]) -> Result<Vec<u8>> {
-    use std::io::Write as _;
-    let mut tar = tar::Builder::new(Vec::new());
+    let payload = raw_payload(entries)?;
+    let mut out = hart::pack::sign_bytes(key, &payload);
+    out.extend_from_slice(&payload);
+    Ok(out)
+}
+
+/// The xz payload of [`raw_hart`], unsigned.
+pub fn raw_payload(entries: &[RawEntry]) -> Result<Vec<u8>> {
+    // Preset 1: these payloads only need to be valid xz, and zeros compress fast there.
+    let mut tar = tar::Builder::new(liblzma::write::XzEncoder::new(Vec::new(), 1));
     for e in entries {
         let mut h = tar::Header::new_gnu();
         h.set_mode(0o755);
@@ -425,6 +437,21 @@ pub fn raw_hart(key: &SecretKey, entries: &[RawEntry]) -> Result<Vec<u8>> {
                 h.set_cksum();
                 tar.append(&h, std::io::empty())?;
             }
+            RawEntry::Zeros(p, size) => {
+                h.set_entry_type(tar::EntryType::Regular);
+                h.set_size(*size);
+                write_raw_path(&mut h, p)?;
+                h.set_cksum();
+                tar.append(&h, std::io::Read::take(std::io::repeat(0), *size))?;
+            }
+            RawEntry::Mode(p, data, mode) => {
+                h.set_entry_type(tar::EntryType::Regular);
+                h.set_mode(*mode);
+                h.set_size(data.len() as u64);
+                write_raw_path(&mut h, p)?;
+                h.set_cksum();
+                tar.append(&h, &data[..])?;
+            }
             RawEntry::Fifo(p) | RawEntry::CharDevice(p) => {
                 h.set_entry_type(if matches!(e, RawEntry::Fifo(_)) {
                     tar::EntryType::Fifo
@@ -437,13 +464,7 @@ pub fn raw_hart(key: &SecretKey, entries: &[RawEntry]) -> Result<Vec<u8>> {
             }
         }
     }
-    let tar = tar.into_inner()?;
-    let mut xz = liblzma::write::XzEncoder::new(Vec::new(), 6);
-    xz.write_all(&tar)?;
-    let payload = xz.finish()?;
-    let mut out = hart::pack::sign_bytes(key, &payload);
-    out.extend_from_slice(&payload);
-    Ok(out)
+    Ok(tar.into_inner()?.finish()?)
 }
 
 /// Writes the name bytes as given (`set_path` would refuse `..` and absolute paths).
