@@ -183,7 +183,11 @@ impl LayerCache {
                 media_type: compression.media_type(),
             };
             let dest = store.blob_path(&record.digest).ok()?;
-            let tmp = dest.with_extension(format!("cache-{}", std::process::id()));
+            let tmp = dest.with_file_name(format!(
+                "{}{}",
+                hart::temp::prefix(),
+                record.digest.trim_start_matches("sha256:")
+            ));
             let _ = fs::remove_file(&tmp);
             let pushed_there = self
                 .trust
@@ -246,7 +250,7 @@ impl LayerCache {
             let src = store
                 .blob_path(&digests.digest)
                 .map_err(|e| io::Error::other(e.to_string()))?;
-            let tmp = self.dir.join(format!(".{key}.{}.tmp", std::process::id()));
+            let tmp = self.dir.join(format!("{}{key}", hart::temp::prefix()));
             let _ = fs::remove_file(&tmp);
             if fs::hard_link(&src, &tmp).is_err() {
                 fs::copy(&src, &tmp)?;
@@ -303,9 +307,7 @@ impl LayerCache {
     /// A temporary file in the cache directory, for a blob being built into the cache.
     pub fn temp_blob(&self) -> io::Result<tempfile::NamedTempFile> {
         fs::create_dir_all(&self.dir)?;
-        tempfile::Builder::new()
-            .prefix(".build-")
-            .tempfile_in(&self.dir)
+        hart::temp::file_in(&self.dir, "build")
     }
 
     /// Makes the finished `blob` (from [`LayerCache::temp_blob`]) the entry for `key`.
@@ -334,7 +336,7 @@ impl LayerCache {
     }
 
     fn write_record(&self, json: &Path, record: &Record) -> io::Result<()> {
-        let mut t = tempfile::NamedTempFile::new_in(&self.dir)?;
+        let mut t = hart::temp::file_in(&self.dir, "record")?;
         serde_json::to_writer_pretty(&mut t, record)?;
         t.as_file().sync_all()?;
         t.persist(json).map_err(|e| e.error)?;
@@ -378,6 +380,11 @@ impl LayerCache {
             ));
         }
         out
+    }
+
+    /// Where the entries (and this process's temporary files) are.
+    pub fn dir(&self) -> &Path {
+        &self.dir
     }
 
     pub fn info(&self) -> CacheInfo {

@@ -65,7 +65,7 @@ impl std::fmt::Display for Output {
 }
 
 impl Output {
-    fn path(&self) -> Option<&Path> {
+    pub fn path(&self) -> Option<&Path> {
         match self {
             Output::Oci(p) | Output::OciArchive(p) | Output::DockerArchive(p) => Some(p),
             Output::DockerDaemon => None,
@@ -143,10 +143,7 @@ impl OutputSet {
             .map(|p| parent_of(p))
             .or_else(|| self.outputs.iter().find_map(|o| o.path().map(parent_of)))
             .unwrap_or_else(std::env::temp_dir);
-        tempfile::Builder::new()
-            .prefix(".hab-oci-staging-")
-            .tempdir_in(&dir)
-            .map_err(io_at(&dir))
+        hart::temp::dir_in(&dir, "staging").map_err(io_at(&dir))
     }
 
     /// Writes every output from the staging layout. Returns the references written.
@@ -174,10 +171,7 @@ impl OutputSet {
                         ArchiveKind::Oci
                     };
                     let parent = parent_of(p);
-                    let tmp = tempfile::Builder::new()
-                        .prefix(".hab-oci-")
-                        .tempfile_in(&parent)
-                        .map_err(io_at(&parent))?;
+                    let tmp = hart::temp::file_in(&parent, "archive").map_err(io_at(&parent))?;
                     let w = write_archive(store, &entry, kind, &ann, BufWriter::new(tmp))?;
                     let tmp = w.into_inner().map_err(|e| io_at(p)(e.into_error()))?;
                     tmp.as_file().sync_all().map_err(io_at(p))?;
@@ -201,10 +195,7 @@ impl OutputSet {
                 continue;
             }
             progress.step(&format!("writing {o}"));
-            let copy = tempfile::Builder::new()
-                .prefix(".hab-oci-staging-")
-                .tempdir_in(parent_of(p))
-                .map_err(io_at(p))?;
+            let copy = hart::temp::dir_in(&parent_of(p), "staging").map_err(io_at(p))?;
             copy_tree(store.root(), copy.path())?;
             replace_dir(copy.path(), p)?;
         }
@@ -216,13 +207,32 @@ impl OutputSet {
     }
 }
 
-/// Moves `staged` to `dest`, replacing what was there: the old directory is renamed aside
-/// first and removed only once the new one is in place.
+/// Swaps two paths in one step (Linux `renameat2(RENAME_EXCHANGE)`): at no moment is
+/// neither the old nor the new output at `dest`, even if the process is killed. `false`
+/// where the kernel or filesystem cannot (then the caller renames in two steps).
+#[cfg(target_os = "linux")]
+fn exchange(a: &Path, b: &Path) -> bool {
+    use rustix::fs::{CWD, RenameFlags, renameat_with};
+    renameat_with(CWD, a, CWD, b, RenameFlags::EXCHANGE).is_ok()
+}
+
+#[cfg(not(target_os = "linux"))]
+fn exchange(_: &Path, _: &Path) -> bool {
+    false
+}
+
+/// Moves `staged` to `dest`, replacing what was there: swapped in one step where the
+/// system can, else the old directory is renamed aside first and removed only once the new
+/// one is in place.
 fn replace_dir(staged: &Path, dest: &Path) -> Result<(), ExportError> {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
         fs::set_permissions(staged, fs::Permissions::from_mode(0o755)).map_err(io_at(staged))?;
+    }
+    if dest.is_dir() && exchange(staged, dest) {
+        // `staged` (a temporary name of this process) now holds the previous output.
+        return fs::remove_dir_all(staged).map_err(io_at(staged));
     }
     if dest.exists() {
         let aside = parent_of(dest).join(format!(

@@ -125,7 +125,7 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), ExportError> {
         _ => std::path::PathBuf::from("."),
     };
     std::fs::create_dir_all(&dir).map_err(io_at(&dir))?;
-    let mut tmp = tempfile::NamedTempFile::new_in(&dir).map_err(io_at(&dir))?;
+    let mut tmp = hart::temp::file_in(&dir, "report").map_err(io_at(&dir))?;
     tmp.write_all(bytes).map_err(io_at(path))?;
     oci_image::layout::readable(tmp.path()).map_err(io_at(path))?;
     tmp.persist(path).map_err(|e| io_at(path)(e.error))?;

@@ -3,6 +3,7 @@
 
 mod cli;
 mod commands;
+mod interrupt;
 mod printer;
 mod settings;
 
@@ -13,6 +14,7 @@ use clap::Parser as _;
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
     let printer = printer::Printer::new(cli.global.quiet, cli.global.verbose);
+    interrupt::install();
     match commands::run(cli, &printer) {
         Ok(code) => code,
         Err(err) => {

@@ -777,6 +777,99 @@ fn uploads_survive_dropped_connections_and_500s_or_fail_without_a_tag() {
 }
 
 #[test]
+fn sigterm_during_a_push_leaves_the_tags_as_they_were() {
+    let Some(reg) = registry() else { return };
+    let tmp = tempfile::tempdir().expect("tmp");
+    let t = tmp.path();
+    let ex = repo("examples").display().to_string();
+    let repo_name = format!("sigterm-{}", std::process::id());
+    let v1 = push(
+        t,
+        &t.join("v1"),
+        &[
+            "--source",
+            &ex,
+            "--no-supervisor",
+            "--registry-url",
+            &format!("{reg}/{repo_name}"),
+            "example/hello/0.2.0",
+        ],
+    );
+    let tag_digest = |tag: &str| -> String {
+        let out = StdCommand::new("curl")
+            .args([
+                "-sSI",
+                "-H",
+                "Accept: application/vnd.oci.image.manifest.v1+json",
+                &format!("http://{reg}/v2/{repo_name}/example/hello/manifests/{tag}"),
+            ])
+            .output()
+            .expect("curl");
+        let head = String::from_utf8_lossy(&out.stdout).to_lowercase();
+        head.lines()
+            .find_map(|l| l.strip_prefix("docker-content-digest:"))
+            .map(|d| d.trim().to_owned())
+            .unwrap_or_else(|| head.lines().next().unwrap_or_default().to_owned())
+    };
+    let before = tag_digest("latest");
+    assert!(
+        v1["references"][0]
+            .as_str()
+            .is_some_and(|r| r.ends_with(&before)),
+        "{v1} {before}"
+    );
+
+    // 0.3.0 through a proxy that makes every upload wait 30 s: terminated mid-push.
+    let proxy = FaultProxy::start_with(
+        reg.clone(),
+        Faults {
+            throttle_uploads: usize::MAX,
+            retry_after: "30",
+            ..Faults::default()
+        },
+    );
+    let tmpdir = t.join("tmpdir");
+    let cwd = t.join("v2");
+    std::fs::create_dir_all(&tmpdir).expect("tmpdir");
+    std::fs::create_dir_all(&cwd).expect("cwd");
+    let child = hab_oci_process(t)
+        .env("TMPDIR", &tmpdir)
+        .current_dir(&cwd)
+        .args(["export", "--push-image", "--no-supervisor", "--source", &ex])
+        .args(["--registry-url", &format!("{}/{repo_name}", proxy.addr)])
+        .arg("example/hello")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let start = std::time::Instant::now();
+    while proxy.requests("PUT") == 0 && start.elapsed() < std::time::Duration::from_secs(60) {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert!(proxy.requests("PUT") > 0, "no upload started");
+    let signalled = std::time::Instant::now();
+    run(StdCommand::new("kill").args(["-TERM", &child.id().to_string()]));
+    let out = child.wait_with_output().expect("wait");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(143), "{err}");
+    assert!(err.contains("interrupted by SIGTERM"), "{err}");
+    assert!(
+        signalled.elapsed() < std::time::Duration::from_secs(5),
+        "stopped in {:?}",
+        signalled.elapsed()
+    );
+    assert_eq!(tag_digest("latest"), before, "latest still points at 0.2.0");
+    assert!(
+        tag_digest("0.3.0").contains("404"),
+        "no 0.3.0 tag was written: {}",
+        tag_digest("0.3.0")
+    );
+    for dir in [&cwd, &tmpdir, &t.join("hab-oci-cache")] {
+        assert_eq!(temporaries(dir), Vec::<String>::new(), "{}", dir.display());
+    }
+}
+
+#[test]
 fn retry_after_is_honoured_and_an_overlong_one_is_a_clear_error() {
     let Some(reg) = registry() else { return };
     let tmp = tempfile::tempdir().expect("tmp");

@@ -318,7 +318,7 @@ fn write_key_file(path: &Path, text: &str, mode: u32) -> Result<(), KeyError> {
         };
     }
     let dir = path.parent().unwrap_or(Path::new("."));
-    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(io_err)?;
+    let mut tmp = crate::temp::file_in(dir, "key").map_err(io_err)?;
     tmp.write_all(text.as_bytes()).map_err(io_err)?;
     set_mode(tmp.path(), mode).map_err(io_err)?;
     tmp.persist_noclobber(path).map_err(|e| io_err(e.error))?;

@@ -11,6 +11,7 @@ pub mod ident;
 pub mod keys;
 pub mod metadata;
 pub mod pack;
+pub mod temp;
 
 pub use artifact::{
     DEFAULT_MAX_UNPACKED, DecodeOptions, Hart, HartError, Header, HeaderError, VerifiedHart,

@@ -113,10 +113,7 @@ pub fn pack(
         move |source| PackError::Io { path, source }
     };
     fs::create_dir_all(&dest_dir).map_err(io_at(&dest_dir))?;
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".hart-pack-")
-        .tempfile_in(&dest_dir)
-        .map_err(io_at(&dest_dir))?;
+    let mut tmp = crate::temp::file_in(&dest_dir, "pack").map_err(io_at(&dest_dir))?;
 
     // The header has a fixed length for a given signer (the signature is always 128 bytes),
     // so write a placeholder, stream the payload after it, then fill the signature in.

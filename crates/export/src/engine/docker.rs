@@ -167,7 +167,8 @@ pub(super) fn build(
     } else {
         used = p.cache_from.clone();
     }
-    let iid_dir = tempfile::tempdir().map_err(|e| ExportError::Engine(e.to_string()))?;
+    let iid_dir = hart::temp::dir_in(&std::env::temp_dir(), "iid")
+        .map_err(|e| ExportError::Engine(e.to_string()))?;
     let iid = iid_dir.path().join("iid");
     let mut args: Vec<String> = vec![
         "build".into(),

@@ -305,7 +305,8 @@ pub(crate) fn auth_dir(
     creds: &(String, String),
 ) -> Result<tempfile::TempDir, ExportError> {
     use base64::Engine as _;
-    let dir = tempfile::tempdir().map_err(|e| ExportError::Engine(e.to_string()))?;
+    let dir = hart::temp::dir_in(&std::env::temp_dir(), "auth")
+        .map_err(|e| ExportError::Engine(e.to_string()))?;
     let auth = base64::engine::general_purpose::STANDARD.encode(format!("{}:{}", creds.0, creds.1));
     let text = serde_json::json!({ "auths": { registry: { "auth": auth } } }).to_string();
     let path = dir.path().join("config.json");

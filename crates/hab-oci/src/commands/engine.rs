@@ -84,6 +84,7 @@ pub(crate) fn run(
         _ => None,
     };
     let context_dir = context_dir(&plan.naming.name);
+    crate::interrupt::own(&context_dir);
     let opts = EngineOptions {
         kind,
         binary: a.engine_binary.clone(),

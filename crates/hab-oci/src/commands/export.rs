@@ -220,6 +220,22 @@ pub(crate) fn run(a: &ExportArgs, printer: &Printer) -> Result<ExitCode> {
         force: a.force,
     };
     output_set.check()?;
+    // Where this run may leave temporary names if interrupted (see `interrupt`).
+    let parent = |p: &std::path::Path| {
+        p.parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(std::path::Path::new("."))
+            .to_owned()
+    };
+    for o in &output_set.outputs {
+        if let Some(p) = o.path() {
+            crate::interrupt::watch(&parent(p));
+        }
+    }
+    if let Some(r) = &a.report {
+        crate::interrupt::watch(&parent(r));
+    }
+    crate::interrupt::watch(std::path::Path::new("results"));
 
     let requests = a
         .packages
@@ -244,7 +260,14 @@ pub(crate) fn run(a: &ExportArgs, printer: &Printer) -> Result<ExitCode> {
     let cache: Option<Arc<LayerCache>> = settings::cache_root()
         .filter(|_| !a.no_cache && a.engine == "native")
         .map(|root| Arc::new(LayerCache::open(&root, a.cache_max_size)));
-    let mut depot = Depot::open(&settings::depot(&a.source, !a.no_cache)?).map_err(with_hint)?;
+    if let Some(c) = &cache {
+        crate::interrupt::watch(c.dir());
+    }
+    let depot_settings = settings::depot(&a.source, !a.no_cache)?;
+    if let Some(m) = &depot_settings.metadata_cache {
+        crate::interrupt::watch(m);
+    }
+    let mut depot = Depot::open(&depot_settings).map_err(with_hint)?;
     // Per-package layers only: with --single-layer they would be built for nothing.
     if let Some(c) = cache.as_ref().filter(|_| !a.single_layer) {
         depot = depot.with_tap(Arc::new(PrebuildTap::new(c.clone(), compression)));

@@ -30,6 +30,35 @@ pub(crate) fn hab_oci(empty: &Path) -> Command {
     c
 }
 
+/// [`hab_oci`] as a plain process, for tests that signal it while it runs.
+#[allow(dead_code)]
+pub(crate) fn hab_oci_process(empty: &Path) -> StdCommand {
+    let mut c = StdCommand::new(assert_cmd::cargo::cargo_bin("hab-oci"));
+    c.env("HAB_CACHE_KEY_PATH", empty.join("keys"))
+        .env("HAB_CACHE_ARTIFACT_PATH", empty.join("artifacts"))
+        .env("HAB_OCI_CACHE", empty.join("hab-oci-cache"))
+        .env_remove("SOURCE_DATE_EPOCH");
+    c
+}
+
+/// Names of temporary entries (`.hab-oci-…`) anywhere under `dir`.
+#[allow(dead_code)]
+pub(crate) fn temporaries(dir: &Path) -> Vec<String> {
+    let mut found = Vec::new();
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return found;
+    };
+    for e in rd.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.starts_with(".hab-oci-") {
+            found.push(e.path().display().to_string());
+        } else if e.file_type().is_ok_and(|t| t.is_dir()) {
+            found.extend(temporaries(&e.path()));
+        }
+    }
+    found
+}
+
 /// Is a service the test needs available? In CI a missing service fails the test; outside
 /// CI the test says loudly that it is skipped (run `bash scripts/test.sh`, which starts them).
 pub(crate) fn service(name: &str, available: bool) -> bool {
