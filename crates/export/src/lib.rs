@@ -26,6 +26,31 @@ pub use plan::{ImagePlan, Layering, PlanOptions, PlannedLayer, Supervisor};
 /// The layer format version: part of every layer's annotations and of cache keys.
 pub const LAYER_FORMAT: &str = "1";
 
+/// Rewrites a decoded payload (a tar stream) as the native engine does, into a discarded
+/// uncompressed layer. The fuzz targets' entry point (`fuzz/`); not an API.
+#[doc(hidden)]
+pub fn rewrite_for_fuzzing(tar: &[u8]) -> Result<hart::PackageIdent, ExportError> {
+    let mut w = oci_image::LayerWriter::new(std::io::sink(), oci_image::Compression::None)
+        .map_err(|source| ExportError::Io {
+            path: "fuzz".into(),
+            source,
+        })?;
+    let mut emitted = std::collections::HashSet::new();
+    let ident = rewrite::write_tar(
+        &mut w,
+        tar,
+        std::path::Path::new("fuzz.hart"),
+        None,
+        &mut emitted,
+        &|_| {},
+    )?;
+    w.finish().map_err(|source| ExportError::Io {
+        path: "fuzz".into(),
+        source,
+    })?;
+    Ok(ident)
+}
+
 /// Progress events from long work; the binary draws them, tests ignore them.
 pub trait Progress: Sync {
     /// A layer started: its index in the plan, a label, and the bytes it will process.

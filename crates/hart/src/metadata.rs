@@ -200,15 +200,6 @@ impl VerifiedHart {
         stop_at_ident: bool,
         tee: Option<&mut dyn std::io::Write>,
     ) -> Result<PackageMetadata, HartError> {
-        let path = self.path().to_owned();
-        let meta_err = |detail: String| HartError::Metadata {
-            path: path.clone(),
-            detail,
-        };
-        let payload_err = |source: std::io::Error| HartError::Payload {
-            path: path.clone(),
-            source,
-        };
         let payload = self.payload(opts)?;
         let reader: Box<dyn Read + '_> = match tee {
             Some(out) => Box::new(TeeReader {
@@ -216,6 +207,28 @@ impl VerifiedHart {
                 out: Some(out),
             }),
             None => Box::new(payload),
+        };
+        metadata_from_tar(reader, self.path(), stop_at_ident)
+    }
+}
+
+/// The metadata of a decoded payload (a tar stream); `path` names the hart in errors.
+/// Public for the fuzz targets (`fuzz/`); callers go through [`VerifiedHart::metadata`].
+#[doc(hidden)]
+pub fn metadata_from_tar(
+    reader: impl Read,
+    path: &Path,
+    stop_at_ident: bool,
+) -> Result<PackageMetadata, HartError> {
+    {
+        let path = path.to_owned();
+        let meta_err = |detail: String| HartError::Metadata {
+            path: path.clone(),
+            detail,
+        };
+        let payload_err = |source: std::io::Error| HartError::Payload {
+            path: path.clone(),
+            source,
         };
         let mut archive = tar::Archive::new(reader);
         let mut prefix: Option<[String; 4]> = None;

@@ -207,6 +207,25 @@ pub fn push(
     runtime()?.block_on(push::push(req, creds, opts, progress))
 }
 
+/// Entry points for the fuzz targets (`fuzz/`): the parsers of what a registry or a user
+/// hands us. Not an API.
+#[doc(hidden)]
+pub mod fuzzing {
+    pub fn www_authenticate(header: &str) {
+        let _ = crate::session::parse_challenge(header);
+    }
+    pub fn retry_after(value: &str) {
+        let _ = crate::session::parse_retry_after(value);
+    }
+    pub fn registry_json(body: &[u8]) {
+        let _ = crate::session::registry_errors(body);
+        let _ = crate::session::parse_token_answer(body);
+    }
+    pub fn repository(reference: &str) {
+        let _ = crate::reference::parse_repository(reference);
+    }
+}
+
 fn runtime() -> Result<tokio::runtime::Runtime, RegistryError> {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

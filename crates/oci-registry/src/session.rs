@@ -94,7 +94,7 @@ impl Failure {
 }
 
 /// `{"errors":[{"code","message","detail"}]}` of the distribution spec, as one line.
-fn registry_errors(body: &[u8]) -> Option<String> {
+pub(crate) fn registry_errors(body: &[u8]) -> Option<String> {
     #[derive(serde::Deserialize)]
     struct Errors {
         errors: Vec<Error>,
@@ -124,6 +124,24 @@ fn registry_errors(body: &[u8]) -> Option<String> {
         })
         .collect();
     (!parts.is_empty()).then(|| parts.join("; "))
+}
+
+/// A token service's answer: the token (`token`, else `access_token`) and its lifetime.
+pub(crate) fn parse_token_answer(body: &[u8]) -> Result<(String, Option<u64>), String> {
+    #[derive(serde::Deserialize)]
+    struct TokenAnswer {
+        token: Option<String>,
+        access_token: Option<String>,
+        expires_in: Option<u64>,
+    }
+    let answer: TokenAnswer =
+        serde_json::from_slice(body).map_err(|e| format!("sent no token: {e}"))?;
+    let token = answer
+        .token
+        .filter(|t| !t.is_empty())
+        .or(answer.access_token)
+        .ok_or_else(|| "sent no token".to_owned())?;
+    Ok((token, answer.expires_in))
 }
 
 /// `Retry-After`: delay-seconds or an HTTP-date (RFC 9110 §10.2.3).
@@ -418,23 +436,12 @@ impl Session {
             }
             return Err(f);
         }
-        #[derive(serde::Deserialize)]
-        struct TokenAnswer {
-            token: Option<String>,
-            access_token: Option<String>,
-            expires_in: Option<u64>,
-        }
         let body = resp.bytes().await.map_err(|e| Failure::from_reqwest(&e))?;
-        let answer: TokenAnswer = serde_json::from_slice(&body)
-            .map_err(|e| Failure::other(format!("the token service {realm} sent no token: {e}")))?;
-        let token = answer
-            .token
-            .filter(|t| !t.is_empty())
-            .or(answer.access_token)
-            .ok_or_else(|| Failure::other(format!("the token service {realm} sent no token")))?;
+        let (token, expires_in) = parse_token_answer(&body)
+            .map_err(|e| Failure::other(format!("the token service {realm} {e}")))?;
         // The spec's default lifetime is 60 s; renew a little early so that a request
         // never leaves with a token about to lapse.
-        let lifetime = Duration::from_secs(answer.expires_in.unwrap_or(60).max(1));
+        let lifetime = Duration::from_secs(expires_in.unwrap_or(60).max(1));
         let margin = (lifetime / 10).min(Duration::from_secs(10));
         Ok((token, started + lifetime - margin))
     }
