@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The test command: installs what the tests need when it is missing, then runs the format
-# check, clippy (warnings are errors), every unit and integration test, and the doctests.
+# check, clippy (warnings are errors), every unit and integration test, the doctests, and
+# each fuzz target for a short bounded time (scripts/fuzz.sh).
 # Runs on a fresh machine of the project's kind (Debian 12, root) and in CI (`.ci/run`).
 #
 #   bash scripts/test.sh
@@ -45,5 +46,7 @@ cargo nextest run --workspace --locked --no-fail-fast
 
 log "doctests"
 cargo test --workspace --doc --locked
+log "fuzz targets, ${FUZZ_SECONDS:-20} s each"
+FUZZ_SECONDS=${FUZZ_SECONDS:-20} bash scripts/fuzz.sh
 
 log "all tests passed"
