@@ -1,5 +1,5 @@
-//! The hostile package corpus: packages and keys crafted to escape, lie or exhaust, built with
-//! our own signing code and raw tar. Each must be refused with its own error naming the file
+//! The hostile package corpus: packages and keys crafted to escape, lie or exhaust, built
+//! with our own signing code and raw tar. Each must be refused with its own error naming the file
 //! or package, a non-zero exit, nothing at the output paths, and a layer cache with no entry
 //! and no temporary file. The test writes its case → error table to
 //! `target/tmp/hostile-corpus.md` (the table in SECURITY.md).
