@@ -13,15 +13,16 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds=${FUZZ_SECONDS:-20}
+all=(hart_header ident key_file metadata rewrite reference www_authenticate registry_json)
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(hart_header ident key_file metadata rewrite reference www_authenticate registry_json)
+[ ${#targets[@]} -gt 0 ] || targets=("${all[@]}")
 command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked --version 0.13.2
 (cd fuzz && cargo +nightly fuzz build -s none -O >/dev/null)
 
 seeds=$(mktemp -d /tmp/hab-oci-fuzz.XXXX)
 trap 'rm -rf "$seeds"' EXIT
 mk() { mkdir -p "$seeds/$1"; }
-for t in "${targets[@]}"; do mk "$t"; done
+for t in "${all[@]}"; do mk "$t"; done
 harts=(fixtures/builder/*.hart fixtures/habitat/*.hart examples/artifacts/*.hart)
 i=0
 for h in "${harts[@]}"; do

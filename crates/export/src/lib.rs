@@ -26,15 +26,17 @@ pub use plan::{ImagePlan, Layering, PlanOptions, PlannedLayer, Supervisor};
 /// The layer format version: part of every layer's annotations and of cache keys.
 pub const LAYER_FORMAT: &str = "1";
 
-/// Rewrites a decoded payload (a tar stream) as the native engine does, into a discarded
-/// uncompressed layer. The fuzz targets' entry point (`fuzz/`); not an API.
+/// Rewrites a decoded payload (a tar stream) as the native engine does, into an uncompressed
+/// layer tar, returned with the package's ident. The fuzz targets' entry point (`fuzz/`);
+/// not an API.
 #[doc(hidden)]
-pub fn rewrite_for_fuzzing(tar: &[u8]) -> Result<hart::PackageIdent, ExportError> {
-    let mut w = oci_image::LayerWriter::new(std::io::sink(), oci_image::Compression::None)
-        .map_err(|source| ExportError::Io {
+pub fn rewrite_for_fuzzing(tar: &[u8]) -> Result<(hart::PackageIdent, Vec<u8>), ExportError> {
+    let mut w = oci_image::LayerWriter::new(Vec::new(), oci_image::Compression::None).map_err(
+        |source| ExportError::Io {
             path: "fuzz".into(),
             source,
-        })?;
+        },
+    )?;
     let mut emitted = std::collections::HashSet::new();
     let ident = rewrite::write_tar(
         &mut w,
@@ -44,11 +46,11 @@ pub fn rewrite_for_fuzzing(tar: &[u8]) -> Result<hart::PackageIdent, ExportError
         &mut emitted,
         &|_| {},
     )?;
-    w.finish().map_err(|source| ExportError::Io {
+    let (_, layer) = w.finish().map_err(|source| ExportError::Io {
         path: "fuzz".into(),
         source,
     })?;
-    Ok(ident)
+    Ok((ident, layer))
 }
 
 /// Progress events from long work; the binary draws them, tests ignore them.

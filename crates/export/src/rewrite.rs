@@ -337,4 +337,44 @@ mod tests {
         assert_eq!(normalize(Path::new("hab/../etc")), None);
         assert_eq!(normalize(Path::new("/etc/passwd")), None);
     }
+
+    /// Found by the `rewrite` fuzz target (whose property was too strict): a version with
+    /// `..` inside a component (`2..n31-beta`) is an ordinary name, not a way out; it is
+    /// accepted and every entry stays in its prefix.
+    #[test]
+    fn dots_inside_a_version_are_not_a_parent_component() {
+        let prefix = "hab/pkgs/neurosis/odd/2..n31-beta/20190513194219";
+        let mut b = tar::Builder::new(Vec::new());
+        for (name, data) in [
+            ("IDENT", "neurosis/odd/2..n31-beta/20190513194219\n"),
+            ("TARGET", "x86_64-linux\n"),
+        ] {
+            let mut h = tar::Header::new_gnu();
+            h.set_size(data.len() as u64);
+            h.set_mode(0o644);
+            h.set_cksum();
+            b.append_data(&mut h, format!("{prefix}/{name}"), data.as_bytes())
+                .expect("append");
+        }
+        let tar = b.into_inner().expect("tar");
+        let (ident, layer) = crate::rewrite_for_fuzzing(&tar).expect("accepted");
+        assert_eq!(ident.to_string(), "neurosis/odd/2..n31-beta/20190513194219");
+        let mut names = Vec::new();
+        for e in tar::Archive::new(&layer[..]).entries().expect("entries") {
+            names.push(
+                e.expect("entry")
+                    .path()
+                    .expect("path")
+                    .display()
+                    .to_string(),
+            );
+        }
+        assert!(names.contains(&format!("{prefix}/IDENT")), "{names:?}");
+        assert!(
+            names
+                .iter()
+                .all(|n| !n.split('/').any(|c| c == "..") && n.starts_with("hab/")),
+            "{names:?}"
+        );
+    }
 }

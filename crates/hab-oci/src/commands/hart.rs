@@ -166,6 +166,13 @@ pub(crate) fn pack(
         ..PackOptions::default()
     };
     let cwd = std::env::current_dir().context("current directory")?;
+    // The hart is written beside its destination (the output's directory, else the
+    // current one) under a temporary name that an interruption removes.
+    let dest_dir = output
+        .and_then(Path::parent)
+        .filter(|d| !d.as_os_str().is_empty())
+        .map_or_else(|| cwd.clone(), |d| cwd.join(d));
+    crate::interrupt::watch(&dest_dir);
     let packed = hart::pack(dir, &key, output, &cwd, &opts)?;
     printer.status(&format!("Signed {} with {}", packed.ident, key.name));
     printer.out(&packed.path.display().to_string())?;
