@@ -538,7 +538,9 @@ mod tests {
 
     #[test]
     fn staged_uncompressed_layer_compresses_to_the_streamed_blob() {
-        let data: Vec<u8> = (0..700_000u32).map(|i| (i % 251 ^ i / 3) as u8).collect();
+        let data: Vec<u8> = (0..700_000u32)
+            .map(|i| ((i % 251) ^ (i / 3)) as u8)
+            .collect();
         let write = |w: &mut LayerWriter<Vec<u8>>| {
             w.dir("hab", meta()).expect("dir");
             w.file("hab/f", meta(), data.len() as u64, &mut &data[..])
