@@ -202,7 +202,7 @@ pub enum HartError {
     Truncated { path: PathBuf, payload_len: u64 },
     #[error("{}: payload is not an xz stream (bad magic bytes)", path.display())]
     NotXz { path: PathBuf },
-    #[error("{}: corrupt payload: {source}", path.display())]
+    #[error("{}: reading the payload: {source}", path.display())]
     Payload { path: PathBuf, source: io::Error },
     #[error("{}: {detail}", path.display())]
     Metadata { path: PathBuf, detail: String },
