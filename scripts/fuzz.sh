@@ -9,7 +9,8 @@
 #
 # Needs the nightly toolchain (on the machine) and cargo-fuzz (installed here if missing).
 # Built without a sanitizer: the targets are safe Rust (the workspace forbids unsafe code),
-# where libFuzzer finds panics, overflows (debug assertions are on) and hangs.
+# where libFuzzer finds panics, overflows and hangs (`-a` keeps debug assertions and
+# overflow checks on in the optimized build).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds=${FUZZ_SECONDS:-20}
@@ -17,7 +18,7 @@ all=(hart_header ident key_file metadata rewrite reference www_authenticate regi
 targets=("$@")
 [ ${#targets[@]} -gt 0 ] || targets=("${all[@]}")
 command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked --version 0.13.2
-(cd fuzz && cargo +nightly fuzz build -s none -O >/dev/null)
+(cd fuzz && cargo +nightly fuzz build -s none -O -a >/dev/null)
 
 seeds=$(mktemp -d /tmp/hab-oci-fuzz.XXXX)
 trap 'rm -rf "$seeds"' EXIT
@@ -62,7 +63,7 @@ for t in "${targets[@]}"; do
   corpus="$seeds/$t-corpus"
   mkdir -p "$corpus"
   log="$seeds/$t.log"
-  if (cd fuzz && cargo +nightly fuzz run -s none -O "$t" "$corpus" "$seeds/$t" -- \
+  if (cd fuzz && cargo +nightly fuzz run -s none -O -a "$t" "$corpus" "$seeds/$t" -- \
       -max_total_time="$seconds" -rss_limit_mb=2048 -timeout=10 -print_final_stats=1) \
       >"$log" 2>&1; then
     runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)

@@ -252,10 +252,13 @@ impl LayerCache {
                 .map_err(|e| io::Error::other(e.to_string()))?;
             let tmp = self.dir.join(format!("{}{key}", hart::temp::prefix()));
             let _ = fs::remove_file(&tmp);
-            if fs::hard_link(&src, &tmp).is_err() {
-                fs::copy(&src, &tmp)?;
-                fs::File::open(&tmp)?.sync_all()?;
-            }
+            hart::temp::guarded(|| -> io::Result<()> {
+                if fs::hard_link(&src, &tmp).is_err() {
+                    fs::copy(&src, &tmp)?;
+                    fs::File::open(&tmp)?.sync_all()?;
+                }
+                Ok(())
+            })?;
             fs::rename(&tmp, &blob)?;
             self.write_record(
                 &json,

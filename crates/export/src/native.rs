@@ -242,7 +242,12 @@ fn replay_group(
             Ok(())
         })();
         if replayed.is_err() || hashing.digest() != *digest {
-            cache.discard(key);
+            // Only a member whose bytes are wrong goes; a write error (full disk) does not
+            // make its entry corrupt.
+            let wrong = oci_image::digest::sha256_file(path).map_or(true, |(d, _)| d != *digest);
+            if wrong {
+                cache.discard(key);
+            }
             return None;
         }
     }

@@ -176,7 +176,8 @@ impl OutputSet {
                     let tmp = w.into_inner().map_err(|e| io_at(p)(e.into_error()))?;
                     tmp.as_file().sync_all().map_err(io_at(p))?;
                     oci_image::layout::readable(tmp.path()).map_err(io_at(p))?;
-                    tmp.persist(p).map_err(|e| io_at(p)(e.error))?;
+                    hart::temp::guarded(|| tmp.persist(p).map_err(|e| e.error))
+                        .map_err(io_at(p))?;
                 }
                 Output::DockerDaemon => {
                     progress.step("loading into the docker daemon (docker load)");
@@ -223,8 +224,14 @@ fn exchange(_: &Path, _: &Path) -> bool {
 
 /// Moves `staged` to `dest`, replacing what was there: swapped in one step where the
 /// system can, else the old directory is renamed aside first and removed only once the new
-/// one is in place.
+/// one is in place. Under the temporary-name gate (`hart::temp`): an interruption's cleanup
+/// waits for it rather than sweeping a directory in the middle of the swap.
 fn replace_dir(staged: &Path, dest: &Path) -> Result<(), ExportError> {
+    hart::temp::guarded(|| Ok::<_, std::io::Error>(replace_dir_now(staged, dest)))
+        .map_err(io_at(dest))?
+}
+
+fn replace_dir_now(staged: &Path, dest: &Path) -> Result<(), ExportError> {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
@@ -236,11 +243,11 @@ fn replace_dir(staged: &Path, dest: &Path) -> Result<(), ExportError> {
     }
     if dest.exists() {
         let aside = parent_of(dest).join(format!(
-            ".{}.hab-oci-old-{}",
+            "{}old-{}",
+            hart::temp::prefix(),
             dest.file_name()
                 .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default(),
-            std::process::id()
+                .unwrap_or_default()
         ));
         fs::rename(dest, &aside).map_err(io_at(dest))?;
         if let Err(e) = fs::rename(staged, dest) {

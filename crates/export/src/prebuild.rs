@@ -28,6 +28,14 @@ type Built = Option<(tempfile::NamedTempFile, LayerDigests, PackageIdent)>;
 /// a read of its tar, not a second compression.
 pub const STAGE_RAW_MAX: u64 = 4 << 20;
 
+/// Most bytes a staged (uncompressed) layer may take: real packages unpack to a few times
+/// their xz size; a decompression bomb (a small payload of zeros) must not write gigabytes
+/// into the cache before `--max-unpacked-size` stops it. Past the cap the package is not
+/// staged; its layer is built compressed later.
+fn staged_cap(hart: &VerifiedHart) -> u64 {
+    (hart.payload_len().saturating_mul(32)).max(64 << 20)
+}
+
 /// The compression a package's prebuilt layer is stored with.
 fn staged_compression(hart: &VerifiedHart, compression: Compression) -> Compression {
     if compression != Compression::None && hart.payload_len() <= STAGE_RAW_MAX {
@@ -54,18 +62,28 @@ impl PrebuildTap {
     }
 }
 
-/// Rewrites the tar stream from `reader` into a layer in a temporary cache file.
+/// Rewrites the tar stream from `reader` into a layer in a temporary cache file; `None`
+/// (and the temporary file gone) if it fails or an uncompressed layer outgrows `cap`.
 fn build(
     reader: std::io::PipeReader,
     cache: &LayerCache,
     compression: Compression,
     source: &std::path::Path,
+    cap: u64,
 ) -> Built {
     let tmp = cache.temp_blob().ok()?;
     let file = tmp.reopen().ok()?;
     let mut w = LayerWriter::new(BufWriter::with_capacity(1 << 20, file), compression).ok()?;
     let mut emitted = HashSet::new();
-    let ident = rewrite::write_tar(&mut w, reader, source, None, &mut emitted, &|_| {}).ok()?;
+    let capped = Capped {
+        inner: reader,
+        left: if compression == Compression::None {
+            cap
+        } else {
+            u64::MAX
+        },
+    };
+    let ident = rewrite::write_tar(&mut w, capped, source, None, &mut emitted, &|_| {}).ok()?;
     let (digests, buf) = w.finish().ok()?;
     buf.into_inner().ok()?;
     Some((tmp, digests, ident))
@@ -86,7 +104,8 @@ impl PayloadTap for PrebuildTap {
         let (reader, writer) = std::io::pipe().ok()?;
         let cache = self.cache.clone();
         let source = hart.path().to_owned();
-        let handle = std::thread::spawn(move || build(reader, &cache, compression, &source));
+        let cap = staged_cap(hart);
+        let handle = std::thread::spawn(move || build(reader, &cache, compression, &source, cap));
         running.insert(hart.checksum().to_owned(), handle);
         Some(Box::new(writer))
     }
@@ -114,5 +133,21 @@ impl PayloadTap for PrebuildTap {
                 vec![hart.checksum().to_owned()],
             );
         }
+    }
+}
+
+/// Fails reads past `left` bytes (the staging cap).
+struct Capped<R> {
+    inner: R,
+    left: u64,
+}
+
+impl<R: std::io::Read> std::io::Read for Capped<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.left = self.left.checked_sub(n as u64).ok_or_else(|| {
+            std::io::Error::other("the staged layer outgrew its cap; built compressed later")
+        })?;
+        Ok(n)
     }
 }

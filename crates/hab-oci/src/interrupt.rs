@@ -24,11 +24,14 @@ pub(crate) fn install() {
     watch(&std::env::temp_dir());
     std::thread::spawn(move || {
         if let Some(sig) = signals.forever().next() {
+            // Waits for an output being renamed into place, then no thread can create a
+            // temporary name or commit an output any more; held until exit.
+            let _closed = hart::temp::close();
             let removed = sweep();
             let name = if sig == SIGINT { "SIGINT" } else { "SIGTERM" };
             let _ = writeln!(
                 std::io::stderr().lock(),
-                "\nhab-oci: interrupted by {name}; removed {removed} temporary files and directories; existing outputs and registry tags are unchanged"
+                "\nhab-oci: interrupted by {name}; removed {removed} temporary files and directories"
             );
             std::process::exit(128 + sig);
         }
@@ -60,7 +63,6 @@ fn remove(path: &Path) -> bool {
 
 /// Removes what this process registered; returns how many paths went.
 fn sweep() -> usize {
-    let pid = std::process::id();
     let mut removed = 0;
     let dirs = WATCHED.lock().map(|w| w.clone()).unwrap_or_default();
     for dir in dirs {
@@ -68,8 +70,7 @@ fn sweep() -> usize {
             continue;
         };
         for e in rd.flatten() {
-            if hart::temp::is_of_process(&e.file_name().to_string_lossy(), pid) && remove(&e.path())
-            {
+            if hart::temp::is_ours(&e.file_name().to_string_lossy()) && remove(&e.path()) {
                 removed += 1;
             }
         }
@@ -96,9 +97,10 @@ mod tests {
             .keep()
             .expect("keep")
             .1;
-        let other = d
-            .path()
-            .join(format!(".hab-oci-{}-staging-x", std::process::id() + 1));
+        let other = d.path().join(format!(
+            ".hab-oci-{}-00000000-staging-x",
+            std::process::id()
+        ));
         std::fs::create_dir(&other).expect("other");
         let output = d.path().join("out");
         std::fs::create_dir(&output).expect("out");

@@ -369,3 +369,49 @@ fn setuid_files_are_kept_and_warned_about() {
         ]
     );
 }
+
+/// A package that inflates enormously but within the bound (`--max-unpacked-size` raised):
+/// it exports, but its layer is not staged uncompressed in the cache (the staging cap), so a
+/// small hart cannot write its unpacked size to disk; the layer is built compressed.
+#[test]
+fn a_package_that_inflates_is_not_staged_uncompressed() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let t = tmp.path();
+    let key = hart::SecretKey::generate("evil").expect("key");
+    key.write_pair(&t.join("keys")).expect("keys");
+    fs::create_dir_all(t.join("src")).expect("mkdir");
+    let hart = hab_oci_testkit::raw_hart(&key, &with(vec![Zeros(format!("{P}/zeros"), 512 << 20)]))
+        .expect("raw");
+    assert!(hart.len() < 200 << 10, "a small hart: {} bytes", hart.len());
+    fs::write(t.join("src").join(HART), &hart).expect("write");
+    let out = hab_oci(t)
+        .current_dir(t)
+        .args([
+            "export",
+            "--no-supervisor",
+            "--max-unpacked-size",
+            "1G",
+            "--keys",
+        ])
+        .arg(t.join("keys"))
+        .arg("--source")
+        .arg(t.join("src"))
+        .args(["evil/pkg", "-o", "oci:out", "--report", "report.json"])
+        .output()
+        .expect("run");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report = read_json(&t.join("report.json"));
+    assert_eq!(report["cache"]["prebuilt"], 0, "{report}");
+    assert_eq!(report["cache"]["staged"], 0, "{report}");
+    let biggest = fs::read_dir(t.join("hab-oci-cache/layers-v1"))
+        .expect("cache")
+        .map(|e| e.expect("e").metadata().expect("meta").len())
+        .max()
+        .unwrap_or(0);
+    assert!(biggest < 64 << 20, "a cache file of {biggest} bytes");
+    assert_eq!(temporaries(&t.join("hab-oci-cache")), Vec::<String>::new());
+}

@@ -451,7 +451,9 @@ impl VerifiedHart {
         let stream = liblzma::stream::MtStreamBuilder::new()
             .threads(opts.threads.max(1))
             .memlimit_threading(1 << 30)
-            .memlimit_stop(u64::MAX)
+            // A header may ask for a dictionary of up to 4 GiB; Habitat's `xz -6` uses 8 MiB
+            // and `-9` 64 MiB. Past 2 GiB decoding fails instead of taking the memory.
+            .memlimit_stop(2 << 30)
             .decoder()
             .map_err(|e| HartError::Payload {
                 path: self.hart.path.clone(),

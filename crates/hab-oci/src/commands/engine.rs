@@ -84,7 +84,6 @@ pub(crate) fn run(
         _ => None,
     };
     let context_dir = context_dir(&plan.naming.name);
-    crate::interrupt::own(&context_dir);
     let opts = EngineOptions {
         kind,
         binary: a.engine_binary.clone(),
@@ -124,6 +123,9 @@ pub(crate) fn run(
         .with_context(|| format!("creating {}", lock_path.display()))?;
     lock.lock()
         .with_context(|| format!("locking {}", lock_path.display()))?;
+    // Ours now (another run of the same image waits on the lock): an interruption
+    // removes it.
+    crate::interrupt::own(&context_dir);
     printer.status(&format!(
         "Building {} with {} ({} packages in {} layers + extras)",
         plan.naming.name,

@@ -50,7 +50,11 @@ pub(crate) fn run(args: &ResolveArgs, printer: &Printer) -> Result<ExitCode> {
         .iter()
         .map(|p| Request::parse(p))
         .collect::<Result<Vec<_>, _>>()?;
-    let depot = Depot::open(&settings::depot(&args.source, !args.no_cache)?).map_err(with_hint)?;
+    let depot_settings = settings::depot(&args.source, !args.no_cache)?;
+    if let Some(m) = &depot_settings.metadata_cache {
+        crate::interrupt::watch(m);
+    }
+    let depot = Depot::open(&depot_settings).map_err(with_hint)?;
     printer.verbose(&format!(
         "package sources: {}; key directories: {}",
         depot
