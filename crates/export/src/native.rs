@@ -120,10 +120,11 @@ fn compress_staged(
     let (path, digest) = cache.blob_for(&key)?;
     let members = [member];
     progress.layer_started(index, &layer_label(&members), member.metadata.unpacked_size);
-    let mut tar = Advancing {
+    let advance = |n: u64| progress.layer_advanced(index, n);
+    let mut tar = rewrite::CountingReader {
         inner: std::fs::File::open(&path).ok()?,
-        index,
-        progress,
+        advance: &advance,
+        n: 0,
     };
     let blob = store.blob_writer().ok()?;
     let w = LayerWriter::new(BufWriter::with_capacity(1 << 20, blob), compression).ok()?;
@@ -142,21 +143,6 @@ fn compress_staged(
         digests,
         annotations: annotations(&members),
     })
-}
-
-/// Reports bytes read as progress of a layer.
-struct Advancing<'a, R> {
-    inner: R,
-    index: usize,
-    progress: &'a dyn Progress,
-}
-
-impl<R: std::io::Read> std::io::Read for Advancing<'_, R> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.progress.layer_advanced(self.index, n as u64);
-        Ok(n)
-    }
 }
 
 /// A layer of several packages (above the layer budget) from its members' cached

@@ -292,10 +292,11 @@ fn normalize(p: &Path) -> Option<String> {
     Some(parts.join("/"))
 }
 
-struct CountingReader<'a, R> {
-    inner: R,
-    advance: &'a dyn Fn(u64),
-    n: u64,
+/// Reports bytes read to `advance`, a MiB at a time.
+pub(crate) struct CountingReader<'a, R> {
+    pub(crate) inner: R,
+    pub(crate) advance: &'a dyn Fn(u64),
+    pub(crate) n: u64,
 }
 
 /// Progress is reported per MiB, not per read: a report takes a lock in the printer.

@@ -220,186 +220,182 @@ pub fn metadata_from_tar(
     path: &Path,
     stop_at_ident: bool,
 ) -> Result<PackageMetadata, HartError> {
-    {
-        let path = path.to_owned();
-        let meta_err = |detail: String| HartError::Metadata {
-            path: path.clone(),
-            detail,
+    let path = path.to_owned();
+    let meta_err = |detail: String| HartError::Metadata {
+        path: path.clone(),
+        detail,
+    };
+    let payload_err = |source: std::io::Error| HartError::Payload {
+        path: path.clone(),
+        source,
+    };
+    let mut archive = tar::Archive::new(reader);
+    let mut prefix: Option<[String; 4]> = None;
+    let mut files = BTreeMap::new();
+    let (mut entries, mut unpacked_size) = (0u64, 0u64);
+    let (mut is_service, mut has_install_hook) = (false, false);
+    let mut setuid: Vec<String> = Vec::new();
+    let mut run_script: Option<String> = None;
+    // Non-directory entries as (parent, name) relative to the prefix; filtered against
+    // PATH at the end, since PATH may come after them in the tar.
+    let mut leaves: Vec<(String, String)> = Vec::new();
+    for entry in archive.entries().map_err(payload_err)? {
+        let mut entry = entry.map_err(payload_err)?;
+        entries += 1;
+        let entry_path = entry.path().map_err(payload_err)?.into_owned();
+        let Some((this_prefix, rest)) = split_prefix(&entry_path) else {
+            if entry.header().entry_type().is_dir() && is_parent_dir(&entry_path) {
+                continue;
+            }
+            return Err(meta_err(format!(
+                "tar entry '{}' is outside hab/pkgs/ORIGIN/NAME/VERSION/RELEASE/",
+                entry_path.display()
+            )));
         };
-        let payload_err = |source: std::io::Error| HartError::Payload {
-            path: path.clone(),
-            source,
-        };
-        let mut archive = tar::Archive::new(reader);
-        let mut prefix: Option<[String; 4]> = None;
-        let mut files = BTreeMap::new();
-        let (mut entries, mut unpacked_size) = (0u64, 0u64);
-        let (mut is_service, mut has_install_hook) = (false, false);
-        let mut setuid: Vec<String> = Vec::new();
-        let mut run_script: Option<String> = None;
-        // Non-directory entries as (parent, name) relative to the prefix; filtered against
-        // PATH at the end, since PATH may come after them in the tar.
-        let mut leaves: Vec<(String, String)> = Vec::new();
-        for entry in archive.entries().map_err(payload_err)? {
-            let mut entry = entry.map_err(payload_err)?;
-            entries += 1;
-            let entry_path = entry.path().map_err(payload_err)?.into_owned();
-            let Some((this_prefix, rest)) = split_prefix(&entry_path) else {
-                if entry.header().entry_type().is_dir() && is_parent_dir(&entry_path) {
-                    continue;
-                }
+        match &prefix {
+            None => prefix = Some(this_prefix.clone()),
+            Some(p) if *p != this_prefix => {
                 return Err(meta_err(format!(
-                    "tar entry '{}' is outside hab/pkgs/ORIGIN/NAME/VERSION/RELEASE/",
-                    entry_path.display()
+                    "tar entry '{}' belongs to another package than hab/pkgs/{}",
+                    entry_path.display(),
+                    p.join("/")
                 )));
-            };
-            match &prefix {
-                None => prefix = Some(this_prefix.clone()),
-                Some(p) if *p != this_prefix => {
+            }
+            Some(_) => {}
+        }
+        let kind = entry.header().entry_type();
+        if kind.is_file() {
+            unpacked_size += entry.size();
+            if entry.header().mode().is_ok_and(|m| m & 0o6000 != 0) {
+                setuid.push(rest.join("/"));
+            }
+        }
+        if !kind.is_dir()
+            && let Some((name, parent)) = rest.split_last()
+        {
+            leaves.push((parent.join("/"), name.clone()));
+        }
+        let rest: Vec<&str> = rest.iter().map(String::as_str).collect();
+        match rest.as_slice() {
+            ["run"] => {
+                is_service = true;
+                run_script = Some("run".into());
+            }
+            ["hooks", "run"] => {
+                is_service = true;
+                run_script.get_or_insert_with(|| "hooks/run".into());
+            }
+            ["hooks", "install"] => has_install_hook = true,
+            [name] if kind.is_file() && METAFILES.contains(name) => {
+                if entry.size() > MAX_METAFILE {
                     return Err(meta_err(format!(
-                        "tar entry '{}' belongs to another package than hab/pkgs/{}",
-                        entry_path.display(),
-                        p.join("/")
+                        "metadata file {name} is {} bytes, more than the {MAX_METAFILE} allowed",
+                        entry.size()
                     )));
                 }
-                Some(_) => {}
-            }
-            let kind = entry.header().entry_type();
-            if kind.is_file() {
-                unpacked_size += entry.size();
-                if entry.header().mode().is_ok_and(|m| m & 0o6000 != 0) {
-                    setuid.push(rest.join("/"));
+                let mut buf = Vec::with_capacity(entry.size() as usize);
+                (&mut entry)
+                    .take(MAX_METAFILE)
+                    .read_to_end(&mut buf)
+                    .map_err(payload_err)?;
+                let text = String::from_utf8(buf)
+                    .map_err(|_| meta_err(format!("metadata file {name} is not UTF-8 text")))?;
+                files.insert((*name).to_owned(), text.trim().to_owned());
+                if stop_at_ident && files.contains_key("IDENT") && files.contains_key("TARGET") {
+                    break;
                 }
             }
-            if !kind.is_dir()
-                && let Some((name, parent)) = rest.split_last()
-            {
-                leaves.push((parent.join("/"), name.clone()));
-            }
-            let rest: Vec<&str> = rest.iter().map(String::as_str).collect();
-            match rest.as_slice() {
-                ["run"] => {
-                    is_service = true;
-                    run_script = Some("run".into());
-                }
-                ["hooks", "run"] => {
-                    is_service = true;
-                    run_script.get_or_insert_with(|| "hooks/run".into());
-                }
-                ["hooks", "install"] => has_install_hook = true,
-                [name] if kind.is_file() && METAFILES.contains(name) => {
-                    if entry.size() > MAX_METAFILE {
-                        return Err(meta_err(format!(
-                            "metadata file {name} is {} bytes, more than the {MAX_METAFILE} allowed",
-                            entry.size()
-                        )));
-                    }
-                    let mut buf = Vec::with_capacity(entry.size() as usize);
-                    (&mut entry)
-                        .take(MAX_METAFILE)
-                        .read_to_end(&mut buf)
-                        .map_err(payload_err)?;
-                    let text = String::from_utf8(buf)
-                        .map_err(|_| meta_err(format!("metadata file {name} is not UTF-8 text")))?;
-                    files.insert((*name).to_owned(), text.trim().to_owned());
-                    if stop_at_ident && files.contains_key("IDENT") && files.contains_key("TARGET")
-                    {
-                        break;
-                    }
-                }
-                _ => {}
-            }
+            _ => {}
         }
-        if !stop_at_ident {
-            // Read past the tar's end-of-archive marker to the end of the xz stream, so the
-            // stream's own checks and the re-hash of the file (see `payload`) both run.
-            std::io::copy(&mut archive.into_inner(), &mut std::io::sink()).map_err(payload_err)?;
-        }
-        let prefix = prefix.ok_or_else(|| meta_err("the package holds no files".into()))?;
-        let ident_text = files
-            .get("IDENT")
-            .ok_or_else(|| meta_err("the package has no IDENT file".into()))?;
-        let ident =
-            PackageIdent::parse_fq(ident_text).map_err(|e| meta_err(format!("IDENT: {e}")))?;
-        let prefix_ident = prefix.join("/");
-        if ident.to_string() != prefix_ident {
-            return Err(meta_err(format!(
-                "IDENT says {ident} but the files are under hab/pkgs/{prefix_ident}"
-            )));
-        }
-        let target = files
-            .get("TARGET")
-            .ok_or_else(|| meta_err("the package has no TARGET file".into()))
-            .and_then(|t| PackageTarget::parse(t).map_err(|e| meta_err(format!("TARGET: {e}"))))?;
-        let idents = |name: &str| -> Result<Vec<PackageIdent>, HartError> {
-            let Some(text) = files.get(name) else {
-                return Ok(Vec::new());
-            };
-            text.lines()
-                .map(str::trim)
-                .filter(|l| !l.is_empty())
-                .map(|l| PackageIdent::parse_fq(l).map_err(|e| meta_err(format!("{name}: {e}"))))
-                .collect()
-        };
-        let deps = idents("DEPS")?;
-        let tdeps = idents("TDEPS")?;
-        let build_deps = idents("BUILD_DEPS")?;
-        if tdeps.contains(&ident) || deps.contains(&ident) {
-            return Err(meta_err(format!(
-                "{ident} lists itself as its own dependency"
-            )));
-        }
-        let own_prefix = format!("/{}", ident_prefix(&ident));
-        let path_dirs: Vec<String> = files
-            .get("PATH")
-            .map(|p| {
-                p.split(':')
-                    .filter(|d| Path::new(d).starts_with(&own_prefix))
-                    .map(str::to_owned)
-                    .collect()
-            })
-            .unwrap_or_default();
-        let binaries = {
-            let dirs: Vec<String> = path_dirs
-                .iter()
-                .map(|d: &String| {
-                    d.strip_prefix(&own_prefix)
-                        .unwrap_or_default()
-                        .trim_matches('/')
-                        .to_owned()
-                })
-                .collect();
-            leaves
-                .into_iter()
-                .filter(|(parent, _)| dirs.contains(parent))
-                .map(|(parent, name)| format!("{own_prefix}/{parent}/{name}"))
-                .collect()
-        };
-        let word = |name: &str| files.get(name).filter(|s| !s.is_empty()).cloned();
-        Ok(PackageMetadata {
-            exposes: files
-                .get("EXPOSES")
-                .map(|e| e.split_whitespace().map(str::to_owned).collect())
-                .unwrap_or_default(),
-            svc_user: word("SVC_USER"),
-            svc_group: word("SVC_GROUP"),
-            shutdown_signal: word("SHUTDOWN_SIGNAL"),
-            ident,
-            target,
-            deps,
-            tdeps,
-            build_deps,
-            path: path_dirs,
-            binaries,
-            is_service,
-            run_script,
-            has_install_hook,
-            setuid,
-            entries,
-            unpacked_size,
-            files,
-        })
     }
+    if !stop_at_ident {
+        // Read past the tar's end-of-archive marker to the end of the xz stream, so the
+        // stream's own checks and the re-hash of the file (see `payload`) both run.
+        std::io::copy(&mut archive.into_inner(), &mut std::io::sink()).map_err(payload_err)?;
+    }
+    let prefix = prefix.ok_or_else(|| meta_err("the package holds no files".into()))?;
+    let ident_text = files
+        .get("IDENT")
+        .ok_or_else(|| meta_err("the package has no IDENT file".into()))?;
+    let ident = PackageIdent::parse_fq(ident_text).map_err(|e| meta_err(format!("IDENT: {e}")))?;
+    let prefix_ident = prefix.join("/");
+    if ident.to_string() != prefix_ident {
+        return Err(meta_err(format!(
+            "IDENT says {ident} but the files are under hab/pkgs/{prefix_ident}"
+        )));
+    }
+    let target = files
+        .get("TARGET")
+        .ok_or_else(|| meta_err("the package has no TARGET file".into()))
+        .and_then(|t| PackageTarget::parse(t).map_err(|e| meta_err(format!("TARGET: {e}"))))?;
+    let idents = |name: &str| -> Result<Vec<PackageIdent>, HartError> {
+        let Some(text) = files.get(name) else {
+            return Ok(Vec::new());
+        };
+        text.lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .map(|l| PackageIdent::parse_fq(l).map_err(|e| meta_err(format!("{name}: {e}"))))
+            .collect()
+    };
+    let deps = idents("DEPS")?;
+    let tdeps = idents("TDEPS")?;
+    let build_deps = idents("BUILD_DEPS")?;
+    if tdeps.contains(&ident) || deps.contains(&ident) {
+        return Err(meta_err(format!(
+            "{ident} lists itself as its own dependency"
+        )));
+    }
+    let own_prefix = format!("/{}", ident_prefix(&ident));
+    let path_dirs: Vec<String> = files
+        .get("PATH")
+        .map(|p| {
+            p.split(':')
+                .filter(|d| Path::new(d).starts_with(&own_prefix))
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default();
+    let binaries = {
+        let dirs: Vec<String> = path_dirs
+            .iter()
+            .map(|d: &String| {
+                d.strip_prefix(&own_prefix)
+                    .unwrap_or_default()
+                    .trim_matches('/')
+                    .to_owned()
+            })
+            .collect();
+        leaves
+            .into_iter()
+            .filter(|(parent, _)| dirs.contains(parent))
+            .map(|(parent, name)| format!("{own_prefix}/{parent}/{name}"))
+            .collect()
+    };
+    let word = |name: &str| files.get(name).filter(|s| !s.is_empty()).cloned();
+    Ok(PackageMetadata {
+        exposes: files
+            .get("EXPOSES")
+            .map(|e| e.split_whitespace().map(str::to_owned).collect())
+            .unwrap_or_default(),
+        svc_user: word("SVC_USER"),
+        svc_group: word("SVC_GROUP"),
+        shutdown_signal: word("SHUTDOWN_SIGNAL"),
+        ident,
+        target,
+        deps,
+        tdeps,
+        build_deps,
+        path: path_dirs,
+        binaries,
+        is_service,
+        run_script,
+        has_install_hook,
+        setuid,
+        entries,
+        unpacked_size,
+        files,
+    })
 }
 
 fn ident_prefix(ident: &PackageIdent) -> String {
