@@ -93,7 +93,7 @@ pub enum DepotError {
         named: String,
         inside: PackageIdent,
     },
-    #[error("{}: {source}", path.display())]
+    #[error("{}", path.display())]
     Io {
         path: PathBuf,
         source: std::io::Error,

@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 use crate::ExportError;
 use crate::LAYER_FORMAT;
 use crate::error::io_at;
+use crate::layers::{LayerKey, Member};
 
 /// What an entry records besides its blob.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -37,20 +38,19 @@ struct Record {
 
 impl Record {
     fn new(
-        key: &str,
+        key: &LayerKey,
         digests: &LayerDigests,
         compression: Compression,
-        packages: Vec<String>,
-        checksums: Vec<String>,
+        members: &[Member],
     ) -> Record {
         Record {
-            key: key.to_owned(),
+            key: key.as_str().to_owned(),
             digest: digests.digest.clone(),
             diff_id: digests.diff_id.clone(),
             size: digests.size,
             compression: compression.name().to_owned(),
-            packages,
-            checksums,
+            packages: members.iter().map(|m| m.ident.to_string()).collect(),
+            checksums: members.iter().map(|m| m.checksum.clone()).collect(),
             pushed: Vec::new(),
         }
     }
@@ -135,18 +135,6 @@ impl LayerCache {
         let _ = self.trust.set(repository.to_owned());
     }
 
-    /// The key of a layer holding the harts with `checksums` (in layer order).
-    pub fn key(checksums: &[&str], compression: Compression) -> String {
-        let text = format!(
-            "hab-oci layer\nformat {LAYER_FORMAT}\ncompression {}\n{}\n",
-            compression.name(),
-            checksums.join("\n")
-        );
-        oci_image::sha256_digest(text.as_bytes())
-            .trim_start_matches("sha256:")
-            .to_owned()
-    }
-
     fn paths(&self, key: &str) -> (PathBuf, PathBuf) {
         (
             self.dir.join(format!("{key}.blob")),
@@ -164,8 +152,9 @@ impl LayerCache {
     /// after checking its bytes against the recorded digest — unless this process wrote the
     /// entry itself (prebuilt moments ago) or a push-only export trusts it (see
     /// [`LayerCache::trust_pushed_to`]). `None`: not cached, or the
-    /// entry was corrupt (then it is gone).
-    pub fn get(&self, key: &str, store: &OciDir) -> Option<LayerDigests> {
+    /// entry was corrupt (then it is gone). The flag: this process wrote the entry.
+    pub fn get(&self, key: &LayerKey, store: &OciDir) -> Option<(LayerDigests, bool)> {
+        let key = key.as_str();
         let (blob, json) = self.paths(key);
         let record: Option<Record> = fs::read(&json)
             .ok()
@@ -221,6 +210,7 @@ impl LayerCache {
                 }
             }
         })();
+        let ours = self.written.lock().is_ok_and(|w| w.contains(key));
         match &found {
             Some(_) => {
                 self.hits.fetch_add(1, Ordering::Relaxed);
@@ -230,20 +220,21 @@ impl LayerCache {
                 self.misses.fetch_add(1, Ordering::Relaxed);
             }
         }
-        found
+        found.map(|d| (d, ours))
     }
 
     /// Records the layer `digests` (its blob already in `store`) under `key`. Best effort:
     /// a cache that cannot be written costs a rebuild next time, never this export.
     pub fn put(
         &self,
-        key: &str,
+        key: &LayerKey,
         digests: &LayerDigests,
         store: &OciDir,
         compression: Compression,
-        packages: Vec<String>,
-        checksums: Vec<String>,
+        members: &[Member],
     ) {
+        let record = Record::new(key, digests, compression, members);
+        let key = key.as_str();
         let write = || -> io::Result<()> {
             fs::create_dir_all(&self.dir)?;
             let (blob, json) = self.paths(key);
@@ -260,17 +251,15 @@ impl LayerCache {
                 Ok(())
             })?;
             fs::rename(&tmp, &blob)?;
-            self.write_record(
-                &json,
-                &Record::new(key, digests, compression, packages, checksums),
-            )
+            self.write_record(&json, &record)
         };
         let _ = write();
     }
 
     /// The blob of the entry for `key` and the digest it must hash to (unchecked: the
     /// caller hashes what it reads and calls [`LayerCache::discard`] on a mismatch).
-    pub fn blob_for(&self, key: &str) -> Option<(PathBuf, String)> {
+    pub fn blob_for(&self, key: &LayerKey) -> Option<(PathBuf, String)> {
+        let key = key.as_str();
         let (blob, json) = self.paths(key);
         let record: Record = serde_json::from_slice(&fs::read(json).ok()?).ok()?;
         (record.key == key).then_some((blob, record.digest))
@@ -283,13 +272,14 @@ impl LayerCache {
 
     /// Counts a layer compressed from a staged one, whose entry is no longer needed (the
     /// compressed layer serves every later use, grouped ones too).
-    pub fn note_staged_used(&self, staged_key: &str) {
+    pub fn note_staged_used(&self, staged_key: &LayerKey) {
         self.staged.fetch_add(1, Ordering::Relaxed);
-        self.remove(staged_key);
+        self.remove(staged_key.as_str());
     }
 
     /// Was the layer of `key` confirmed in `repository` by an earlier push?
-    pub fn pushed_to(&self, key: &str, repository: &str) -> bool {
+    pub fn pushed_to(&self, key: &LayerKey, repository: &str) -> bool {
+        let key = key.as_str();
         fs::read(self.paths(key).1)
             .ok()
             .and_then(|b| serde_json::from_slice::<Record>(&b).ok())
@@ -297,14 +287,14 @@ impl LayerCache {
     }
 
     /// Removes an entry found corrupt by a caller of [`LayerCache::blob_for`].
-    pub fn discard(&self, key: &str) {
+    pub fn discard(&self, key: &LayerKey) {
         self.corrupt.fetch_add(1, Ordering::Relaxed);
-        self.remove(key);
+        self.remove(key.as_str());
     }
 
     /// Is there an entry for `key` (unchecked: `get` checks)?
-    pub fn contains(&self, key: &str) -> bool {
-        self.paths(key).1.exists()
+    pub fn contains(&self, key: &LayerKey) -> bool {
+        self.paths(key.as_str()).1.exists()
     }
 
     /// A temporary file in the cache directory, for a blob being built into the cache.
@@ -316,21 +306,19 @@ impl LayerCache {
     /// Makes the finished `blob` (from [`LayerCache::temp_blob`]) the entry for `key`.
     pub fn put_built(
         &self,
-        key: &str,
+        key: &LayerKey,
         blob: tempfile::NamedTempFile,
         digests: &LayerDigests,
         compression: Compression,
-        packages: Vec<String>,
-        checksums: Vec<String>,
+        members: &[Member],
     ) -> io::Result<()> {
+        let record = Record::new(key, digests, compression, members);
+        let key = key.as_str();
         let (path, json) = self.paths(key);
         blob.as_file().sync_all()?;
         oci_image::layout::readable(blob.path())?;
         blob.persist(&path).map_err(|e| e.error)?;
-        self.write_record(
-            &json,
-            &Record::new(key, digests, compression, packages, checksums),
-        )?;
+        self.write_record(&json, &record)?;
         if let Ok(mut w) = self.written.lock() {
             w.insert(key.to_owned());
         }
@@ -347,8 +335,8 @@ impl LayerCache {
     }
 
     /// Notes that a push confirmed the layer of `key` in `repository`. Best effort.
-    pub fn record_pushed(&self, key: &str, repository: &str) {
-        let (_, json) = self.paths(key);
+    pub fn record_pushed(&self, key: &LayerKey, repository: &str) {
+        let (_, json) = self.paths(key.as_str());
         let Some(mut record) = fs::read(&json)
             .ok()
             .and_then(|b| serde_json::from_slice::<Record>(&b).ok())

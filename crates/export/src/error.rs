@@ -10,7 +10,7 @@ pub enum ExportError {
         entry: String,
         problem: String,
     },
-    #[error("writing the layer of {package}: {source}")]
+    #[error("writing the layer of {package}")]
     LayerWrite {
         package: String,
         source: std::io::Error,
@@ -18,20 +18,39 @@ pub enum ExportError {
     #[error(transparent)]
     Hart(#[from] hart::HartError),
     #[error(transparent)]
+    Ident(#[from] hart::IdentError),
+    #[error(transparent)]
+    Depot(#[from] depot::DepotError),
+    #[error("pushing {name}")]
+    Push {
+        name: String,
+        source: crate::PublishError,
+    },
+    #[error(transparent)]
     Layout(#[from] oci_image::LayoutError),
     #[error(transparent)]
     Image(#[from] oci_image::image::ImageError),
-    #[error("{}: {source}", path.display())]
+    #[error("{}", path.display())]
     Io {
         path: PathBuf,
         source: std::io::Error,
     },
     #[error("{0}")]
     Plan(String),
+    #[error("the layer budget is {max} layers: {problem}")]
+    LayerBudget { max: usize, problem: String },
+    #[error(
+        "every tag is disabled (latest, version, version-release, and no custom tag): at least one tag is needed"
+    )]
+    NoTags,
+    #[error(
+        "the Supervisor's /init.sh needs a busybox-static package in the closure (core/busybox-static)"
+    )]
+    NoBusybox,
     #[error("invalid template '{template}': {problem}")]
     Template { template: String, problem: String },
     #[error(
-        "{} exists and is not an image hab-oci wrote; refusing to replace it (pass --force to replace it anyway)",
+        "{} exists and is not an image hab-oci wrote; refusing to replace it",
         path.display()
     )]
     NotOurs { path: PathBuf },
@@ -41,6 +60,8 @@ pub enum ExportError {
     OutputSpec(String),
     #[error("{0}")]
     Engine(String),
+    #[error(transparent)]
+    EngineRefused(#[from] crate::engine::EngineRefusal),
     #[error("{command} failed ({status}); its last output:\n{output}")]
     EngineFailed {
         command: String,

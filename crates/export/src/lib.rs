@@ -1,24 +1,32 @@
-//! From a resolved Habitat closure to an image: [`ImagePlan`] (a pure function of the closure
+//! From Habitat packages to an image. Start at [`export`]: [`ExportSettings`] in, [`Events`]
+//! out — the closure resolved by `depot`, an [`ImagePlan`] (a pure function of the closure
 //! and options: which packages go in which layer, the extras layer, the config, names and
-//! tags), the native engine that streams each hart into its layer ([`native`]), the outputs
-//! ([`output`]) and the report ([`report`]).
+//! tags), the layers from their one owner ([`Layers`]: cache, prebuild, staging, regrouping,
+//! fresh builds), or the docker/buildah [`engine`]; the push through the caller's
+//! [`Publisher`]; the [`output`]s and the [`report`].
 //!
-//! The layer format (v1) is what makes digests reproducible: see `rewrite.rs` and DESIGN.md.
-//! This crate never prints and never sees clap; progress goes through [`Progress`].
+//! The layer format (v1) is what makes digests reproducible: docs/layer-format-v1.md.
+//! This crate never prints, never sees clap and never talks to a registry.
 
 pub mod cache;
 pub mod engine;
 mod error;
 pub mod extras;
+pub mod layers;
 pub mod naming;
-pub mod native;
+mod native;
+mod operation;
 pub mod output;
 pub mod plan;
-pub mod prebuild;
+mod prebuild;
 pub mod report;
 mod rewrite;
+pub mod settings;
 
 pub use error::ExportError;
+pub use layers::{LayerKey, LayerReady, LayerSource, Layers, Member};
+pub use operation::{Events, Exported, NoEvents, PublishError, Publisher, PushSession, export};
+pub use settings::{CacheSettings, Engine, ExportSettings, SupervisorPackages};
 pub use naming::{Naming, NamingOptions};
 pub use output::{Output, OutputSet};
 pub use plan::{ImagePlan, Layering, PlanOptions, PlannedLayer, Supervisor};
@@ -55,6 +63,8 @@ pub fn rewrite_for_fuzzing(tar: &[u8]) -> Result<(hart::PackageIdent, Vec<u8>), 
 
 /// Progress events from long work; the binary draws them, tests ignore them.
 pub trait Progress: Sync {
+    /// The plan is made: the image will have `count` layers (extras included).
+    fn layers_planned(&self, _count: usize) {}
     /// A layer started: its index in the plan, a label, and the bytes it will process.
     fn layer_started(&self, _index: usize, _label: &str, _total: u64) {}
     /// `bytes` more of layer `index` were processed.

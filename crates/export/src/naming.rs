@@ -9,6 +9,7 @@
 use hart::PackageIdent;
 
 use crate::ExportError;
+use oci_image::reference::Reference;
 
 /// Naming flags as given.
 #[derive(Debug, Clone, Default)]
@@ -116,9 +117,7 @@ pub fn naming(opts: &NamingOptions, primary: &PackageIdent) -> Result<Naming, Ex
         }
     }
     if tags.is_empty() {
-        return Err(ExportError::Plan(
-            "every tag is disabled (--no-tag-latest, --no-tag-version, --no-tag-version-release, no --tag-custom): at least one tag is needed".into(),
-        ));
+        return Err(ExportError::NoTags);
     }
     let mut seen = Vec::new();
     tags.retain(|t| {
@@ -132,75 +131,23 @@ pub fn naming(opts: &NamingOptions, primary: &PackageIdent) -> Result<Naming, Ex
 
 /// Splits an image reference `name[:tag][@digest]` and checks it: `(name, tag, digest)`.
 pub fn parse_reference(r: &str) -> Result<(String, Option<String>, Option<String>), ExportError> {
-    let (rest, digest) = match r.split_once('@') {
-        Some((n, d)) => {
-            let ok = d.split_once(':').is_some_and(|(alg, hex)| {
-                !alg.is_empty() && hex.len() >= 32 && hex.bytes().all(|b| b.is_ascii_hexdigit())
-            });
-            if !ok {
-                return Err(ExportError::Plan(format!(
-                    "'{d}' is not a digest (algorithm:hex)"
-                )));
-            }
-            (n, Some(d.to_owned()))
-        }
-        None => (r, None),
-    };
-    let (name, tag) = match rest.rsplit_once(':') {
-        Some((n, t)) if !t.contains('/') => (n.to_owned(), Some(t.to_owned())),
-        _ => (rest.to_owned(), None),
-    };
-    validate_reference(&name, tag.as_slice())?;
-    Ok((name, tag, digest))
+    let parsed = Reference::parse(r).map_err(|e| ExportError::Plan(e.to_string()))?;
+    Ok((parsed.name, parsed.tag, parsed.digest))
 }
 
-/// The registry host of an image name (`host[:port]/...`), or Docker Hub's.
-pub fn registry_of(name: &str) -> String {
-    match name.split_once('/') {
-        Some((first, _)) if first.contains('.') || first.contains(':') || first == "localhost" => {
-            first.to_owned()
-        }
-        _ => "docker.io".to_owned(),
-    }
-}
+pub use oci_image::reference::registry_of;
 
-/// Docker's grammar, briefly: lowercase path components of `[a-z0-9._-]` (plus a host[:port]
-/// first component), tags of `[A-Za-z0-9_.-]{1,128}` not starting with `.` or `-`.
+/// The image name and its tags, by docker's grammar (`oci_image::reference`).
 fn validate_reference(name: &str, tags: &[String]) -> Result<(), ExportError> {
-    let bad = |what: String| Err(ExportError::Plan(what));
-    if name.is_empty() || name.starts_with('/') || name.ends_with('/') || name.contains("//") {
-        return bad(format!(
-            "image name '{name}' is not a valid repository name"
-        ));
-    }
-    for (i, comp) in name.split('/').enumerate() {
-        let host_ok = i == 0
-            && name.contains('/')
-            && (comp.contains('.') || comp.contains(':') || comp == "localhost");
-        let ok = if host_ok {
-            comp.chars()
-                .all(|c| c.is_ascii_alphanumeric() || ".-:".contains(c))
-        } else {
-            comp.chars()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "._-".contains(c))
-                && !comp.starts_with(['.', '-', '_'])
-        };
-        if !ok {
-            return bad(format!(
-                "image name '{name}': component '{comp}' is not valid"
-            ));
-        }
+    let parsed =
+        Reference::parse(name).map_err(|e| ExportError::Plan(format!("image name {e}")))?;
+    if parsed.tag.is_some() || parsed.digest.is_some() {
+        return Err(ExportError::Plan(format!(
+            "image name '{name}' holds a tag or digest; tags are given separately"
+        )));
     }
     for t in tags {
-        if t.is_empty()
-            || t.len() > 128
-            || t.starts_with(['.', '-'])
-            || !t
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
-        {
-            return bad(format!("tag '{t}' is not a valid tag"));
-        }
+        oci_image::reference::check_tag(t).map_err(ExportError::Plan)?;
     }
     Ok(())
 }

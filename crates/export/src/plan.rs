@@ -92,28 +92,6 @@ pub struct ImagePlan {
     pub primary: usize,
 }
 
-/// The packages of planned layer `index`, in layer order.
-pub fn layer_members<'a>(
-    closure: &'a ResolvedClosure,
-    plan: &ImagePlan,
-    index: usize,
-) -> Vec<&'a ResolvedPackage> {
-    plan.layers[index]
-        .members
-        .iter()
-        .map(|&m| &closure.packages[m])
-        .collect()
-}
-
-/// A layer's label for progress: its packages' idents.
-pub fn layer_label(members: &[&ResolvedPackage]) -> String {
-    members
-        .iter()
-        .map(|p| p.ident().to_string())
-        .collect::<Vec<_>>()
-        .join(" + ")
-}
-
 /// Seconds since the epoch of a 14-digit UTC release (`YYYYMMDDhhmmss`); 0 if malformed.
 pub fn release_time(ident: &PackageIdent) -> u64 {
     let Some(r) = ident.release.as_deref() else {
@@ -150,10 +128,12 @@ fn find_by_name<'a>(c: &'a ResolvedClosure, name: &str) -> Option<&'a ResolvedPa
 impl ImagePlan {
     pub fn new(closure: &ResolvedClosure, opts: &PlanOptions) -> Result<ImagePlan, ExportError> {
         if opts.max_layers < 2 || opts.max_layers > DOCKER_MAX_LAYERS {
-            return Err(ExportError::Plan(format!(
-                "--max-layers {} is out of range: 2 to {DOCKER_MAX_LAYERS} (Docker refuses deeper images)",
-                opts.max_layers
-            )));
+            return Err(ExportError::LayerBudget {
+                max: opts.max_layers,
+                problem: format!(
+                    "out of range: 2 to {DOCKER_MAX_LAYERS} (Docker refuses deeper images)"
+                ),
+            });
         }
         let pkgs = &closure.packages;
         let requested: Vec<usize> = (0..pkgs.len()).filter(|&i| pkgs[i].requested).collect();
@@ -198,9 +178,7 @@ impl ImagePlan {
         let init = match (&opts.supervisor, busybox) {
             (Some(_), Some(b)) => Some((b.ident().clone(), primary_short.clone())),
             (Some(_), None) => {
-                return Err(ExportError::Plan(
-                    "the Supervisor's /init.sh needs a busybox-static package in the closure (core/busybox-static); add it to the sources or pass --no-supervisor".into(),
-                ));
+                return Err(ExportError::NoBusybox);
             }
             (None, _) => None,
         };
@@ -348,12 +326,13 @@ pub fn assign_layers(
     }
     let requested: Vec<usize> = (0..n).filter(|&i| pkgs[i].requested).collect();
     if requested.len() >= budget {
-        return Err(ExportError::Plan(format!(
-            "{} requested packages each need their own layer, but --max-layers {} leaves room for {} package layers and at least one shared layer",
-            requested.len(),
-            opts.max_layers,
-            budget
-        )));
+        return Err(ExportError::LayerBudget {
+            max: opts.max_layers,
+            problem: format!(
+                "{} requested packages each need their own layer, but it leaves room for {budget} package layers and at least one shared layer",
+                requested.len(),
+            ),
+        });
     }
     let key_of = |i: usize| pkgs[i].ident().to_string();
     let tdeps: Vec<BTreeSet<String>> = pkgs

@@ -19,6 +19,7 @@ use hart::{PackageIdent, PackageMetadata, VerifiedHart};
 use oci_image::{Compression, LayerDigests, LayerWriter};
 
 use crate::cache::LayerCache;
+use crate::layers::{LayerKey, Member};
 use crate::rewrite;
 
 type Built = Option<(tempfile::NamedTempFile, LayerDigests, PackageIdent)>;
@@ -26,7 +27,7 @@ type Built = Option<(tempfile::NamedTempFile, LayerDigests, PackageIdent)>;
 /// Packages whose xz payload is at most this are staged uncompressed. The layer budget only
 /// ever groups the smallest packages; staging one that then stands alone costs a write and
 /// a read of its tar, not a second compression.
-pub const STAGE_RAW_MAX: u64 = 4 << 20;
+pub(crate) const STAGE_RAW_MAX: u64 = 4 << 20;
 
 /// Most bytes a staged (uncompressed) layer may take: real packages unpack to a few times
 /// their xz size; a decompression bomb (a small payload of zeros) must not write gigabytes
@@ -46,14 +47,14 @@ fn staged_compression(hart: &VerifiedHart, compression: Compression) -> Compress
 }
 
 #[derive(Debug)]
-pub struct PrebuildTap {
+pub(crate) struct PrebuildTap {
     cache: Arc<LayerCache>,
     compression: Compression,
     running: Mutex<HashMap<String, JoinHandle<Built>>>,
 }
 
 impl PrebuildTap {
-    pub fn new(cache: Arc<LayerCache>, compression: Compression) -> PrebuildTap {
+    pub(crate) fn new(cache: Arc<LayerCache>, compression: Compression) -> PrebuildTap {
         PrebuildTap {
             cache,
             compression,
@@ -91,9 +92,9 @@ fn build(
 
 impl PayloadTap for PrebuildTap {
     fn tap(&self, hart: &VerifiedHart) -> Option<Box<dyn std::io::Write + Send>> {
-        let key = LayerCache::key(&[hart.checksum()], self.compression);
+        let key = LayerKey::new([hart.checksum()], self.compression);
         let compression = staged_compression(hart, self.compression);
-        let staged = LayerCache::key(&[hart.checksum()], compression);
+        let staged = LayerKey::new([hart.checksum()], compression);
         let mut running = self.running.lock().ok()?;
         if self.cache.contains(&key)
             || self.cache.contains(&staged)
@@ -122,16 +123,15 @@ impl PayloadTap for PrebuildTap {
         let (tmp, digests, ident) = built;
         if let Some(m) = metadata.filter(|m| m.ident == ident) {
             let compression = staged_compression(hart, self.compression);
-            let key = LayerCache::key(&[hart.checksum()], compression);
+            let key = LayerKey::new([hart.checksum()], compression);
+            let member = Member {
+                ident: m.ident.clone(),
+                checksum: hart.checksum().to_owned(),
+            };
             // Best effort, like every cache write: a failure costs a rebuild later.
-            let _ = self.cache.put_built(
-                &key,
-                tmp,
-                &digests,
-                compression,
-                vec![m.ident.to_string()],
-                vec![hart.checksum().to_owned()],
-            );
+            let _ = self
+                .cache
+                .put_built(&key, tmp, &digests, compression, &[member]);
         }
     }
 }

@@ -10,7 +10,7 @@ use crate::ExportError;
 use crate::engine::EngineReport;
 use crate::error::io_at;
 use crate::naming::Naming;
-use crate::native::{ANN_CHECKSUMS, ANN_PACKAGES};
+use crate::layers::LayerReady;
 
 #[derive(Debug, Serialize)]
 pub struct LayerReport {
@@ -57,18 +57,15 @@ pub struct PushReport {
     pub requests: u64,
 }
 
-fn split(s: Option<&String>) -> Vec<String> {
-    s.map(|s| {
-        s.split(',')
-            .filter(|x| !x.is_empty())
-            .map(str::to_owned)
-            .collect()
-    })
-    .unwrap_or_default()
-}
-
 impl Report {
-    pub fn new(image: &BuiltImage, naming: &Naming, outputs: Vec<String>) -> Report {
+    /// The report of a native build; `ready` holds the package layers' members (the
+    /// layers of `image` beyond them, the extras, hold no package).
+    pub fn new(
+        image: &BuiltImage,
+        ready: &[LayerReady],
+        naming: &Naming,
+        outputs: Vec<String>,
+    ) -> Report {
         Report {
             name: naming.name.clone(),
             tags: naming.tags.clone(),
@@ -82,13 +79,17 @@ impl Report {
             layers: image
                 .layers
                 .iter()
-                .map(|l| LayerReport {
-                    digest: l.digests.digest.clone(),
-                    diff_id: l.digests.diff_id.clone(),
-                    size: l.digests.size,
-                    media_type: l.digests.media_type.to_owned(),
-                    packages: split(l.annotations.get(ANN_PACKAGES)),
-                    checksums: split(l.annotations.get(ANN_CHECKSUMS)),
+                .enumerate()
+                .map(|(i, l)| {
+                    let members = ready.get(i).map_or(&[][..], |r| &r.members[..]);
+                    LayerReport {
+                        digest: l.digests.digest.clone(),
+                        diff_id: l.digests.diff_id.clone(),
+                        size: l.digests.size,
+                        media_type: l.digests.media_type.to_owned(),
+                        packages: members.iter().map(|m| m.ident.to_string()).collect(),
+                        checksums: members.iter().map(|m| m.checksum.clone()).collect(),
+                    }
                 })
                 .collect(),
         }

@@ -5,9 +5,9 @@
 
 use std::collections::HashSet;
 use std::io::Read;
-use std::path::{Component, Path};
+use std::path::Path;
 
-use hart::{DecodeOptions, PackageIdent, VerifiedHart};
+use hart::{DecodeOptions, PackageIdent, VerifiedHart, layout};
 use oci_image::{EntryMeta, EntrySink};
 
 use crate::ExportError;
@@ -27,19 +27,7 @@ pub(crate) fn write_parents<S: EntrySink + ?Sized>(
     mtime: u64,
     emitted: &mut HashSet<String>,
 ) -> std::io::Result<()> {
-    let parts = [
-        "hab".to_owned(),
-        "hab/pkgs".to_owned(),
-        format!("hab/pkgs/{}", ident.origin),
-        format!("hab/pkgs/{}/{}", ident.origin, ident.name),
-        format!(
-            "hab/pkgs/{}/{}/{}",
-            ident.origin,
-            ident.name,
-            ident.version.as_deref().unwrap_or_default()
-        ),
-    ];
-    for p in parts {
+    for p in layout::parent_dirs(ident) {
         if emitted.insert(p.clone()) {
             w.dir(&p, EntryMeta { mode: 0o775, mtime })?;
         }
@@ -66,21 +54,6 @@ pub(crate) fn write_package<S: EntrySink + ?Sized>(
         advance,
     )
     .map(drop)
-}
-
-/// The ident of a path `hab/pkgs/o/n/v/r/...`, if it has one.
-fn ident_of(path: &str) -> Option<PackageIdent> {
-    let p: Vec<&str> = path.split('/').collect();
-    if p.len() < 6 || p[0] != "hab" || p[1] != "pkgs" {
-        return None;
-    }
-    PackageIdent::parse_fq(&p[2..6].join("/")).ok()
-}
-
-/// Is `path` one of `hab`, `hab/pkgs`, `hab/pkgs/o`, `hab/pkgs/o/n`, `hab/pkgs/o/n/v`?
-fn is_parent(path: &str) -> bool {
-    let p: Vec<&str> = path.split('/').collect();
-    p[0] == "hab" && p.len() <= 5 && (p.len() < 2 || p[1] == "pkgs")
 }
 
 /// Rewrites a decoded hart payload (a tar stream) into `w`. With `known` = (ident, release
@@ -125,7 +98,7 @@ pub(crate) fn write_tar<S: EntrySink + ?Sized, R: Read>(
             entry: shown.clone(),
             problem: problem.to_owned(),
         };
-        let path = normalize(&raw).ok_or_else(|| {
+        let path = layout::normalize(&raw).ok_or_else(|| {
             bad(
                 "escapes the package (absolute path or '..') or is not UTF-8",
                 &ident,
@@ -136,11 +109,8 @@ pub(crate) fn write_tar<S: EntrySink + ?Sized, R: Read>(
         // prefix is known, any such parent; after, only those of the prefix.)
         if kind.is_dir() {
             let parent = match &ident {
-                Some(i) => {
-                    let prefix = format!("hab/pkgs/{i}");
-                    path != prefix && format!("{prefix}/").starts_with(&format!("{path}/"))
-                }
-                None => is_parent(&path),
+                Some(i) => layout::is_parent_of(&path, &layout::prefix(i)),
+                None => layout::is_parent_dir(&path),
             };
             if parent {
                 continue;
@@ -149,7 +119,7 @@ pub(crate) fn write_tar<S: EntrySink + ?Sized, R: Read>(
         let id = match &ident {
             Some(i) => i.clone(),
             None => {
-                let found = ident_of(&path).ok_or_else(|| {
+                let found = layout::ident_of(&path).ok_or_else(|| {
                     bad("is outside hab/pkgs/ORIGIN/NAME/VERSION/RELEASE/", &None)
                 })?;
                 write_parents(w, &found, release_time(&found), emitted).map_err(|source| {
@@ -162,12 +132,12 @@ pub(crate) fn write_tar<S: EntrySink + ?Sized, R: Read>(
                 found
             }
         };
-        let prefix = format!("hab/pkgs/{id}");
+        let prefix = layout::prefix(&id);
         let write_err = |source| ExportError::LayerWrite {
             package: id.to_string(),
             source,
         };
-        if path != prefix && !path.starts_with(&format!("{prefix}/")) {
+        if !layout::is_inside(&path, &prefix) {
             return Err(bad(
                 &format!("is outside the package's prefix {prefix}/"),
                 &ident,
@@ -224,7 +194,7 @@ pub(crate) fn write_tar<S: EntrySink + ?Sized, R: Read>(
                     .link_name()
                     .map_err(payload_err)?
                     .ok_or_else(|| bad("is a hardlink without a target", &ident))?;
-                let t = normalize(&target).filter(|t| t.starts_with(&format!("{prefix}/")));
+                let t = layout::normalize(&target).filter(|t| layout::is_inside(t, &prefix) && *t != prefix);
                 let Some(t) = t else {
                     return Err(bad(
                         &format!(
@@ -277,21 +247,6 @@ fn through_symlink<'a>(path: &str, symlinks: &'a HashSet<String>) -> Option<&'a 
 }
 
 /// A relative, `..`-free path as a string without trailing slash; `None` if it escapes.
-fn normalize(p: &Path) -> Option<String> {
-    let mut parts: Vec<&str> = Vec::new();
-    for c in p.components() {
-        match c {
-            Component::Normal(s) => parts.push(s.to_str()?),
-            Component::CurDir => {}
-            _ => return None,
-        }
-    }
-    if parts.is_empty() {
-        return None;
-    }
-    Some(parts.join("/"))
-}
-
 /// Reports bytes read to `advance`, a MiB at a time.
 pub(crate) struct CountingReader<'a, R> {
     pub(crate) inner: R,
@@ -331,12 +286,6 @@ mod tests {
         assert_eq!(dir_mode(0o755), 0o775);
         assert_eq!(dir_mode(0o700), 0o770);
         assert_eq!(dir_mode(0o1755), 0o1775);
-        assert_eq!(
-            normalize(Path::new("./hab/pkgs/a")).as_deref(),
-            Some("hab/pkgs/a")
-        );
-        assert_eq!(normalize(Path::new("hab/../etc")), None);
-        assert_eq!(normalize(Path::new("/etc/passwd")), None);
     }
 
     /// Found by the `rewrite` fuzz target (whose property was too strict): a version with

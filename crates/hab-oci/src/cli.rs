@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -151,28 +151,31 @@ pub(crate) struct ExportArgs {
     #[arg(long, default_value_t = 100, value_name = "N", value_parser = clap::value_parser!(u8).range(2..=125))]
     pub(crate) max_layers: u8,
     /// Layer compression.
-    #[arg(long, default_value = "gzip", value_parser = ["gzip", "zstd", "none"])]
-    pub(crate) compression: String,
+    #[arg(long, value_enum, default_value_t = CompressionArg::Gzip)]
+    pub(crate) compression: CompressionArg,
     /// Build engine: `native` builds the image itself (no daemon, reproducible layers);
     /// `docker` and `buildah` build the same plan from a context with one COPY per layer
     /// and no RUN step. Habitat's default is docker.
     #[arg(
         long,
         env = "HAB_PKG_EXPORT_CONTAINER_ENGINE",
-        default_value = "native",
-        value_parser = ["native", "docker", "buildah"]
+        value_enum,
+        default_value_t = EngineArg::Native
     )]
-    pub(crate) engine: String,
+    pub(crate) engine: EngineArg,
     /// The engine's binary (default: docker or buildah on PATH), e.g. /usr/bin/docker.
     #[arg(long, env = "HAB_OCI_ENGINE_BINARY", value_name = "PATH")]
     pub(crate) engine_binary: Option<PathBuf>,
     /// Docker's builder. `legacy` (DOCKER_BUILDKIT=0) makes each package's COPY layer
-    /// byte-identical on any machine from our fixed-mtime context, so a fresh CI runner
-    /// pushes only changed packages even without a cache; `buildkit` reuses layers only
-    /// through a cache source (Docker 20.10's BuildKit stamps directories with the build
-    /// time) and writes inline cache metadata. Default: DOCKER_BUILDKIT, else the client's.
-    #[arg(long, value_name = "BUILDER", value_parser = ["legacy", "buildkit"])]
-    pub(crate) docker_builder: Option<String>,
+    /// byte-identical on any machine from our fixed-mtime context, so layer digests are
+    /// stable and pulls reuse unchanged layers; but `docker push` from a fresh daemon still
+    /// uploads every layer (measured: all 93.5 MB of a 92-package image whose layers the
+    /// registry already held), since the daemon does not know their compressed digests. `buildkit` reuses
+    /// layers only through a cache source (Docker 20.10's BuildKit stamps directories with
+    /// the build time) and writes inline cache metadata. Default: DOCKER_BUILDKIT, else the
+    /// client's.
+    #[arg(long, value_name = "BUILDER", value_enum)]
+    pub(crate) docker_builder: Option<DockerBuilderArg>,
     /// An image to take build cache from (repeatable, in order). docker: an image reference
     /// (the legacy builder pulls it first; a missing one is a warning). buildah: a cache
     /// repository written by --cache-to (the reference's repository part is used).
@@ -198,8 +201,8 @@ pub(crate) struct ExportArgs {
     #[arg(long, value_name = "ARG", allow_hyphen_values = true)]
     pub(crate) engine_arg: Vec<String>,
     /// buildah's image format (default docker).
-    #[arg(long, value_parser = ["docker", "oci"])]
-    pub(crate) format: Option<String>,
+    #[arg(long, value_enum)]
+    pub(crate) format: Option<FormatArg>,
     /// The hab CLI package of the Supervisor.
     #[arg(long, default_value = "chef/hab", value_name = "HAB_PKG")]
     pub(crate) hab_pkg: String,
@@ -220,7 +223,8 @@ pub(crate) struct ExportArgs {
     /// Entrypoint: a JSON array (["/bin/x","arg"]) or one path.
     #[arg(long, value_name = "ENTRYPOINT")]
     pub(crate) entrypoint: Option<String>,
-    /// Cmd: a JSON array or whitespace-separated words.
+    /// Cmd: a JSON array, or words split as a shell splits them (`sh -c "a b"` is three
+    /// words).
     #[arg(long, value_name = "CMD")]
     pub(crate) cmd: Option<String>,
     /// Environment variable K=V for the image (repeatable).
@@ -296,6 +300,32 @@ pub(crate) struct ExportArgs {
     /// Size bound of the layer cache; least recently used layers go first.
     #[arg(long, value_name = "SIZE", default_value = "10G", value_parser = parse_size)]
     pub(crate) cache_max_size: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum EngineArg {
+    Native,
+    Docker,
+    Buildah,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum CompressionArg {
+    Gzip,
+    Zstd,
+    None,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum DockerBuilderArg {
+    Legacy,
+    Buildkit,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum FormatArg {
+    Docker,
+    Oci,
 }
 
 #[derive(Debug, Subcommand)]

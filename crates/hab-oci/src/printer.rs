@@ -39,10 +39,14 @@ impl Printer {
         }
     }
 
-    /// A failure: the error and its causes, then any hint. Always shown.
+    /// A failure: the error and its causes, then what to do next where there is a clear
+    /// next step. Always shown.
     pub(crate) fn error(&self, err: &anyhow::Error) {
         let mut e = io::stderr().lock();
-        let _ = writeln!(e, "error: {}", chain_text(err));
+        let _ = writeln!(e, "error: {err:#}");
+        if let Some(h) = crate::hints::hint_for(err) {
+            let _ = writeln!(e, "hint: {h}");
+        }
     }
 
     /// A per-item failure that does not stop the command (e.g. one of several files).
@@ -51,54 +55,15 @@ impl Printer {
     }
 }
 
-/// The error and its causes joined by `: `, leaving out a cause whose text the message so far
-/// already holds (library errors often carry their source's text in their own message and
-/// as their `source()`; anyhow's `{:#}` would print it twice).
-fn chain_text(err: &anyhow::Error) -> String {
-    let mut text = String::new();
-    for cause in err.chain() {
-        let c = cause.to_string();
-        if text.is_empty() {
-            text = c;
-        } else if !text.contains(&c) {
-            text.push_str(": ");
-            text.push_str(&c);
-        }
+/// An error and its causes joined by `: ` (each error either shows its cause in its own
+/// message or returns it from `source()`, never both, so nothing repeats).
+pub(crate) fn chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = err.to_string();
+    let mut cause = err.source();
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
     }
     text
-}
-
-#[cfg(test)]
-mod tests {
-    use super::chain_text;
-
-    /// Like a library error that shows its source in its message and as `source()`.
-    #[derive(Debug)]
-    struct Outer {
-        source: std::io::Error,
-    }
-
-    impl std::fmt::Display for Outer {
-        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-            write!(f, "reading key: {}", self.source)
-        }
-    }
-
-    impl std::error::Error for Outer {
-        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-            Some(&self.source)
-        }
-    }
-
-    #[test]
-    fn causes_already_in_the_message_are_not_repeated() {
-        let inner = std::io::Error::other("key file is larger than 16384 bytes");
-        let err = anyhow::Error::new(Outer { source: inner }).context("verifying x.hart");
-        assert_eq!(
-            chain_text(&err),
-            "verifying x.hart: reading key: key file is larger than 16384 bytes"
-        );
-        let plain = anyhow::anyhow!("inner").context("outer");
-        assert_eq!(chain_text(&plain), "outer: inner");
-    }
 }

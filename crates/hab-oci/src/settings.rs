@@ -1,12 +1,24 @@
 //! Turns parsed arguments plus the environment into resolved settings for the libraries.
+//! Every flag-compatibility rule of `export` lives in [`export`], each refusal naming its
+//! flag: the libraries never see a flag name.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::process::{Command, Stdio};
 
-use anyhow::{Context, Result};
-use depot::DepotSettings;
+use anyhow::{Context, Result, anyhow, bail};
+use depot::{DepotSettings, Request};
+use export::engine::{DockerBuilder, EngineKind, EngineOptions};
+use export::{
+    CacheSettings, Engine, ExportSettings, Layering, NamingOptions, Output, OutputSet,
+    PlanOptions, SupervisorPackages,
+};
 use hart::{KeyDirs, PackageTarget};
+use oci_image::Compression;
 
-use crate::cli::{KeysArgs, SourceArgs};
+use crate::cli::{
+    CompressionArg, DockerBuilderArg, EngineArg, ExportArgs, FormatArg, KeysArgs, SourceArgs,
+};
 
 fn home_hab(sub: &str) -> Option<PathBuf> {
     std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".hab/cache").join(sub))
@@ -83,4 +95,305 @@ pub(crate) fn source_date_epoch() -> Result<Option<u64>> {
             .with_context(|| format!("SOURCE_DATE_EPOCH '{v}' is not a number of seconds")),
         Err(_) => Ok(None),
     }
+}
+
+/// The registry login given on the command line: `--username` with `--password`, or with
+/// `--password-stdin` (read here, once, before any work; one trailing newline dropped).
+pub(crate) fn login(
+    username: Option<&str>,
+    password: Option<&str>,
+    password_stdin: bool,
+) -> Result<Option<(String, String)>> {
+    Ok(match (username, password, password_stdin) {
+        (Some(u), Some(p), _) => Some((u.to_owned(), p.to_owned())),
+        (Some(u), None, true) => {
+            let mut p = String::new();
+            std::io::Read::read_to_string(&mut std::io::stdin(), &mut p)
+                .context("reading the password from stdin")?;
+            Some((u.to_owned(), p.trim_end_matches(['\n', '\r']).to_owned()))
+        }
+        _ => None,
+    })
+}
+
+/// Registry flags for the native push, kept until the image name is known.
+#[derive(Debug, Clone)]
+pub(crate) struct PushSettings {
+    pub(crate) login: Option<(String, String)>,
+    pub(crate) registry: oci_registry::RegistryOptions,
+    pub(crate) mount_from: Vec<String>,
+}
+
+/// Flags of `hab pkg export container` we accept but do not implement yet: refused, never
+/// ignored silently. Engine flags given to the native engine are refused the same way.
+fn refuse_unsupported(a: &ExportArgs) -> Result<()> {
+    let unsupported: [(bool, &str); 5] = [
+        (
+            a.registry_type.as_deref().is_some_and(|t| t != "docker"),
+            "--registry-type",
+        ),
+        (
+            a.url.is_some(),
+            "--url (Builder downloads; use --source with `hab pkg download` output)",
+        ),
+        (a.base_pkgs_url.is_some(), "--base-pkgs-url"),
+        (a.base_pkgs_channel.is_some(), "--base-pkgs-channel"),
+        (a.auth.is_some(), "--auth"),
+    ];
+    if let Some((_, flag)) = unsupported.iter().find(|(given, _)| *given) {
+        bail!("{flag} is not supported yet by hab-oci");
+    }
+    if a.engine == EngineArg::Native {
+        let engine_only: [(bool, &str); 11] = [
+            (a.format.is_some(), "--format"),
+            (a.rm_image, "--rm-image"),
+            (a.memory.is_some(), "--memory"),
+            (!a.cache_from.is_empty(), "--cache-from"),
+            (a.cache_to.is_some(), "--cache-to"),
+            (a.inline_cache, "--inline-cache"),
+            (a.no_inline_cache, "--no-inline-cache"),
+            (a.docker_builder.is_some(), "--docker-builder"),
+            (!a.engine_arg.is_empty(), "--engine-arg"),
+            (a.engine_binary.is_some(), "--engine-binary"),
+            (a.no_auto_cache_from, "--no-auto-cache-from"),
+        ];
+        if let Some((_, flag)) = engine_only.iter().find(|(given, _)| *given) {
+            bail!(
+                "{flag} applies to --engine docker or buildah; the native engine needs no build cache (the same package always gives the same layer)"
+            );
+        }
+    } else if !a.outputs.is_empty() {
+        bail!(
+            "--output applies to the native engine: with --engine {} the image stays in the engine's store (add --push-image to push it)",
+            engine_name(a.engine)
+        );
+    }
+    if a.engine == EngineArg::Buildah && a.inline_cache {
+        bail!(
+            "--inline-cache is BuildKit's: buildah has no inline cache; use --cache-to REPOSITORY (and --cache-from REPOSITORY on later builds)"
+        );
+    }
+    if a.engine == EngineArg::Buildah && a.docker_builder.is_some() {
+        bail!("--docker-builder applies to --engine docker only");
+    }
+    if a.engine == EngineArg::Docker && a.format.is_some() {
+        bail!("--format applies to --engine buildah (docker builds docker images)");
+    }
+    Ok(())
+}
+
+fn engine_name(e: EngineArg) -> &'static str {
+    match e {
+        EngineArg::Native => "native",
+        EngineArg::Docker => "docker",
+        EngineArg::Buildah => "buildah",
+    }
+}
+
+fn parse_kv(what: &str, items: &[String]) -> Result<Vec<(String, String)>> {
+    items
+        .iter()
+        .map(|kv| {
+            kv.split_once('=')
+                .filter(|(k, _)| !k.is_empty())
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .ok_or_else(|| anyhow!("{what} '{kv}' must be KEY=VALUE"))
+        })
+        .collect()
+}
+
+/// A JSON array of strings, else: with `split`, words split as a shell splits them
+/// (quotes group, backslashes escape); without, the whole text as one word.
+fn parse_words(what: &str, s: &str, split: bool) -> Result<Vec<String>> {
+    if s.trim_start().starts_with('[') {
+        return serde_json::from_str(s)
+            .with_context(|| format!("{what} '{s}' is not a JSON array of strings"));
+    }
+    if !split {
+        return Ok(vec![s.to_owned()]);
+    }
+    shlex::split(s).ok_or_else(|| anyhow!("{what} '{s}' has an unbalanced quote"))
+}
+
+fn docker_daemon_answers() -> bool {
+    Command::new("docker")
+        .args(["version", "--format", "{{.Server.Version}}"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// `--engine-arg`s after those of `$HAB_OCI_ENGINE_ARGS`, which is split as a shell would.
+fn engine_args(a: &ExportArgs) -> Result<Vec<String>> {
+    let mut args = Vec::new();
+    if let Ok(env) = std::env::var("HAB_OCI_ENGINE_ARGS")
+        && !env.trim().is_empty()
+    {
+        args = shlex::split(&env)
+            .ok_or_else(|| anyhow!("HAB_OCI_ENGINE_ARGS has unbalanced quotes: {env}"))?;
+    }
+    args.extend(a.engine_arg.iter().cloned());
+    Ok(args)
+}
+
+/// `export`'s flags and environment as validated settings, every check before any package
+/// work; plus the native push's registry settings.
+pub(crate) fn export(a: &ExportArgs) -> Result<(ExportSettings, Option<PushSettings>)> {
+    refuse_unsupported(a)?;
+    for t in a.image_name.iter().chain(a.tag_custom.iter()) {
+        export::naming::check_template(t)?;
+    }
+    let env = parse_kv("--env", &a.env)?;
+    let labels: BTreeMap<String, String> = parse_kv("--label", &a.labels)?.into_iter().collect();
+    let entrypoint = a
+        .entrypoint
+        .as_deref()
+        .map(|e| parse_words("--entrypoint", e, false))
+        .transpose()?;
+    let cmd = a
+        .cmd
+        .as_deref()
+        .map(|c| parse_words("--cmd", c, true))
+        .transpose()?;
+    let compression = match a.compression {
+        CompressionArg::Gzip => Compression::Gzip,
+        CompressionArg::Zstd => Compression::Zstd,
+        CompressionArg::None => Compression::None,
+    };
+    let source_date_epoch = source_date_epoch()?;
+    let packages = a
+        .packages
+        .iter()
+        .map(|p| Request::parse(p))
+        .collect::<Result<Vec<_>, _>>()?;
+    let supervisor = (!a.no_supervisor).then(|| SupervisorPackages {
+        hab: a.hab_pkg.clone(),
+        sup: a.sup_pkg.clone(),
+        launcher: a.launcher_pkg.clone(),
+    });
+    for p in supervisor.iter().flat_map(SupervisorPackages::all) {
+        Request::parse(&p).with_context(|| format!("Supervisor package '{p}'"))?;
+    }
+    // Only read (stdin may be a terminal) when something will log in with it.
+    let login = if a.push_image || a.engine != EngineArg::Native {
+        login(
+            a.username.as_deref(),
+            a.password.as_deref(),
+            a.password_stdin,
+        )?
+    } else {
+        None
+    };
+    let engine = match a.engine {
+        EngineArg::Native => {
+            let mut outputs: Vec<Output> = a
+                .outputs
+                .iter()
+                .map(|o| o.parse())
+                .collect::<Result<_, _>>()?;
+            if outputs.is_empty() && !a.push_image {
+                if !docker_daemon_answers() {
+                    bail!(
+                        "no --output given and no Docker daemon answers\nhint: pass --output oci:DIR, --output docker-archive:FILE or --output oci-archive:FILE"
+                    );
+                }
+                outputs.push(Output::DockerDaemon);
+            }
+            let outputs = OutputSet {
+                outputs,
+                force: a.force,
+            };
+            outputs.check()?;
+            Engine::Native { outputs }
+        }
+        EngineArg::Docker | EngineArg::Buildah => Engine::External(EngineOptions {
+            kind: if a.engine == EngineArg::Docker {
+                EngineKind::Docker
+            } else {
+                EngineKind::Buildah
+            },
+            binary: a.engine_binary.clone(),
+            builder: a.docker_builder.map(|b| match b {
+                DockerBuilderArg::Buildkit => DockerBuilder::BuildKit,
+                DockerBuilderArg::Legacy => DockerBuilder::Legacy,
+            }),
+            cache_from: a.cache_from.clone(),
+            auto_cache_from: !a.no_auto_cache_from,
+            inline_cache: if a.inline_cache {
+                Some(true)
+            } else if a.no_inline_cache {
+                Some(false)
+            } else {
+                None
+            },
+            cache_to: a.cache_to.clone(),
+            engine_args: engine_args(a)?,
+            memory: a.memory.clone(),
+            buildah_format: match a.format {
+                Some(FormatArg::Oci) => "oci".into(),
+                _ => "docker".into(),
+            },
+            single_copy: a.single_layer,
+            insecure_registries: a.insecure_registry.clone(),
+            push: a.push_image,
+            credentials: login.clone(),
+            rm_image: a.rm_image,
+        }),
+    };
+    let native = matches!(engine, Engine::Native { .. });
+    let cache = cache_root()
+        .filter(|_| !a.no_cache && native)
+        .map(|root| CacheSettings {
+            root,
+            max_bytes: a.cache_max_size,
+        });
+    let settings = ExportSettings {
+        packages,
+        depot: depot(&a.source, !a.no_cache)?,
+        supervisor,
+        plan: PlanOptions {
+            layering: if a.single_layer {
+                Layering::Single
+            } else {
+                Layering::PerPackage
+            },
+            max_layers: usize::from(a.max_layers),
+            supervisor: None,
+            entrypoint,
+            cmd,
+            env: env.iter().map(|(k, v)| format!("{k}={v}")).collect(),
+            user: a.user.clone(),
+            working_dir: a.workdir.clone(),
+            labels,
+            source_date_epoch,
+            naming: NamingOptions {
+                image_name: a.image_name.clone(),
+                registry_url: a.registry_url.clone(),
+                tag_latest: !a.no_tag_latest,
+                tag_version: !a.no_tag_version,
+                tag_version_release: !a.no_tag_version_release,
+                tag_custom: a.tag_custom.clone(),
+                channel: a.channel.clone(),
+            },
+        },
+        compression,
+        engine,
+        cache,
+        push: a.push_image,
+        report: a.report.clone(),
+        results_dir: PathBuf::from("results"),
+    };
+    let push = (a.push_image && native).then(|| PushSettings {
+        login,
+        registry: oci_registry::RegistryOptions {
+            insecure: a.insecure_registry.clone(),
+            ca_certs: a.ca_cert.clone(),
+            jobs: usize::from(a.jobs),
+            chunk_size: a.push_chunk_size,
+            ..oci_registry::RegistryOptions::default()
+        },
+        mount_from: a.mount_from.clone(),
+    });
+    Ok((settings, push))
 }

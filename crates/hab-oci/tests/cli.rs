@@ -8,11 +8,10 @@ use assert_cmd::Command;
 use predicates::prelude::*;
 
 mod common;
-use common::{fixtures, hab_oci};
+use common::{fixtures, hab_oci, tests};
 
 const HAPPY: &str = "happyhumans-possums-8.1.4-20160427165340-x86_64-linux.hart";
 
-#[test]
 fn verify_classifies_the_builder_fixtures() {
     let tmp = tempfile::tempdir().expect("tmp");
     let dir = fixtures("builder");
@@ -64,7 +63,6 @@ fn verify_damaged(tmp: &Path, name: &str, damage: impl Fn(&mut Vec<u8>)) -> Stri
     err
 }
 
-#[test]
 fn damaged_copies_fail_with_distinct_messages() {
     let tmp = tempfile::tempdir().expect("tmp");
     hab_oci(tmp.path())
@@ -123,7 +121,6 @@ fn damaged_copies_fail_with_distinct_messages() {
     }
 }
 
-#[test]
 fn bad_keys_and_idents_are_clear_errors() {
     let tmp = tempfile::tempdir().expect("tmp");
     // A public key of the wrong length under the name the hart asks for.
@@ -170,7 +167,6 @@ fn bad_keys_and_idents_are_clear_errors() {
         .code(2);
 }
 
-#[test]
 fn resolve_on_the_builder_fixtures() {
     let tmp = tempfile::tempdir().expect("tmp");
     hab_oci(tmp.path())
@@ -202,7 +198,6 @@ fn resolve_on_the_builder_fixtures() {
     assert!(err.contains("hint: download them"), "{err}");
 }
 
-#[test]
 fn round_trip_generate_pack_verify_info_resolve() {
     let tmp = tempfile::tempdir().expect("tmp");
     let keys = tmp.path().join("keys");
@@ -316,7 +311,6 @@ fn round_trip_generate_pack_verify_info_resolve() {
     assert_eq!(lines.last(), Some(&primary.to_string()));
 }
 
-#[test]
 fn pack_refuses_a_key_of_another_origin() {
     let tmp = tempfile::tempdir().expect("tmp");
     let spec = hab_oci_testkit::ClosureSpec {
@@ -347,7 +341,6 @@ fn pack_refuses_a_key_of_another_origin() {
 
 /// The shipped examples verify, resolve, and are exactly what `scripts/make-examples.sh`
 /// produces from `examples/pkgs` (so the one documented command regenerates them).
-#[test]
 fn examples_are_current() {
     let tmp = tempfile::tempdir().expect("tmp");
     let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples");
@@ -445,7 +438,6 @@ fn copy_normalized(from: &Path, to: &Path) {
 
 /// Without --source, packages come from Habitat's artifact cache ($HAB_CACHE_ARTIFACT_PATH)
 /// and keys from its key cache ($HAB_CACHE_KEY_PATH), as `hab` finds them.
-#[test]
 fn habitat_caches_are_sources() {
     let tmp = tempfile::tempdir().expect("tmp");
     let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples");
@@ -470,3 +462,14 @@ fn habitat_caches_are_sources() {
             predicate::str::contains(tmp.path().join("keys").display().to_string()),
         ));
 }
+
+tests![
+    verify_classifies_the_builder_fixtures,
+    damaged_copies_fail_with_distinct_messages,
+    bad_keys_and_idents_are_clear_errors,
+    resolve_on_the_builder_fixtures,
+    round_trip_generate_pack_verify_info_resolve,
+    pack_refuses_a_key_of_another_origin,
+    examples_are_current,
+    habitat_caches_are_sources,
+];

@@ -4,7 +4,7 @@
 //! re-pushes, argument passthrough and the errors before any build.
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command as StdCommand;
 
 use predicates::prelude::*;
@@ -78,12 +78,8 @@ fn rebuild_lib(
     rebuilt.len()
 }
 
-#[test]
 fn docker_legacy_layers_are_the_same_on_a_fresh_daemon_and_only_changes_are_new() {
-    let Some(reg) = registry() else { return };
-    if !docker() || !tool("skopeo") {
-        return;
-    }
+    let reg = registry();
     let tmp = tempfile::tempdir().expect("tmp");
     let t = tmp.path();
     let mut c = closure(t);
@@ -157,17 +153,10 @@ fn docker_legacy_layers_are_the_same_on_a_fresh_daemon_and_only_changes_are_new(
     assert_eq!(new_layers(&l2, &l3), n + 1, "{n} rebuilt packages + extras");
 }
 
-#[test]
 fn docker_buildkit_inline_cache_serves_a_fresh_daemon() {
-    let Some(reg) = registry() else { return };
-    if !docker() || !tool("skopeo") {
-        return;
-    }
-    // Docker 20.10's own client runs BuildKit builds without the buildx plugin.
-    let client = PathBuf::from("/usr/bin/docker");
-    if !service("docker 20.10 client at /usr/bin/docker", client.exists()) {
-        return;
-    }
+    let reg = registry();
+    // Docker 20.10's own client (/usr/bin/docker, a declared need) runs BuildKit builds
+    // without the buildx plugin.
     let tmp = tempfile::tempdir().expect("tmp");
     let t = tmp.path();
     closure(t);
@@ -207,12 +196,8 @@ fn docker_buildkit_inline_cache_serves_a_fresh_daemon() {
     assert_eq!(registry_layers(&image), l1, "cached layers are v1's layers");
 }
 
-#[test]
 fn buildah_cache_repository_serves_a_fresh_store() {
-    let Some(reg) = registry() else { return };
-    if !tool("buildah") || !tool("skopeo") {
-        return;
-    }
+    let reg = registry();
     let tmp = tempfile::tempdir().expect("tmp");
     let t = tmp.path();
     closure(t);
@@ -279,11 +264,7 @@ fn buildah_cache_repository_serves_a_fresh_store() {
     }
 }
 
-#[test]
 fn engine_arguments_reach_the_engine_and_v_shows_the_command() {
-    if !docker() {
-        return;
-    }
     let tmp = tempfile::tempdir().expect("tmp");
     let t = tmp.path();
     let ex = repo("examples").display().to_string();
@@ -337,11 +318,7 @@ fn engine_arguments_reach_the_engine_and_v_shows_the_command() {
     run(StdCommand::new("docker").args(["rmi", &format!("{name}:latest")]));
 }
 
-#[test]
 fn bad_engine_input_fails_before_the_build_and_leaves_nothing() {
-    if !docker() {
-        return;
-    }
     let tmp = tempfile::tempdir().expect("tmp");
     let t = tmp.path();
     let ex = repo("examples").display().to_string();
@@ -437,14 +414,8 @@ fn bad_engine_input_fails_before_the_build_and_leaves_nothing() {
     assert!(!ctx.exists(), "the context {} must be gone", ctx.display());
 }
 
-#[test]
 fn engines_push_with_credentials_and_remove_the_image() {
-    let Some((reg, _ca)) = tls_registry() else {
-        return;
-    };
-    if !docker() || !tool("buildah") || !tool("skopeo") {
-        return;
-    }
+    let (reg, _ca) = tls_registry();
     let tmp = tempfile::tempdir().expect("tmp");
     let t = tmp.path();
     let ex = repo("examples").display().to_string();
@@ -525,3 +496,32 @@ fn engines_push_with_credentials_and_remove_the_image() {
         }
     }
 }
+
+tests![
+    docker_legacy_layers_are_the_same_on_a_fresh_daemon_and_only_changes_are_new => [
+        Need::Registry,
+        Need::Docker,
+        Need::Tool("skopeo"),
+        Need::Tool("dockerd"),
+    ],
+    docker_buildkit_inline_cache_serves_a_fresh_daemon => [
+        Need::Registry,
+        Need::Docker,
+        Need::Tool("skopeo"),
+        Need::Tool("dockerd"),
+        Need::File("/usr/bin/docker"),
+    ],
+    buildah_cache_repository_serves_a_fresh_store => [
+        Need::Registry,
+        Need::Tool("buildah"),
+        Need::Tool("skopeo"),
+    ],
+    engine_arguments_reach_the_engine_and_v_shows_the_command => [Need::Docker],
+    bad_engine_input_fails_before_the_build_and_leaves_nothing => [Need::Docker],
+    engines_push_with_credentials_and_remove_the_image => [
+        Need::TlsRegistry,
+        Need::Docker,
+        Need::Tool("buildah"),
+        Need::Tool("skopeo"),
+    ],
+];

@@ -186,7 +186,6 @@ fn example_harts() -> Vec<PathBuf> {
     .collect()
 }
 
-#[test]
 fn export_reads_in_oci_tools_runs_in_docker_and_copies_to_a_registry() {
     let tmp = tempfile::tempdir().expect("tmp");
     let t = tmp.path();
@@ -216,101 +215,91 @@ fn export_reads_in_oci_tools_runs_in_docker_and_copies_to_a_registry() {
             .contains(&format!("name={name}\n"))
     );
 
-    if tool("skopeo") {
-        let inspect = run(StdCommand::new("skopeo")
-            .args(["inspect", "oci:out:latest"])
-            .current_dir(t));
-        let v: serde_json::Value = serde_json::from_str(&inspect).expect("json");
-        assert_eq!(v["Digest"], manifest);
-        assert_eq!(
-            v["Labels"]["sh.habitat.package.ident"],
-            "example/hello/0.3.0/20240101000000"
-        );
-        let inspect = run(StdCommand::new("skopeo")
-            .args(["inspect", "oci-archive:img.oci.tar:latest"])
-            .current_dir(t));
-        assert!(inspect.contains(&manifest));
-        let inspect = run(StdCommand::new("skopeo")
-            .args(["inspect", "docker-archive:img.tar"])
-            .current_dir(t));
-        assert!(inspect.contains("example/hello/0.3.0/20240101000000"));
-    }
-    if tool("umoci") {
-        let mut harts = example_harts();
-        harts.extend(
-            fs::read_dir(t.join("busybox-src/artifacts"))
-                .expect("bb")
-                .map(|e| e.expect("e").path()),
-        );
-        let keys = vec![repo("examples/keys"), t.join("busybox-src/keys")];
-        assert_unpacked_is_union(
-            t,
-            &format!("{}:latest", t.join("out").display()),
-            &harts,
-            &keys,
-        );
-    }
-    if docker() {
-        run(StdCommand::new("docker")
-            .args(["load", "-i"])
-            .arg(t.join("img.tar")));
-        let out = run(StdCommand::new("docker").args([
-            "run",
-            "--rm",
-            "--network",
-            "none",
-            &format!("{name}:0.3.0"),
-        ]));
-        assert_eq!(out, GREETING);
-        let id = run(StdCommand::new("docker").args([
-            "image",
-            "inspect",
-            "--format",
-            "{{.Id}}",
-            &format!("{name}:latest"),
-        ]));
-        assert_eq!(id.trim(), report["config_digest"].as_str().expect("config"));
-        run(StdCommand::new("docker").args([
-            "rmi",
-            &format!("{name}:latest"),
-            &format!("{name}:0.3.0"),
-            &format!("{name}:0.3.0-20240101000000"),
-        ]));
-        // Straight into the daemon.
-        let daemon_name = format!("{name}-daemon");
-        let mut args = example_args(t);
-        args.extend([
-            "--image-name".into(),
-            daemon_name.clone(),
-            "--no-tag-version".into(),
-            "--no-tag-version-release".into(),
-        ]);
-        args.extend(["-o".into(), "docker-daemon".into()]);
-        export(t, &t.join("daemon"), &strs(&args));
-        let out = run(StdCommand::new("docker").args([
-            "run",
-            "--rm",
-            "--network",
-            "none",
-            &format!("{daemon_name}:latest"),
-        ]));
-        assert_eq!(out, GREETING);
-        run(StdCommand::new("docker").args(["rmi", &format!("{daemon_name}:latest")]));
-    }
-    if tool("skopeo")
-        && let Some(reg) = registry()
-    {
-        let dest = format!("docker://{reg}/{name}:latest");
-        run(StdCommand::new("skopeo")
-            .args(["copy", "--dest-tls-verify=false", "oci:out:latest", &dest])
-            .current_dir(t));
-        let inspect = run(StdCommand::new("skopeo").args(["inspect", "--tls-verify=false", &dest]));
-        let v: serde_json::Value = serde_json::from_str(&inspect).expect("json");
-        assert_eq!(v["Digest"], manifest);
-    }
+    let inspect = run(StdCommand::new("skopeo")
+        .args(["inspect", "oci:out:latest"])
+        .current_dir(t));
+    let v: serde_json::Value = serde_json::from_str(&inspect).expect("json");
+    assert_eq!(v["Digest"], manifest);
+    assert_eq!(
+        v["Labels"]["sh.habitat.package.ident"],
+        "example/hello/0.3.0/20240101000000"
+    );
+    let inspect = run(StdCommand::new("skopeo")
+        .args(["inspect", "oci-archive:img.oci.tar:latest"])
+        .current_dir(t));
+    assert!(inspect.contains(&manifest));
+    let inspect = run(StdCommand::new("skopeo")
+        .args(["inspect", "docker-archive:img.tar"])
+        .current_dir(t));
+    assert!(inspect.contains("example/hello/0.3.0/20240101000000"));
+    let mut harts = example_harts();
+    harts.extend(
+        fs::read_dir(t.join("busybox-src/artifacts"))
+            .expect("bb")
+            .map(|e| e.expect("e").path()),
+    );
+    let keys = vec![repo("examples/keys"), t.join("busybox-src/keys")];
+    assert_unpacked_is_union(
+        t,
+        &format!("{}:latest", t.join("out").display()),
+        &harts,
+        &keys,
+    );
+    run(StdCommand::new("docker")
+        .args(["load", "-i"])
+        .arg(t.join("img.tar")));
+    let out = run(StdCommand::new("docker").args([
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        &format!("{name}:0.3.0"),
+    ]));
+    assert_eq!(out, GREETING);
+    let id = run(StdCommand::new("docker").args([
+        "image",
+        "inspect",
+        "--format",
+        "{{.Id}}",
+        &format!("{name}:latest"),
+    ]));
+    assert_eq!(id.trim(), report["config_digest"].as_str().expect("config"));
+    run(StdCommand::new("docker").args([
+        "rmi",
+        &format!("{name}:latest"),
+        &format!("{name}:0.3.0"),
+        &format!("{name}:0.3.0-20240101000000"),
+    ]));
+    // Straight into the daemon.
+    let daemon_name = format!("{name}-daemon");
+    let mut args = example_args(t);
+    args.extend([
+        "--image-name".into(),
+        daemon_name.clone(),
+        "--no-tag-version".into(),
+        "--no-tag-version-release".into(),
+    ]);
+    args.extend(["-o".into(), "docker-daemon".into()]);
+    export(t, &t.join("daemon"), &strs(&args));
+    let out = run(StdCommand::new("docker").args([
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        &format!("{daemon_name}:latest"),
+    ]));
+    assert_eq!(out, GREETING);
+    run(StdCommand::new("docker").args(["rmi", &format!("{daemon_name}:latest")]));
+    let reg = registry();
+    let dest = format!("docker://{reg}/{name}:latest");
+    run(StdCommand::new("skopeo")
+        .args(["copy", "--dest-tls-verify=false", "oci:out:latest", &dest])
+        .current_dir(t));
+    let inspect = run(StdCommand::new("skopeo").args(["inspect", "--tls-verify=false", &dest]));
+    let v: serde_json::Value = serde_json::from_str(&inspect).expect("json");
+    assert_eq!(v["Digest"], manifest);
 }
 
-#[test]
 fn same_inputs_same_digests_whatever_the_directory_tz_umask_and_time() {
     let tmp = tempfile::tempdir().expect("tmp");
     let t = tmp.path();
@@ -355,7 +344,6 @@ fn same_inputs_same_digests_whatever_the_directory_tz_umask_and_time() {
 
 /// Pins the digest of one fixture's layer: a compressor, tar or format change that alters a
 /// byte fails here instead of silently invalidating every cache and registry blob.
-#[test]
 fn golden_layer_digest() {
     let tmp = tempfile::tempdir().expect("tmp");
     let t = tmp.path();
@@ -388,7 +376,6 @@ fn golden_layer_digest() {
 }
 
 /// zstd layers are pinned too (zstd-sys could link a system libzstd of another version).
-#[test]
 fn golden_zstd_layer_digest() {
     let tmp = tempfile::tempdir().expect("tmp");
     let t = tmp.path();
@@ -468,7 +455,6 @@ fn changed(a: &serde_json::Value, b: &serde_json::Value) -> Vec<BTreeSet<String>
         .collect()
 }
 
-#[test]
 fn a_new_primary_release_changes_only_its_layer_and_the_extras() {
     let tmp = tempfile::tempdir().expect("tmp");
     let t = tmp.path();
@@ -488,7 +474,6 @@ fn a_new_primary_release_changes_only_its_layer_and_the_extras() {
     );
 }
 
-#[test]
 fn a_rebuilt_library_changes_exactly_it_and_its_dependents() {
     let tmp = tempfile::tempdir().expect("tmp");
     let t = tmp.path();
@@ -521,7 +506,6 @@ fn a_rebuilt_library_changes_exactly_it_and_its_dependents() {
     assert_eq!(got, want);
 }
 
-#[test]
 fn over_the_layer_budget_packages_are_grouped_and_the_image_still_runs() {
     let tmp = tempfile::tempdir().expect("tmp");
     let t = tmp.path();
@@ -548,50 +532,45 @@ fn over_the_layer_budget_packages_are_grouped_and_the_image_still_runs() {
         "one layer for all packages, plus the extras"
     );
     assert_eq!(single[0]["packages"].as_array().map(Vec::len), Some(12));
-    if tool("umoci") {
-        let harts: Vec<PathBuf> = fs::read_dir(t.join("src/artifacts"))
-            .expect("a")
-            .map(|e| e.expect("e").path())
-            .collect();
-        assert_unpacked_is_union(
-            t,
-            &format!("{}:latest", t.join("g/img").display()),
-            &harts,
-            &[t.join("src/keys")],
-        );
-    }
-    if docker() {
-        let name = format!("hab-oci-test/grouped-{}", std::process::id());
-        let mut args = example_args(t);
-        args.extend([
-            "--max-layers".into(),
-            "4".into(),
-            "--image-name".into(),
-            name.clone(),
-            "--no-tag-version".into(),
-            "--no-tag-version-release".into(),
-        ]);
-        args.extend(["-o".into(), "docker-archive:img.tar".into()]);
-        let r = export(t, &t.join("run"), &strs(&args));
-        assert_eq!(r["layers"].as_array().map(Vec::len), Some(4));
-        run(StdCommand::new("docker")
-            .args(["load", "-i"])
-            .arg(t.join("run/img.tar")));
-        let out = run(StdCommand::new("docker").args([
-            "run",
-            "--rm",
-            "--network",
-            "none",
-            &format!("{name}:latest"),
-        ]));
-        assert_eq!(out, GREETING);
-        run(StdCommand::new("docker").args(["rmi", &format!("{name}:latest")]));
-    }
+    let harts: Vec<PathBuf> = fs::read_dir(t.join("src/artifacts"))
+        .expect("a")
+        .map(|e| e.expect("e").path())
+        .collect();
+    assert_unpacked_is_union(
+        t,
+        &format!("{}:latest", t.join("g/img").display()),
+        &harts,
+        &[t.join("src/keys")],
+    );
+    let name = format!("hab-oci-test/grouped-{}", std::process::id());
+    let mut args = example_args(t);
+    args.extend([
+        "--max-layers".into(),
+        "4".into(),
+        "--image-name".into(),
+        name.clone(),
+        "--no-tag-version".into(),
+        "--no-tag-version-release".into(),
+    ]);
+    args.extend(["-o".into(), "docker-archive:img.tar".into()]);
+    let r = export(t, &t.join("run"), &strs(&args));
+    assert_eq!(r["layers"].as_array().map(Vec::len), Some(4));
+    run(StdCommand::new("docker")
+        .args(["load", "-i"])
+        .arg(t.join("run/img.tar")));
+    let out = run(StdCommand::new("docker").args([
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        &format!("{name}:latest"),
+    ]));
+    assert_eq!(out, GREETING);
+    run(StdCommand::new("docker").args(["rmi", &format!("{name}:latest")]));
 }
 
 /// Above the budget, adding a small leaf dependency (with the new primary release that uses
 /// it) keeps every other grouped layer as it was.
-#[test]
 fn grouping_is_stable_when_a_leaf_is_added() {
     let tmp = tempfile::tempdir().expect("tmp");
     let t = tmp.path();
@@ -644,7 +623,6 @@ fn grouping_is_stable_when_a_leaf_is_added() {
     }
 }
 
-#[test]
 fn an_existing_output_that_is_not_ours_is_refused_without_force() {
     let tmp = tempfile::tempdir().expect("tmp");
     let t = tmp.path();
@@ -686,7 +664,6 @@ fn an_existing_output_that_is_not_ours_is_refused_without_force() {
     assert!(t.join("out/index.json").exists());
 }
 
-#[test]
 fn bad_flags_fail_before_any_work() {
     let tmp = tempfile::tempdir().expect("tmp");
     let t = tmp.path();
@@ -814,7 +791,6 @@ fn pack_simple(
 /// With Supervisor packages in the sources (stand-ins for chef/hab, hab-sup, hab-launcher
 /// and core/cacerts, plus a real busybox), the image gets Habitat's /init.sh, /bin/hab, the
 /// /etc/ssl link and port 9631, and `docker run IMAGE` goes init.sh → hab sup run → run hook.
-#[test]
 fn supervisor_images_dispatch_through_init_sh() {
     let tmp = tempfile::tempdir().expect("tmp");
     let t = tmp.path();
@@ -832,9 +808,10 @@ fn supervisor_images_dispatch_through_init_sh() {
     let core = hart::SecretKey::from_file(&core_key).expect("core key");
     let art = sup.join("artifacts");
     let busybox_sh = "/hab/pkgs/core/busybox-static/1.36.1/20240101000000/bin/sh";
-    // A stand-in `hab`: `hab sup run ORIGIN/NAME` runs that package's run hook.
+    // A stand-in `hab`: `hab sup run ORIGIN/NAME` runs that package's `run` (the program its
+    // plan's pkg_svc_run names; example/hello's is a static binary, not a hook template).
     let fake_hab = format!(
-        "#!{busybox_sh}\nif [ \"$1\" = sup ] && [ \"$2\" = run ]; then\n  for d in /hab/pkgs/$3/*/*; do exec \"$d/hooks/run\"; done\nfi\necho \"hab $*\"\n"
+        "#!{busybox_sh}\nif [ \"$1\" = sup ] && [ \"$2\" = run ]; then\n  for d in /hab/pkgs/$3/*/*; do exec \"$d/run\"; done\nfi\necho \"hab $*\"\n"
     );
     let hab_id = "chef/hab/1.6.0/20240101000000";
     pack_simple(
@@ -911,52 +888,114 @@ fn supervisor_images_dispatch_through_init_sh() {
         config["config"]["ExposedPorts"],
         serde_json::json!({"8080/tcp": {}, "9631/tcp": {}})
     );
-    if tool("umoci") {
-        let bundle = t.join("bundle");
-        run(StdCommand::new("umoci")
-            .args(["unpack", "--rootless", "--image"])
-            .arg(format!("{}:latest", t.join("img").display()))
-            .arg(&bundle));
-        let root = bundle.join("rootfs");
-        let init = fs::read_to_string(root.join("init.sh")).expect("init.sh");
-        assert!(init.starts_with(&format!("#!{busybox_sh}\n")), "{init}");
-        assert!(
-            init.contains("exec /bin/hab sup run example/hello \"$@\""),
-            "{init}"
-        );
-        assert_eq!(
-            fs::read_link(root.join("bin/hab")).expect("hab link"),
-            PathBuf::from(format!("/hab/pkgs/{hab_id}/bin/hab"))
-        );
-        assert_eq!(
-            fs::read_link(root.join("etc/ssl")).expect("ssl"),
-            PathBuf::from("/hab/pkgs/core/cacerts/2024.01.01/20240101000000/ssl")
-        );
-        assert!(
-            !root.join("bin/hab-sup").exists(),
-            "only the hab binary of the hab package is linked"
-        );
-    }
-    if docker() {
-        run(StdCommand::new("docker")
-            .args(["load", "-i"])
-            .arg(t.join("img.tar")));
-        let image = format!("{name}:latest");
-        assert_eq!(
-            run(StdCommand::new("docker").args(["run", "--rm", "--network", "none", &image])),
-            GREETING
-        );
-        assert_eq!(
-            run(StdCommand::new("docker").args([
-                "run",
-                "--rm",
-                "--network",
-                "none",
-                &image,
-                "term"
-            ])),
-            "hab sup term\n"
-        );
-        run(StdCommand::new("docker").args(["rmi", &image]));
-    }
+    let bundle = t.join("bundle");
+    run(StdCommand::new("umoci")
+        .args(["unpack", "--rootless", "--image"])
+        .arg(format!("{}:latest", t.join("img").display()))
+        .arg(&bundle));
+    let root = bundle.join("rootfs");
+    let init = fs::read_to_string(root.join("init.sh")).expect("init.sh");
+    assert!(init.starts_with(&format!("#!{busybox_sh}\n")), "{init}");
+    assert!(
+        init.contains("exec /bin/hab sup run example/hello \"$@\""),
+        "{init}"
+    );
+    assert_eq!(
+        fs::read_link(root.join("bin/hab")).expect("hab link"),
+        PathBuf::from(format!("/hab/pkgs/{hab_id}/bin/hab"))
+    );
+    assert_eq!(
+        fs::read_link(root.join("etc/ssl")).expect("ssl"),
+        PathBuf::from("/hab/pkgs/core/cacerts/2024.01.01/20240101000000/ssl")
+    );
+    assert!(
+        !root.join("bin/hab-sup").exists(),
+        "only the hab binary of the hab package is linked"
+    );
+    run(StdCommand::new("docker")
+        .args(["load", "-i"])
+        .arg(t.join("img.tar")));
+    let image = format!("{name}:latest");
+    assert_eq!(
+        run(StdCommand::new("docker").args(["run", "--rm", "--network", "none", &image])),
+        GREETING
+    );
+    assert_eq!(
+        run(StdCommand::new("docker").args(["run", "--rm", "--network", "none", &image, "term"])),
+        "hab sup term\n"
+    );
+    run(StdCommand::new("docker").args(["rmi", &image]));
 }
+
+/// README's main job on the shipped examples, as written (`export --source examples
+/// --no-supervisor example/hello`: no shell, no busybox, no Supervisor in the image; only the
+/// image name and the outputs' paths differ), to a docker-archive: `docker load` takes it and
+/// `docker run` starts example/hello's static `run` program, which prints the greeting.
+fn readme_main_job_runs_in_docker() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let t = tmp.path();
+    let name = format!("hab-oci-test/readme-{}", std::process::id());
+    let archive = t.join("hello.tar");
+    let r = export(
+        t,
+        t,
+        &[
+            "--source",
+            &repo("examples").display().to_string(),
+            "--no-supervisor",
+            "example/hello",
+            "--output",
+            &format!("oci:{}", t.join("hello-image").display()),
+            "--output",
+            &format!("docker-archive:{}", archive.display()),
+            "--image-name",
+            &name,
+            "--no-tag-version",
+            "--no-tag-version-release",
+        ],
+    );
+    assert_eq!(
+        r["layers"].as_array().map(Vec::len),
+        Some(4),
+        "3 packages + extras"
+    );
+    run(StdCommand::new("docker").args(["load", "-i"]).arg(&archive));
+    let image = format!("{name}:latest");
+    let entrypoint = run(StdCommand::new("docker").args([
+        "image",
+        "inspect",
+        "--format",
+        "{{json .Config.Entrypoint}}",
+        &image,
+    ]));
+    assert_eq!(
+        entrypoint.trim(),
+        r#"["/hab/pkgs/example/hello/0.3.0/20240101000000/run"]"#
+    );
+    let out = run(StdCommand::new("docker").args(["run", "--rm", "--network", "none", &image]));
+    run(StdCommand::new("docker").args(["rmi", &image]));
+    assert_eq!(out, GREETING);
+}
+
+tests![
+    export_reads_in_oci_tools_runs_in_docker_and_copies_to_a_registry => [
+        Need::Tool("skopeo"),
+        Need::Tool("umoci"),
+        Need::Docker,
+        Need::Registry,
+    ],
+    same_inputs_same_digests_whatever_the_directory_tz_umask_and_time,
+    golden_layer_digest,
+    golden_zstd_layer_digest,
+    a_new_primary_release_changes_only_its_layer_and_the_extras,
+    a_rebuilt_library_changes_exactly_it_and_its_dependents,
+    over_the_layer_budget_packages_are_grouped_and_the_image_still_runs => [
+        Need::Tool("umoci"),
+        Need::Docker,
+    ],
+    grouping_is_stable_when_a_leaf_is_added,
+    an_existing_output_that_is_not_ours_is_refused_without_force,
+    bad_flags_fail_before_any_work,
+    supervisor_images_dispatch_through_init_sh => [Need::Tool("umoci"), Need::Docker],
+    readme_main_job_runs_in_docker => [Need::Docker],
+];

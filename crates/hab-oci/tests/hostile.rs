@@ -1,8 +1,8 @@
 //! The hostile package corpus: packages and keys crafted to escape, lie or exhaust, built
 //! with our own signing code and raw tar. Each must be refused with its own error naming the file
 //! or package, a non-zero exit, nothing at the output paths, and a layer cache with no entry
-//! and no temporary file. The test writes its case → error table to
-//! `target/tmp/hostile-corpus.md` (the table in SECURITY.md).
+//! and no temporary file. The test checks that SECURITY.md's case → error table is what the
+//! corpus gives, and writes the table it got to `target/tmp/hostile-corpus.md`.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -44,6 +44,81 @@ struct Case {
     expect: &'static str,
 }
 
+/// An error line as SECURITY.md shows it: without `error: `, the case's own paths as `X.hart`,
+/// `KEYS` and `SRC`, the temporary directory as `…`, the package's prefix `{P}/` as `…/`, key
+/// revisions as `REV`, hashes cut to four digits, in a code span with `|` escaped.
+fn documented(line: &str, dir: &Path, tmp: &Path, keys: &[(String, &str)]) -> String {
+    let mut s = line.strip_prefix("error: ").unwrap_or(line).to_owned();
+    let d = dir.display().to_string();
+    for (from, to) in [
+        (format!("{d}/src/{HART}"), "X.hart"),
+        (format!("{d}/keys"), "KEYS"),
+        (format!("{d}/src"), "SRC"),
+        (tmp.display().to_string(), "…"),
+        (format!("{P}/"), "…/"),
+    ] {
+        s = s.replace(&from, to);
+    }
+    for (from, to) in keys {
+        s = s.replace(from.as_str(), to);
+    }
+    let mut out = String::with_capacity(s.len());
+    let mut hex = String::new();
+    let flush = |out: &mut String, hex: &mut String| {
+        if hex.len() >= 32 {
+            out.push_str(&hex[..4]);
+            out.push('…');
+        } else {
+            out.push_str(hex);
+        }
+        hex.clear();
+    };
+    for ch in s.chars() {
+        if ch.is_ascii_hexdigit() {
+            hex.push(ch);
+        } else {
+            flush(&mut out, &mut hex);
+            out.push(ch);
+        }
+    }
+    flush(&mut out, &mut hex);
+    let out = out.replace('|', "\\|");
+    if out.contains('`') {
+        format!("`` {out} ``")
+    } else {
+        format!("`{out}`")
+    }
+}
+
+/// The lines of `want` and `got` that differ, `-`/`+` in order (a longest-common-subsequence
+/// diff).
+fn diff(want: &[&str], got: &[&str]) -> String {
+    let (n, m) = (want.len(), got.len());
+    let mut lcs = vec![vec![0usize; m + 1]; n + 1];
+    for i in (0..n).rev() {
+        for j in (0..m).rev() {
+            lcs[i][j] = if want[i] == got[j] {
+                lcs[i + 1][j + 1] + 1
+            } else {
+                lcs[i + 1][j].max(lcs[i][j + 1])
+            };
+        }
+    }
+    let (mut i, mut j, mut out) = (0, 0, Vec::new());
+    while i < n || j < m {
+        if i < n && j < m && want[i] == got[j] {
+            (i, j) = (i + 1, j + 1);
+        } else if j < m && (i == n || lcs[i][j + 1] >= lcs[i + 1][j]) {
+            out.push(format!("+ {}", got[j]));
+            j += 1;
+        } else {
+            out.push(format!("- {}", want[i]));
+            i += 1;
+        }
+    }
+    out.join("\n")
+}
+
 fn layer_cache_is_clean(cache: &Path) -> Result<(), String> {
     let layers = cache.join("layers-v1");
     let Ok(rd) = fs::read_dir(&layers) else {
@@ -59,7 +134,6 @@ fn layer_cache_is_clean(cache: &Path) -> Result<(), String> {
     }
 }
 
-#[test]
 fn hostile_packages_and_keys_are_refused_and_leave_nothing() {
     let tmp = tempfile::tempdir().expect("tmp");
     let t = tmp.path();
@@ -177,7 +251,7 @@ fn hostile_packages_and_keys_are_refused_and_leave_nothing() {
         "metadata file MANIFEST is",
     ));
     cases.push(Case {
-        name: "inflates past --max-unpacked-size (1 GiB of zeros in a small hart)",
+        name: "1 GiB of zeros in a small hart, `--max-unpacked-size 64M`",
         hart: raw(with(vec![Zeros(format!("{P}/bomb"), 1 << 30)])),
         keys: None,
         extra_args: vec!["--max-unpacked-size", "64M"],
@@ -222,7 +296,7 @@ fn hostile_packages_and_keys_are_refused_and_leave_nothing() {
     });
     let name = signer_name.clone();
     cases.push(Case {
-        name: "key file that is a symlink to /dev/zero",
+        name: "key file that is a symlink to `/dev/zero`",
         hart: good.clone(),
         keys: Some(Box::new(move |dir: &Path| {
             std::os::unix::fs::symlink("/dev/zero", dir.join(&name)).expect("symlink");
@@ -232,9 +306,10 @@ fn hostile_packages_and_keys_are_refused_and_leave_nothing() {
     });
 
     let mut failures: Vec<String> = Vec::new();
-    let mut table = vec![
-        "| case | error (first line) |".to_owned(),
-        "|---|---|".to_owned(),
+    let mut table = vec!["| case | error |".to_owned(), "|---|---|".to_owned()];
+    let revisions = [
+        (key.name.to_string(), "evil-REV"),
+        (stranger.name.to_string(), "stranger-REV"),
     ];
     for c in &cases {
         let dir = t.join(c.name.replace(|ch: char| !ch.is_ascii_alphanumeric(), "_"));
@@ -287,18 +362,33 @@ fn hostile_packages_and_keys_are_refused_and_leave_nothing() {
         let first = err
             .lines()
             .find(|l| l.starts_with("error"))
-            .unwrap_or_default()
-            .replace(t.to_string_lossy().as_ref(), "…")
-            .replace('|', "\\|");
+            .unwrap_or_default();
+        let first = documented(first, &dir, t, &revisions);
         table.push(format!("| {} | {first} |", c.name));
     }
-    // The table for SECURITY.md, regenerated by every run.
+    // The table for SECURITY.md, regenerated by every run and compared with SECURITY.md's.
     let table_path = Path::new(env!("CARGO_TARGET_TMPDIR")).join("hostile-corpus.md");
     fs::write(&table_path, table.join("\n") + "\n").expect("table");
+    let security = fs::read_to_string(repo("SECURITY.md")).expect("SECURITY.md");
+    let in_security: Vec<&str> = security
+        .lines()
+        .skip_while(|l| *l != table[0])
+        .take_while(|l| l.starts_with('|'))
+        .collect();
+    let got: Vec<&str> = table.iter().map(String::as_str).collect();
+    if in_security != got {
+        failures.push(format!(
+            "SECURITY.md's table of the hostile corpus (the lines from '{}') is not what the \
+             corpus gives now (- SECURITY.md, + now):\n{}\nUpdate SECURITY.md: replace its \
+             table with the one in {}",
+            table[0],
+            diff(&in_security, &got),
+            table_path.display()
+        ));
+    }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
-#[test]
 fn setuid_files_are_kept_and_warned_about() {
     let tmp = tempfile::tempdir().expect("tmp");
     let t = tmp.path();
@@ -373,7 +463,6 @@ fn setuid_files_are_kept_and_warned_about() {
 /// A package that inflates enormously but within the bound (`--max-unpacked-size` raised):
 /// it exports, but its layer is not staged uncompressed in the cache (the staging cap), so a
 /// small hart cannot write its unpacked size to disk; the layer is built compressed.
-#[test]
 fn a_package_that_inflates_is_not_staged_uncompressed() {
     let tmp = tempfile::tempdir().expect("tmp");
     let t = tmp.path();
@@ -415,3 +504,9 @@ fn a_package_that_inflates_is_not_staged_uncompressed() {
     assert!(biggest < 64 << 20, "a cache file of {biggest} bytes");
     assert_eq!(temporaries(&t.join("hab-oci-cache")), Vec::<String>::new());
 }
+
+tests![
+    hostile_packages_and_keys_are_refused_and_leave_nothing,
+    setuid_files_are_kept_and_warned_about,
+    a_package_that_inflates_is_not_staged_uncompressed,
+];

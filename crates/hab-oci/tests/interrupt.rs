@@ -22,7 +22,6 @@ fn closure(dir: &Path, packages: usize, mb: u64, seed: u64) -> hab_oci_testkit::
     hab_oci_testkit::generate(&spec, dir, None).expect("generate")
 }
 
-#[test]
 fn ctrl_c_during_an_export_removes_its_temporaries_and_keeps_the_previous_output() {
     let tmp = tempfile::tempdir().expect("tmp");
     let t = tmp.path();
@@ -106,14 +105,15 @@ fn ctrl_c_during_an_export_removes_its_temporaries_and_keeps_the_previous_output
 struct Tmpfs(std::path::PathBuf);
 
 impl Tmpfs {
-    fn mount(at: &Path, size: &str) -> Option<Tmpfs> {
+    fn mount(at: &Path, size: &str) -> Tmpfs {
         fs::create_dir_all(at).expect("mountpoint");
         let ok = StdCommand::new("mount")
             .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
             .arg(at)
             .status()
             .is_ok_and(|s| s.success());
-        service("mounting a tmpfs (root)", ok).then(|| Tmpfs(at.to_owned()))
+        assert!(ok, "mounting a tmpfs at {}", at.display());
+        Tmpfs(at.to_owned())
     }
 }
 
@@ -123,15 +123,12 @@ impl Drop for Tmpfs {
     }
 }
 
-#[test]
 fn a_full_disk_is_a_clear_error_and_leaves_nothing() {
     let tmp = tempfile::tempdir().expect("tmp");
     let t = tmp.path();
     let src = t.join("src");
     closure(&src, 6, 24, 3);
-    let Some(small) = Tmpfs::mount(&t.join("small"), "6m") else {
-        return;
-    };
+    let small = Tmpfs::mount(&t.join("small"), "6m");
     for (what, cache_on_tmpfs) in [("output", false), ("cache", true)] {
         let dir = small.0.join(what);
         fs::create_dir_all(&dir).expect("dir");
@@ -165,3 +162,8 @@ fn a_full_disk_is_a_clear_error_and_leaves_nothing() {
         let _ = fs::remove_dir_all(&dir);
     }
 }
+
+tests![
+    ctrl_c_during_an_export_removes_its_temporaries_and_keeps_the_previous_output,
+    a_full_disk_is_a_clear_error_and_leaves_nothing => [Need::Tmpfs],
+];

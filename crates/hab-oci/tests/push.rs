@@ -25,9 +25,8 @@ fn n(v: &serde_json::Value, k: &str) -> u64 {
     v[k].as_u64().unwrap_or_else(|| panic!("{k} in {v}"))
 }
 
-#[test]
 fn push_runs_and_a_second_push_is_a_no_op() {
-    let Some(reg) = registry() else { return };
+    let reg = registry();
     let tmp = tempfile::tempdir().expect("tmp");
     let t = tmp.path();
     let bb = busybox_source(t);
@@ -68,29 +67,24 @@ fn push_runs_and_a_second_push_is_a_no_op() {
         .expect("@")
         .1
         .to_owned();
-    if tool("skopeo") {
-        let out = run(StdCommand::new("skopeo").args([
-            "inspect",
-            "--tls-verify=false",
-            &format!("docker://{image}"),
-        ]));
-        let v: serde_json::Value = serde_json::from_str(&out).expect("json");
-        assert_eq!(v["Digest"], manifest);
-    }
-    if docker() {
-        run(StdCommand::new("docker").args(["pull", "-q", &image]));
-        let out = run(StdCommand::new("docker").args(["run", "--rm", "--network", "none", &image]));
-        assert_eq!(
-            out,
-            "Hello from a Habitat package, shipped as its own image layer.\n"
-        );
-        run(StdCommand::new("docker").args(["rmi", &image]));
-    }
+    let out = run(StdCommand::new("skopeo").args([
+        "inspect",
+        "--tls-verify=false",
+        &format!("docker://{image}"),
+    ]));
+    let v: serde_json::Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(v["Digest"], manifest);
+    run(StdCommand::new("docker").args(["pull", "-q", &image]));
+    let out = run(StdCommand::new("docker").args(["run", "--rm", "--network", "none", &image]));
+    assert_eq!(
+        out,
+        "Hello from a Habitat package, shipped as its own image layer.\n"
+    );
+    run(StdCommand::new("docker").args(["rmi", &image]));
 }
 
-#[test]
 fn only_changed_packages_are_uploaded_and_other_repositories_mount() {
-    let Some(reg) = registry() else { return };
+    let reg = registry();
     let tmp = tempfile::tempdir().expect("tmp");
     let t = tmp.path();
     let spec = hab_oci_testkit::ClosureSpec {
@@ -124,36 +118,32 @@ fn only_changed_packages_are_uploaded_and_other_repositories_mount() {
     // The package layers went up while the image was being built.
     assert_eq!(n(&v1, "blobs_early"), 41, "{v1}");
     let image = format!("{prefix}/gen/app:latest");
-    if tool("skopeo") {
-        let out = run(StdCommand::new("skopeo").args([
-            "inspect",
-            "--tls-verify=false",
-            &format!("docker://{image}"),
-        ]));
-        let v: serde_json::Value = serde_json::from_str(&out).expect("json");
-        assert_eq!(v["Layers"].as_array().map(Vec::len), Some(42), "{v}");
-    }
-    if docker() {
-        run(StdCommand::new("docker").args(["pull", "-q", &image]));
-        let sh = "/hab/pkgs/core/busybox-static/1.36.1/20240101000000/bin/sh";
-        let out = run(StdCommand::new("docker").args([
-            "run",
-            "--rm",
-            "--network",
-            "none",
-            "--entrypoint",
-            sh,
-            &image,
-            "-c",
-            "ls /hab/pkgs/gen | wc -l; cat /hab/pkgs/gen/app/*/*/IDENT",
-        ]));
-        let app = closure.primary().to_string();
-        assert_eq!(
-            out.split_whitespace().collect::<Vec<_>>(),
-            ["40", app.as_str()]
-        );
-        run(StdCommand::new("docker").args(["rmi", &image]));
-    }
+    let out = run(StdCommand::new("skopeo").args([
+        "inspect",
+        "--tls-verify=false",
+        &format!("docker://{image}"),
+    ]));
+    let v: serde_json::Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(v["Layers"].as_array().map(Vec::len), Some(42), "{v}");
+    run(StdCommand::new("docker").args(["pull", "-q", &image]));
+    let sh = "/hab/pkgs/core/busybox-static/1.36.1/20240101000000/bin/sh";
+    let out = run(StdCommand::new("docker").args([
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "--entrypoint",
+        sh,
+        &image,
+        "-c",
+        "ls /hab/pkgs/gen | wc -l; cat /hab/pkgs/gen/app/*/*/IDENT",
+    ]));
+    let app = closure.primary().to_string();
+    assert_eq!(
+        out.split_whitespace().collect::<Vec<_>>(),
+        ["40", app.as_str()]
+    );
+    run(StdCommand::new("docker").args(["rmi", &image]));
 
     // The same image again: the handshake and one manifest HEAD per tag, nothing else
     // (the layer cache knows every layer is in this repository: none goes up early).
@@ -250,9 +240,8 @@ fn only_changed_packages_are_uploaded_and_other_repositories_mount() {
     );
 }
 
-#[test]
 fn a_registry_that_rejects_the_manifest_or_an_unknown_host_is_a_clear_error() {
-    let Some(reg) = registry() else { return };
+    let reg = registry();
     let tmp = tempfile::tempdir().expect("tmp");
     let t = tmp.path();
     let ex = repo("examples").display().to_string();
@@ -299,7 +288,6 @@ fn a_registry_that_rejects_the_manifest_or_an_unknown_host_is_a_clear_error() {
         .stderr(predicate::str::contains("registry.does-not-exist.invalid"));
 }
 
-#[test]
 fn push_errors_are_clear_and_leave_no_tag() {
     let tmp = tempfile::tempdir().expect("tmp");
     let t = tmp.path();
@@ -343,11 +331,8 @@ fn push_errors_are_clear_and_leave_no_tag() {
         .code(2);
 }
 
-#[test]
 fn basic_auth_behind_tls_with_a_private_ca() {
-    let Some((reg, ca)) = tls_registry() else {
-        return;
-    };
+    let (reg, ca) = tls_registry();
     let tmp = tempfile::tempdir().expect("tmp");
     let t = tmp.path();
     let ex = repo("examples").display().to_string();
@@ -430,11 +415,8 @@ fn basic_auth_behind_tls_with_a_private_ca() {
 
 /// Without --username, the credentials docker would use: `auths` in $DOCKER_CONFIG/config.json,
 /// a `credHelpers` helper (`docker-credential-NAME get` on PATH), and $REGISTRY_AUTH_FILE.
-#[test]
 fn credentials_come_from_docker_config_helpers_and_registry_auth_file() {
-    let Some((reg, ca)) = tls_registry() else {
-        return;
-    };
+    let (reg, ca) = tls_registry();
     let tmp = tempfile::tempdir().expect("tmp");
     let t = tmp.path();
     let ex = repo("examples").display().to_string();
@@ -699,9 +681,8 @@ impl FaultProxy {
     }
 }
 
-#[test]
 fn uploads_survive_dropped_connections_and_500s_or_fail_without_a_tag() {
-    let Some(reg) = registry() else { return };
+    let reg = registry();
     let tmp = tempfile::tempdir().expect("tmp");
     let t = tmp.path();
     let ex = repo("examples").display().to_string();
@@ -727,23 +708,21 @@ fn uploads_survive_dropped_connections_and_500s_or_fail_without_a_tag() {
         proxy.uploads_seen.load(std::sync::atomic::Ordering::SeqCst) >= 7,
         "the faults were injected"
     );
-    if tool("skopeo") {
-        let out = run(StdCommand::new("skopeo").args([
-            "inspect",
-            "--tls-verify=false",
-            &format!("docker://{reg}/{repo_name}/example/hello:latest"),
-        ]));
-        assert!(
-            out.contains(
-                r["references"][0]
-                    .as_str()
-                    .expect("ref")
-                    .rsplit_once('@')
-                    .expect("@")
-                    .1
-            )
-        );
-    }
+    let out = run(StdCommand::new("skopeo").args([
+        "inspect",
+        "--tls-verify=false",
+        &format!("docker://{reg}/{repo_name}/example/hello:latest"),
+    ]));
+    assert!(
+        out.contains(
+            r["references"][0]
+                .as_str()
+                .expect("ref")
+                .rsplit_once('@')
+                .expect("@")
+                .1
+        )
+    );
     // Every upload fails: a clear error, and no tag points at an incomplete image.
     let broken = FaultProxy::start(reg.clone(), usize::MAX);
     let other = format!("fault-broken-{}", std::process::id());
@@ -776,9 +755,8 @@ fn uploads_survive_dropped_connections_and_500s_or_fail_without_a_tag() {
     assert!(!tags.contains("latest"), "no tag may exist: {tags}");
 }
 
-#[test]
 fn sigterm_during_a_push_leaves_the_tags_as_they_were() {
-    let Some(reg) = registry() else { return };
+    let reg = registry();
     let tmp = tempfile::tempdir().expect("tmp");
     let t = tmp.path();
     let ex = repo("examples").display().to_string();
@@ -869,9 +847,8 @@ fn sigterm_during_a_push_leaves_the_tags_as_they_were() {
     }
 }
 
-#[test]
 fn retry_after_is_honoured_and_an_overlong_one_is_a_clear_error() {
-    let Some(reg) = registry() else { return };
+    let reg = registry();
     let tmp = tempfile::tempdir().expect("tmp");
     let t = tmp.path();
     let ex = repo("examples").display().to_string();
@@ -944,9 +921,8 @@ fn retry_after_is_honoured_and_an_overlong_one_is_a_clear_error() {
     );
 }
 
-#[test]
 fn a_registry_refusing_large_bodies_gets_the_blob_in_chunks() {
-    let Some(reg) = registry() else { return };
+    let reg = registry();
     let tmp = tempfile::tempdir().expect("tmp");
     let t = tmp.path();
     let bb = busybox_source(t).display().to_string();
@@ -996,15 +972,13 @@ fn a_registry_refusing_large_bodies_gets_the_blob_in_chunks() {
     assert_eq!(refused, 1, "one whole-body PUT refused");
     let patches = proxy.requests("PATCH ");
     assert_eq!(patches as u64, size.div_ceil(256 * 1024), "PATCH per chunk");
-    if tool("skopeo") {
-        let dir = t.join("copy");
-        run(StdCommand::new("skopeo").args([
-            "copy",
-            "--src-tls-verify=false",
-            &format!("docker://{reg}/{repo_name}/core/busybox-static:latest"),
-            &format!("oci:{}:x", dir.display()),
-        ]));
-    }
+    let dir = t.join("copy");
+    run(StdCommand::new("skopeo").args([
+        "copy",
+        "--src-tls-verify=false",
+        &format!("docker://{reg}/{repo_name}/core/busybox-static:latest"),
+        &format!("oci:{}:x", dir.display()),
+    ]));
 }
 
 /// A small token server for the registry on 127.0.0.1:5001 (scripts/services.sh): checks the
@@ -1143,32 +1117,8 @@ impl TokenServer {
     }
 }
 
-#[test]
 fn bearer_token_flow() {
-    let reg =
-        std::env::var("HAB_OCI_TEST_TOKEN_REGISTRY").unwrap_or_else(|_| "127.0.0.1:5001".into());
-    let key = std::path::PathBuf::from(
-        std::env::var("HAB_OCI_TEST_TOKEN_KEY")
-            .unwrap_or_else(|_| "/tmp/hab-oci-services/token/token.key".into()),
-    );
-    let cert = std::path::PathBuf::from(
-        std::env::var("HAB_OCI_TEST_TOKEN_CERT")
-            .unwrap_or_else(|_| "/tmp/hab-oci-services/token/token.crt".into()),
-    );
-    let up = StdCommand::new("curl")
-        .args([
-            "-sS",
-            "-o",
-            "/dev/null",
-            "-w",
-            "%{http_code}",
-            &format!("http://{reg}/v2/"),
-        ])
-        .output()
-        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout) == "401");
-    if !service("a docker-registry with token auth", up && key.exists()) {
-        return;
-    }
+    let (reg, key, cert) = token_registry();
     let server = TokenServer::start(key, cert).expect("port 5002 for the token server");
     let tmp = tempfile::tempdir().expect("tmp");
     let t = tmp.path();
@@ -1254,3 +1204,27 @@ fn bearer_token_flow() {
                 .and(predicate::str::contains("wrong-secret-xyz").not()),
         );
 }
+
+tests![
+    push_runs_and_a_second_push_is_a_no_op => [Need::Registry, Need::Tool("skopeo"), Need::Docker],
+    only_changed_packages_are_uploaded_and_other_repositories_mount => [
+        Need::Registry,
+        Need::Tool("skopeo"),
+        Need::Docker,
+    ],
+    a_registry_that_rejects_the_manifest_or_an_unknown_host_is_a_clear_error => [Need::Registry],
+    push_errors_are_clear_and_leave_no_tag,
+    basic_auth_behind_tls_with_a_private_ca => [Need::TlsRegistry],
+    credentials_come_from_docker_config_helpers_and_registry_auth_file => [Need::TlsRegistry],
+    uploads_survive_dropped_connections_and_500s_or_fail_without_a_tag => [
+        Need::Registry,
+        Need::Tool("skopeo"),
+    ],
+    sigterm_during_a_push_leaves_the_tags_as_they_were => [Need::Registry],
+    retry_after_is_honoured_and_an_overlong_one_is_a_clear_error => [Need::Registry],
+    a_registry_refusing_large_bodies_gets_the_blob_in_chunks => [
+        Need::Registry,
+        Need::Tool("skopeo"),
+    ],
+    bearer_token_flow => [Need::TokenRegistry],
+];

@@ -37,7 +37,7 @@ pub enum HeaderError {
     LineTooLong { line: usize },
     #[error("header line {line} is not UTF-8 text")]
     NotUtf8 { line: usize },
-    #[error("{0}")]
+    #[error(transparent)]
     NamedRevision(#[from] crate::keys::NamedRevisionError),
     #[error("unsupported signature type '{0}' (expected BLAKE2b)")]
     HashType(String),
@@ -169,15 +169,17 @@ impl HeaderReadError {
 /// Errors about one `.hart` file; every variant names the file.
 #[derive(Debug, thiserror::Error)]
 pub enum HartError {
-    #[error("{}: {source}", path.display())]
+    #[error("{}", path.display())]
     Io { path: PathBuf, source: io::Error },
-    #[error("{}: bad header: {source}", path.display())]
+    #[error("{}: bad header", path.display())]
     Header { path: PathBuf, source: HeaderError },
-    #[error("{}: signed by {signer}, but {source}", path.display())]
+    /// The lookup's failure is part of the message (it completes the sentence), so it is
+    /// not also this error's `source()`.
+    #[error("{}: signed by {signer}, but {problem}", path.display())]
     UnknownKey {
         path: PathBuf,
         signer: NamedRevision,
-        source: Box<KeyLookupError>,
+        problem: Box<KeyLookupError>,
     },
     #[error(
         "{}: the signature does not verify with public key {key} (the header was altered, or the key is not the one that signed it)",
@@ -202,7 +204,7 @@ pub enum HartError {
     Truncated { path: PathBuf, payload_len: u64 },
     #[error("{}: payload is not an xz stream (bad magic bytes)", path.display())]
     NotXz { path: PathBuf },
-    #[error("{}: reading the payload: {source}", path.display())]
+    #[error("{}: reading the payload", path.display())]
     Payload { path: PathBuf, source: io::Error },
     #[error("{}: {detail}", path.display())]
     Metadata { path: PathBuf, detail: String },
@@ -277,7 +279,7 @@ impl Hart {
                 .map_err(|source| HartError::UnknownKey {
                     path: self.path.clone(),
                     signer: self.header.signer.clone(),
-                    source: Box::new(source),
+                    problem: Box::new(source),
                 })?;
         let (sig, message) = self.header.signature.split_at(64);
         let sig = Signature::from_bytes(sig.try_into().map_err(|_| HartError::BadSignedHash {
@@ -478,6 +480,16 @@ struct Bounded<R> {
     max: u64,
 }
 
+/// A payload decoded past its bound (a decompression bomb, or a genuine package larger than
+/// the bound the caller set): carried inside the `io::Error` of the read that crossed it.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "the payload unpacks to more than {max} bytes, the limit; a small package that inflates this much is a decompression bomb"
+)]
+pub struct UnpackLimit {
+    pub max: u64,
+}
+
 impl<R: Read> Read for Bounded<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         if self.left == 0 {
@@ -487,10 +499,7 @@ impl<R: Read> Read for Bounded<R> {
                 0 => Ok(0),
                 _ => Err(io::Error::new(
                     io::ErrorKind::InvalidData,
-                    format!(
-                        "the payload unpacks to more than {} bytes, the limit (--max-unpacked-size); a small package that inflates this much is a decompression bomb",
-                        self.max
-                    ),
+                    UnpackLimit { max: self.max },
                 )),
             };
         }

@@ -60,7 +60,7 @@ impl fmt::Display for NamedRevision {
 /// What is wrong with a key file's contents.
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
-    #[error("cannot read key file {path}: {source}")]
+    #[error("cannot read key file {path}")]
     Io { path: PathBuf, source: io::Error },
     #[error("{path}: key file is larger than {MAX_KEY_FILE} bytes; not a key")]
     TooLarge { path: PathBuf },
@@ -74,7 +74,7 @@ pub enum KeyError {
     },
     #[error("{path}: missing name+revision line")]
     MissingName { path: PathBuf },
-    #[error("{path}: {source}")]
+    #[error("{path}")]
     Name {
         path: PathBuf,
         source: NamedRevisionError,
@@ -339,11 +339,7 @@ fn set_mode(_path: &Path, _mode: u32) -> io::Result<()> {
 /// Why a public key could not be found.
 #[derive(Debug, thiserror::Error)]
 pub enum KeyLookupError {
-    #[error(
-        "no public key file {file} in {}{}",
-        searched_list(.searched),
-        "\nhint: fetch it with `hab origin key download <origin> <revision>` or pass --keys DIR"
-    )]
+    #[error("no public key file {file} in {}", searched_list(.searched))]
     NotFound {
         signer: NamedRevision,
         file: String,

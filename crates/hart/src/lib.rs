@@ -9,12 +9,14 @@
 pub mod artifact;
 pub mod ident;
 pub mod keys;
+pub mod layout;
 pub mod metadata;
 pub mod pack;
 pub mod temp;
 
 pub use artifact::{
-    DEFAULT_MAX_UNPACKED, DecodeOptions, Hart, HartError, Header, HeaderError, VerifiedHart,
+    DEFAULT_MAX_UNPACKED, DecodeOptions, Hart, HartError, Header, HeaderError, UnpackLimit,
+    VerifiedHart,
 };
 pub use ident::{IdentError, PackageIdent, PackageTarget};
 pub use keys::{KeyDirs, KeyError, KeyLookupError, NamedRevision, PublicKey, SecretKey};

@@ -3,12 +3,13 @@
 
 use std::collections::BTreeMap;
 use std::io::Read;
-use std::path::{Component, Path};
+use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
 use crate::artifact::{DecodeOptions, HartError, VerifiedHart};
 use crate::ident::{PackageIdent, PackageTarget};
+use crate::layout;
 
 /// The metafiles read from the top of a package's prefix (Habitat's set plus the runtime
 /// files the exporter needs). Everything else is only counted.
@@ -109,35 +110,12 @@ impl MetadataRecord {
 impl PackageMetadata {
     /// `hab/pkgs/o/n/v/r` for this package (no leading slash).
     pub fn prefix(&self) -> String {
-        format!("hab/pkgs/{}", self.ident)
+        layout::prefix(&self.ident)
     }
 
     pub fn file(&self, name: &str) -> Option<&str> {
         self.files.get(name).map(String::as_str)
     }
-}
-
-/// The `hab/pkgs/o/n/v/r` prefix of an entry, and the rest of its path.
-fn split_prefix(path: &Path) -> Option<([String; 4], Vec<String>)> {
-    let mut parts = Vec::new();
-    for c in path.components() {
-        match c {
-            Component::Normal(s) => parts.push(s.to_str()?.to_owned()),
-            Component::CurDir => {}
-            _ => return None,
-        }
-    }
-    if parts.len() < 6 || parts[0] != "hab" || parts[1] != "pkgs" {
-        return None;
-    }
-    let rest = parts.split_off(6);
-    let prefix = [
-        parts[2].clone(),
-        parts[3].clone(),
-        parts[4].clone(),
-        parts[5].clone(),
-    ];
-    Some((prefix, rest))
 }
 
 /// Copies what it reads to `out` until `out` fails.
@@ -156,16 +134,6 @@ impl<R: Read> Read for TeeReader<'_, R> {
         }
         Ok(n)
     }
-}
-
-/// Is `path` one of the parent directories `hab/`, `hab/pkgs/`, ... above a prefix?
-fn is_parent_dir(path: &Path) -> bool {
-    let parts: Vec<_> = path.components().collect();
-    let all_normal = parts.iter().all(|c| matches!(c, Component::Normal(_)));
-    all_normal
-        && (1..=5).contains(&parts.len())
-        && path.starts_with("hab")
-        && (parts.len() < 2 || path.starts_with("hab/pkgs"))
 }
 
 impl VerifiedHart {
@@ -230,7 +198,7 @@ pub fn metadata_from_tar(
         source,
     };
     let mut archive = tar::Archive::new(reader);
-    let mut prefix: Option<[String; 4]> = None;
+    let mut prefix: Option<String> = None;
     let mut files = BTreeMap::new();
     let (mut entries, mut unpacked_size) = (0u64, 0u64);
     let (mut is_service, mut has_install_hook) = (false, false);
@@ -243,8 +211,12 @@ pub fn metadata_from_tar(
         let mut entry = entry.map_err(payload_err)?;
         entries += 1;
         let entry_path = entry.path().map_err(payload_err)?.into_owned();
-        let Some((this_prefix, rest)) = split_prefix(&entry_path) else {
-            if entry.header().entry_type().is_dir() && is_parent_dir(&entry_path) {
+        let normalized = layout::normalize(&entry_path);
+        let Some((this_prefix, rest)) = normalized.as_deref().and_then(layout::split_prefix)
+        else {
+            if entry.header().entry_type().is_dir()
+                && normalized.as_deref().is_some_and(layout::is_parent_dir)
+            {
                 continue;
             }
             return Err(meta_err(format!(
@@ -253,16 +225,20 @@ pub fn metadata_from_tar(
             )));
         };
         match &prefix {
-            None => prefix = Some(this_prefix.clone()),
+            None => prefix = Some(this_prefix.to_owned()),
             Some(p) if *p != this_prefix => {
                 return Err(meta_err(format!(
-                    "tar entry '{}' belongs to another package than hab/pkgs/{}",
+                    "tar entry '{}' belongs to another package than hab/pkgs/{p}",
                     entry_path.display(),
-                    p.join("/")
                 )));
             }
             Some(_) => {}
         }
+        let rest: Vec<String> = if rest.is_empty() {
+            Vec::new()
+        } else {
+            rest.split('/').map(str::to_owned).collect()
+        };
         let kind = entry.header().entry_type();
         if kind.is_file() {
             unpacked_size += entry.size();
@@ -318,7 +294,7 @@ pub fn metadata_from_tar(
         .get("IDENT")
         .ok_or_else(|| meta_err("the package has no IDENT file".into()))?;
     let ident = PackageIdent::parse_fq(ident_text).map_err(|e| meta_err(format!("IDENT: {e}")))?;
-    let prefix_ident = prefix.join("/");
+    let prefix_ident = prefix;
     if ident.to_string() != prefix_ident {
         return Err(meta_err(format!(
             "IDENT says {ident} but the files are under hab/pkgs/{prefix_ident}"
@@ -346,7 +322,7 @@ pub fn metadata_from_tar(
             "{ident} lists itself as its own dependency"
         )));
     }
-    let own_prefix = format!("/{}", ident_prefix(&ident));
+    let own_prefix = format!("/{}", layout::prefix(&ident));
     let path_dirs: Vec<String> = files
         .get("PATH")
         .map(|p| {
@@ -398,25 +374,3 @@ pub fn metadata_from_tar(
     })
 }
 
-fn ident_prefix(ident: &PackageIdent) -> String {
-    format!("hab/pkgs/{ident}")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn prefixes() {
-        let (p, rest) = split_prefix(Path::new("hab/pkgs/a/b/1/2/bin/x")).expect("in prefix");
-        assert_eq!(p.join("/"), "a/b/1/2");
-        assert_eq!(rest, vec!["bin", "x"]);
-        assert!(split_prefix(Path::new("hab/pkgs/a/b/1/2/../../x")).is_none());
-        assert!(split_prefix(Path::new("/hab/pkgs/a/b/1/2/x")).is_none());
-        assert!(split_prefix(Path::new("etc/passwd")).is_none());
-        assert!(is_parent_dir(Path::new("hab/pkgs/a/b/1")));
-        assert!(is_parent_dir(Path::new("hab/")));
-        assert!(!is_parent_dir(Path::new("etc")));
-        assert!(!is_parent_dir(Path::new("hab/other")));
-    }
-}

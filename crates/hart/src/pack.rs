@@ -11,7 +11,7 @@ use crate::keys::SecretKey;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PackError {
-    #[error("{}: {source}", path.display())]
+    #[error("{}", path.display())]
     Io { path: PathBuf, source: io::Error },
     #[error("{}: not an installed package directory: {detail}", path.display())]
     NotAPackage { path: PathBuf, detail: String },

@@ -19,7 +19,7 @@ use crate::layer::{LayerDigests, sha256_digest};
 pub enum ImageError {
     #[error("building the image {what}: {detail}")]
     Spec { what: &'static str, detail: String },
-    #[error("serializing JSON: {0}")]
+    #[error("serializing JSON")]
     Json(#[from] serde_json::Error),
 }
 

@@ -15,7 +15,7 @@ use crate::image::{BuiltImage, ImageError, canonical_json, manifest_descriptor};
 
 #[derive(Debug, thiserror::Error)]
 pub enum LayoutError {
-    #[error("{}: {source}", path.display())]
+    #[error("{}", path.display())]
     Io { path: PathBuf, source: io::Error },
     #[error(transparent)]
     Image(#[from] ImageError),

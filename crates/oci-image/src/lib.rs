@@ -8,6 +8,7 @@ pub mod digest;
 pub mod image;
 pub mod layer;
 pub mod layout;
+pub mod reference;
 
 pub use image::{BuiltImage, HistoryEntry, ImageConfigSpec, LayerDescriptor};
 pub use layer::{

@@ -152,7 +152,7 @@ pub struct PushStats {
 pub enum RegistryError {
     #[error("invalid image reference '{reference}': {detail}")]
     Reference { reference: String, detail: String },
-    #[error("reading CA certificate {}: {source}", path.display())]
+    #[error("reading CA certificate {}", path.display())]
     CaCert {
         path: PathBuf,
         source: std::io::Error,
@@ -165,7 +165,7 @@ pub enum RegistryError {
         registry: String,
         detail: String,
     },
-    #[error("reading blob {}: {source}", path.display())]
+    #[error("reading blob {}", path.display())]
     Blob {
         path: PathBuf,
         source: std::io::Error,
@@ -174,15 +174,7 @@ pub enum RegistryError {
     Runtime(std::io::Error),
 }
 
-/// Is `host[:port]` a loopback address, which docker treats as an insecure registry?
-pub fn is_loopback(host: &str) -> bool {
-    let h = host
-        .rsplit_once(':')
-        .filter(|(_, p)| p.bytes().all(|b| b.is_ascii_digit()))
-        .map_or(host, |(h, _)| h);
-    let h = h.trim_start_matches('[').trim_end_matches(']');
-    h == "localhost" || h == "::1" || h.starts_with("127.")
-}
+pub use oci_image::reference::is_loopback;
 
 /// Strips anything that looks like a credential from an error text we pass on.
 fn clean(detail: &str, creds: &Credentials) -> String {
@@ -284,27 +276,6 @@ impl Pusher {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn loopback_hosts() {
-        for h in [
-            "127.0.0.1:5000",
-            "localhost:5000",
-            "localhost",
-            "[::1]:5000",
-            "127.1.2.3",
-        ] {
-            assert!(is_loopback(h), "{h}");
-        }
-        for h in [
-            "registry.example.com",
-            "ghcr.io",
-            "10.0.0.1:5000",
-            "localhost.evil.com",
-        ] {
-            assert!(!is_loopback(h), "{h}");
-        }
-    }
 
     #[test]
     fn credentials_never_debug_print() {

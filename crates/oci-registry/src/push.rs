@@ -87,7 +87,7 @@ impl Ctx {
                 self.repo.path
             ),
             None => format!(
-                "hint: the registry refused the credentials: check --username and --password, or the docker login for {}",
+                "hint: the registry refused the credentials: check the username and password given, or the docker login for {}",
                 self.registry
             ),
         }
@@ -109,7 +109,7 @@ impl Ctx {
             }
             Some(400) if self.plain_http => {
                 detail = format!(
-                    "{detail}\nhint: this registry was spoken to over plain HTTP; if it serves TLS, pass --ca-cert with its CA"
+                    "{detail}\nhint: this registry was spoken to over plain HTTP; if it serves TLS, trust its CA certificate instead (the registry client's CA option)"
                 )
             }
             _ => {}

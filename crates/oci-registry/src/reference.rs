@@ -1,5 +1,7 @@
-//! Splitting `registry/repository` names the way docker does: the first component is a
-//! registry when it looks like a host, otherwise the name is on Docker Hub.
+//! A repository name as the distribution API needs it: the registry, where its API answers,
+//! and the path. The grammar is `oci_image::reference` (one for the whole workspace).
+
+use oci_image::reference::Reference;
 
 use crate::RegistryError;
 
@@ -14,68 +16,21 @@ pub(crate) struct Repository {
     pub(crate) path: String,
 }
 
-const DOCKER_HUB: &str = "docker.io";
-
 pub(crate) fn parse_repository(name: &str) -> Result<Repository, RegistryError> {
-    let bad = |detail: &str| RegistryError::Reference {
+    let r = Reference::parse(name).map_err(|e| RegistryError::Reference {
         reference: name.to_owned(),
-        detail: detail.to_owned(),
-    };
-    let (registry, path) = match name.split_once('/') {
-        Some((first, rest))
-            if first.contains('.') || first.contains(':') || first == "localhost" =>
-        {
-            (first.to_owned(), rest.to_owned())
-        }
-        _ => (DOCKER_HUB.to_owned(), name.to_owned()),
-    };
-    if registry.is_empty()
-        || !registry
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b))
-    {
-        return Err(bad("the registry host is not a valid host[:port]"));
+        detail: e.problem,
+    })?;
+    if r.tag.is_some() || r.digest.is_some() {
+        return Err(RegistryError::Reference {
+            reference: name.to_owned(),
+            detail: "a repository name holds no tag or digest".into(),
+        });
     }
-    if path.is_empty() {
-        return Err(bad("no repository after the registry"));
-    }
-    for component in path.split('/') {
-        let ok = !component.is_empty()
-            && component
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
-            && component
-                .bytes()
-                .next()
-                .is_some_and(|b| b.is_ascii_alphanumeric())
-            && component
-                .bytes()
-                .last()
-                .is_some_and(|b| b.is_ascii_alphanumeric());
-        if !ok {
-            return Err(bad(&format!(
-                "repository component '{component}' must be lowercase letters, digits and . _ - between them"
-            )));
-        }
-    }
-    let is_hub = matches!(
-        registry.as_str(),
-        "docker.io" | "index.docker.io" | "registry-1.docker.io"
-    );
-    let path = if is_hub && !path.contains('/') {
-        format!("library/{path}")
-    } else {
-        path
-    };
-    let host = if is_hub {
-        "registry-1.docker.io".to_owned()
-    } else {
-        registry.clone()
-    };
     Ok(Repository {
-        registry,
-        host,
-        path,
+        host: r.api_host().to_owned(),
+        registry: r.registry,
+        path: r.path,
     })
 }
 

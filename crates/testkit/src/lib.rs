@@ -5,6 +5,10 @@
 //!
 //! Everything is a pure function of the spec (seed included), so two runs produce the same
 //! package directories; the harts differ only if the key does.
+//!
+//! [`registry`] is an in-process fake OCI registry (auth, faults, a request log) for push tests.
+
+pub mod registry;
 
 use std::fs;
 use std::path::{Path, PathBuf};

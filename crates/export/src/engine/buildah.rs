@@ -6,11 +6,12 @@ use std::process::Command;
 
 use super::context::Context;
 use super::{
+    EngineRefusal,
     EngineHost, EngineOptions, EngineReport, Prepared, auth_dir, cached_copy_steps, major_minor,
     missing, run, tag_args,
 };
 use crate::ExportError;
-use crate::naming::{Naming, parse_reference};
+use crate::naming::{Naming, parse_reference, registry_of};
 
 pub(super) fn prepare(
     opts: &EngineOptions,
@@ -41,23 +42,16 @@ pub(super) fn prepare(
             String::from_utf8_lossy(&out.stderr).trim()
         )));
     }
-    if opts.inline_cache == Some(true) {
-        return Err(ExportError::Engine(
-            "--inline-cache is BuildKit's: buildah has no inline cache; use --cache-to REPOSITORY (and --cache-from REPOSITORY on later builds)".into(),
-        ));
-    }
-    if opts.builder.is_some() {
-        return Err(ExportError::Engine(
-            "--docker-builder applies to --engine docker only".into(),
-        ));
-    }
     if (!opts.cache_from.is_empty() || opts.cache_to.is_some()) && major_minor(&version) < (1, 27) {
-        return Err(ExportError::Engine(format!(
-            "buildah {version} has no registry cache (--cache-from/--cache-to need buildah 1.27 or later)"
-        )));
+        return Err(EngineRefusal::OldBuildah(version).into());
     }
     let _ = naming;
+    let registry = registry_of(&naming.name);
     Ok(Prepared {
+        insecure: oci_image::reference::is_loopback(&registry)
+            || opts.insecure_registries.contains(&registry),
+        context_dir: super::context_dir(&naming.name),
+        registry,
         opts: opts.clone(),
         binary,
         version,
@@ -82,7 +76,7 @@ pub(super) fn build(
     let auth = o
         .credentials
         .as_ref()
-        .map(|c| auth_dir(&o.registry, c))
+        .map(|c| auth_dir(&p.registry, c))
         .transpose()?;
     let authfile: Vec<String> = auth
         .as_ref()
@@ -93,7 +87,7 @@ pub(super) fn build(
             ]
         })
         .unwrap_or_default();
-    let tls: Vec<String> = if o.insecure_registry {
+    let tls: Vec<String> = if p.insecure {
         vec!["--tls-verify=false".into()]
     } else {
         Vec::new()
@@ -150,7 +144,7 @@ pub(super) fn build(
         copy_steps: ctx.copy_steps,
         cached_steps: cached,
         image_id,
-        reproducible_layers: "package layers: only through the cache (--cache-from/--cache-to)"
+        reproducible_layers: "package layers: only through the cache (cache sources and --cache-to)"
             .into(),
         pushed: Vec::new(),
         removed: false,

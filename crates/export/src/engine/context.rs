@@ -17,7 +17,8 @@ use oci_image::{EntryMeta, EntrySink};
 use rayon::prelude::*;
 
 use crate::error::io_at;
-use crate::plan::{ImagePlan, layer_label, layer_members, release_time};
+use crate::layers::{label, packages};
+use crate::plan::{ImagePlan, release_time};
 use crate::{ExportError, Progress, rewrite};
 
 /// A materialized context.
@@ -65,21 +66,11 @@ impl DirSink {
 /// three more legacy-builder layers than it changes native ones).
 const SHARED_DIR_MTIME: u64 = 0;
 
-fn shared_dir(path: &str) -> bool {
-    let mut parts = path.split('/');
-    parts.next() == Some("hab")
-        && match parts.next() {
-            None => true,
-            Some("pkgs") => parts.nth(1).is_none(),
-            Some(_) => false,
-        }
-}
-
 impl EntrySink for DirSink {
     fn dir(&mut self, path: &str, meta: EntryMeta) -> io::Result<()> {
         let p = self.path(path);
         fs::create_dir_all(&p)?;
-        let mtime = if shared_dir(path) {
+        let mtime = if hart::layout::is_shared_dir(path) {
             SHARED_DIR_MTIME
         } else {
             meta.mtime
@@ -144,10 +135,10 @@ pub fn materialize(
         .map(|i| {
             let root = layer_dir(i);
             fs::create_dir(&root).map_err(io_at(&root))?;
-            let members = layer_members(closure, plan, i);
+            let members = packages(closure, plan, i);
             progress.layer_started(
                 i,
-                &layer_label(&members),
+                &label(&members),
                 members.iter().map(|p| p.metadata.unpacked_size).sum(),
             );
             let mut sink = DirSink {
@@ -287,16 +278,6 @@ pub fn dockerfile_text(plan: &ImagePlan, single_copy: bool) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn shared_directories() {
-        for p in ["hab", "hab/pkgs", "hab/pkgs/core"] {
-            assert!(shared_dir(p), "{p}");
-        }
-        for p in ["hab/pkgs/core/glibc", "hab/svc", "habx", "etc"] {
-            assert!(!shared_dir(p), "{p}");
-        }
-    }
 
     #[test]
     fn quoting() {

@@ -7,11 +7,12 @@ use std::process::Command;
 
 use super::context::Context;
 use super::{
+    EngineRefusal,
     DockerBuilder, EngineHost, EngineOptions, EngineReport, Prepared, auth_dir, cached_copy_steps,
     major_minor, missing, run, tag_args,
 };
 use crate::ExportError;
-use crate::naming::Naming;
+use crate::naming::{Naming, registry_of};
 
 const LEGACY_REPRODUCIBLE: &str = "package layers: yes, without any cache (legacy builder, context with fixed mtimes: the same package gives the same layer on any machine)";
 const BUILDKIT_REPRODUCIBLE: &str = "package layers: only through a cache source (this BuildKit stamps directories with the build time, so a build without cache makes new layers)";
@@ -54,10 +55,7 @@ pub(super) fn prepare(
     let (client, server) = text.split_once('|').unwrap_or((text.as_str(), ""));
     if !out.status.success() || server.is_empty() {
         let err = String::from_utf8_lossy(&out.stderr);
-        return Err(ExportError::Engine(format!(
-            "the Docker daemon does not answer: {}\nhint: start it (`dockerd &` or `systemctl start docker`) or point DOCKER_HOST at it; --engine native needs no daemon",
-            err.trim()
-        )));
+        return Err(EngineRefusal::NoDaemon(err.trim().to_owned()).into());
     }
     let modern_client = major_minor(client).0 >= 23;
     let buildx = modern_client
@@ -72,29 +70,28 @@ pub(super) fn prepare(
         },
     };
     if builder == DockerBuilder::BuildKit && modern_client && !buildx {
-        return Err(ExportError::Engine(format!(
-            "docker client {client} runs BuildKit builds through the buildx plugin, which is not installed\nhint: install docker-buildx, pass --docker-builder legacy, or use a docker 20.10 client (--engine-binary /usr/bin/docker)"
-        )));
+        return Err(EngineRefusal::NoBuildx(client.to_owned()).into());
     }
     let inline_cache = match (opts.inline_cache, builder) {
         (Some(true), DockerBuilder::Legacy) => {
-            return Err(ExportError::Engine(
-                "--inline-cache is BuildKit's: pass --docker-builder buildkit, or drop it (the legacy builder reuses layers of pulled --cache-from images)".into(),
-            ));
+            return Err(EngineRefusal::InlineCacheLegacy.into());
         }
         (Some(v), _) => v,
         (None, b) => b == DockerBuilder::BuildKit && multi_layer,
     };
     if opts.cache_to.is_some() && !(builder == DockerBuilder::BuildKit && buildx) {
-        return Err(ExportError::Engine(format!(
-            "--cache-to needs docker buildx (BuildKit's registry cache export), which docker {client} here does not have\nhint: with BuildKit the inline cache (on by default) makes the pushed image its own cache source; or use --engine buildah"
-        )));
+        return Err(EngineRefusal::CacheToNeedsBuildx(client.to_owned()).into());
     }
     let mut cache_from = opts.cache_from.clone();
     if cache_from.is_empty() && opts.auto_cache_from {
         cache_from.push(format!("{}:latest", naming.name));
     }
+    let registry = registry_of(&naming.name);
     Ok(Prepared {
+        insecure: oci_image::reference::is_loopback(&registry)
+            || opts.insecure_registries.contains(&registry),
+        context_dir: super::context_dir(&naming.name),
+        registry,
         opts: opts.clone(),
         binary,
         version: format!("client {client}, daemon {server}"),
@@ -125,7 +122,7 @@ pub(super) fn build(
     let auth = o
         .credentials
         .as_ref()
-        .map(|c| auth_dir(&o.registry, c))
+        .map(|c| auth_dir(&p.registry, c))
         .transpose()?;
     let global: Vec<String> = auth
         .as_ref()

@@ -72,18 +72,50 @@ pub struct EngineOptions {
     pub memory: Option<String>,
     /// buildah `--format` (`docker` or `oci`).
     pub buildah_format: String,
-    /// Where the build context is written (stable per image, removed afterwards).
-    pub context_dir: PathBuf,
     /// One `COPY` for everything (`--single-layer`).
     pub single_copy: bool,
-    /// Talk to the image's registry without TLS verification (loopback or insecure).
-    pub insecure_registry: bool,
+    /// Registries (`host[:port]`) to talk to without TLS verification, besides loopback ones.
+    pub insecure_registries: Vec<String>,
     pub push: bool,
     /// `user`, `password` for the registry of the image (pull of cache sources and push).
     pub credentials: Option<(String, String)>,
-    /// The registry host credentials are for.
-    pub registry: String,
     pub rm_image: bool,
+}
+
+/// A stable context path per image name: engines key nothing on it, but a path that changes
+/// every run is what made Habitat refuse buildah multi-layer builds; stable is simplest.
+pub fn context_dir(name: &str) -> PathBuf {
+    let safe: String = name
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect();
+    std::env::temp_dir().join("hab-oci-context").join(safe)
+}
+
+/// Why an engine cannot build what was asked, as found by its checks. The binary adds
+/// what to do next (which flags to pass); this crate names no flag.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineRefusal {
+    #[error("the Docker daemon does not answer: {0}")]
+    NoDaemon(String),
+    #[error(
+        "docker client {0} runs BuildKit builds through the buildx plugin, which is not installed"
+    )]
+    NoBuildx(String),
+    #[error("the inline cache is BuildKit's, and the build uses docker's legacy builder")]
+    InlineCacheLegacy,
+    #[error(
+        "a cache export needs docker buildx (BuildKit's registry cache export), which docker {0} here does not have"
+    )]
+    CacheToNeedsBuildx(String),
+    #[error("buildah {0} has no registry cache (it needs buildah 1.27 or later)")]
+    OldBuildah(String),
+    #[error("{engine} not found ({}): install it ({install})", path.display())]
+    NotFound {
+        engine: String,
+        path: PathBuf,
+        install: String,
+    },
 }
 
 /// Where engine commands and their output go (the binary prints them with `-v`).
@@ -126,6 +158,12 @@ pub struct EngineReport {
 /// The engine after its checks: what it is, which builder, which cache sources.
 pub struct Prepared {
     opts: EngineOptions,
+    /// The registry of the image: where credentials apply.
+    registry: String,
+    /// Talk to it without TLS verification (loopback, or named insecure).
+    insecure: bool,
+    /// Where the build context is written (stable per image, removed afterwards).
+    pub context_dir: PathBuf,
     binary: PathBuf,
     version: String,
     builder: Option<DockerBuilder>,
@@ -163,7 +201,7 @@ pub fn build(
     progress: &dyn Progress,
     host: &dyn EngineHost,
 ) -> Result<EngineReport, ExportError> {
-    let dir = &prepared.opts.context_dir;
+    let dir = &prepared.context_dir;
     remove_dir(dir)?;
     let result = context::materialize(closure, plan, dir, prepared.opts.single_copy, progress)
         .and_then(|ctx| match prepared.opts.kind {
@@ -289,10 +327,12 @@ fn missing(engine: &str, binary: &Path, e: &std::io::Error) -> ExportError {
             "docker" => "apt-get install docker.io (Debian/Ubuntu) or Docker's own packages",
             _ => "apt-get install buildah (Debian/Ubuntu) or dnf install buildah",
         };
-        ExportError::Engine(format!(
-            "{engine} not found ({}): install it ({install}), pass --engine-binary PATH, or use --engine native, which needs no daemon",
-            binary.display()
-        ))
+        EngineRefusal::NotFound {
+            engine: engine.to_owned(),
+            path: binary.to_owned(),
+            install: install.to_owned(),
+        }
+        .into()
     } else {
         ExportError::Engine(format!("running {}: {e}", binary.display()))
     }

@@ -29,7 +29,7 @@ pub(crate) fn verify(
             }
             Err(e) => {
                 failed += 1;
-                printer.item_error(&e.to_string());
+                printer.item_error(&crate::printer::chain(&e));
             }
         }
     }

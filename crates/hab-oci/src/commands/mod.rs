@@ -2,7 +2,6 @@
 //! exit code or an error for `main` to print.
 
 mod cache;
-mod engine;
 mod export;
 mod hart;
 mod key;

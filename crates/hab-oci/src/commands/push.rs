@@ -1,20 +1,17 @@
-//! `export --push-image`: the built image from the staging layout to the registry.
+//! `export --push-image`: the native build's layers to the registry as they are built
+//! (through the export's layer events), then the manifest and the tags.
 
-use std::io::Read as _;
 use std::sync::{Arc, Mutex};
 
-use anyhow::{Context, Result};
-use export::Naming;
 use export::naming::registry_of;
 use export::report::PushReport;
+use export::{LayerReady, Naming, PublishError, PushSession};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use oci_image::{BuiltImage, OciDir};
-use oci_registry::{
-    Blob, BlobOutcome, Credentials, PushProgress, PushRequest, Pusher, RegistryOptions,
-};
+use oci_registry::{Blob, BlobOutcome, Credentials, PushProgress, PushRequest, Pusher};
 
-use crate::cli::ExportArgs;
 use crate::printer::Printer;
+use crate::settings::PushSettings;
 
 /// Bars for blobs being uploaded; skipped and mounted blobs only count.
 struct PushBars {
@@ -66,112 +63,131 @@ impl PushProgress for PushBars {
     }
 }
 
-fn credentials(a: &ExportArgs, registry: &str) -> Result<Credentials> {
-    Ok(match (&a.username, &a.password, a.password_stdin) {
-        (Some(u), Some(p), _) => Credentials::Basic {
-            username: u.clone(),
-            password: p.clone(),
-        },
-        (Some(u), None, true) => {
-            let mut p = String::new();
-            std::io::stdin()
-                .read_to_string(&mut p)
-                .context("reading the password from stdin")?;
-            Credentials::Basic {
-                username: u.clone(),
-                password: p.trim_end_matches(['\n', '\r']).to_owned(),
-            }
-        }
-        _ => Credentials::from_docker_config(registry),
-    })
+/// The native push through `oci-registry`, subscribed to the export's layer events.
+pub(crate) struct Publisher<'a> {
+    settings: PushSettings,
+    multi: MultiProgress,
+    printer: &'a Printer,
 }
 
-/// Connects to the registry before the build, so that the build's layers can go up while
-/// the rest is still being built. Upload bars join the build's `multi`.
-pub(crate) fn start(
-    a: &ExportArgs,
-    naming: &Naming,
-    multi: &MultiProgress,
-    printer: &Printer,
-) -> Result<Pusher> {
-    let registry = registry_of(&naming.name);
-    let creds = credentials(a, &registry)?;
-    let opts = RegistryOptions {
-        insecure: a.insecure_registry.clone(),
-        ca_certs: a.ca_cert.clone(),
-        jobs: usize::from(a.jobs),
-        chunk_size: a.push_chunk_size,
-        ..RegistryOptions::default()
-    };
-    printer.status(&format!(
-        "Pushing {} to {registry} (layers go up as they are built)",
-        naming.name
-    ));
-    let bars = Arc::new(PushBars {
-        multi: multi.clone(),
-        bars: Mutex::new(Vec::new()),
-    });
-    Pusher::start(&naming.name, &a.mount_from, &creds, &opts, bars)
-        .with_context(|| format!("pushing {}", naming.name))
-}
-
-/// The push's end: the blobs not uploaded yet, then the tags.
-pub(crate) fn finish(
-    pusher: Pusher,
-    a: &ExportArgs,
-    store: &OciDir,
-    image: &BuiltImage,
-    naming: &Naming,
-    printer: &Printer,
-) -> Result<PushReport> {
-    let mut blobs: Vec<Blob> = Vec::new();
-    for l in &image.layers {
-        if !blobs.iter().any(|b| b.digest == l.digests.digest) {
-            blobs.push(Blob {
-                digest: l.digests.digest.clone(),
-                size: l.digests.size,
-                path: store.blob_path(&l.digests.digest)?,
-            });
+impl<'a> Publisher<'a> {
+    pub(crate) fn new(
+        settings: PushSettings,
+        multi: &MultiProgress,
+        printer: &'a Printer,
+    ) -> Publisher<'a> {
+        Publisher {
+            settings,
+            multi: multi.clone(),
+            printer,
         }
     }
-    blobs.push(Blob {
-        digest: image.config_digest.clone(),
-        size: image.config.len() as u64,
-        path: store.blob_path(&image.config_digest)?,
-    });
-    let req = PushRequest {
-        repository: naming.name.clone(),
-        tags: naming.tags.clone(),
-        blobs,
-        manifest: image.manifest.clone(),
-        manifest_digest: image.manifest_digest.clone(),
-        manifest_media_type: "application/vnd.oci.image.manifest.v1+json".into(),
-        mount_from: a.mount_from.clone(),
-    };
-    let stats = pusher
-        .finish(&req)
-        .with_context(|| format!("pushing {}", naming.name))?;
-    printer.status(&format!(
-        "Pushed {}: {} blobs uploaded ({} bytes), {} mounted, {} already there, {} of them while building; {} tags written, {} unchanged; {} requests",
-        naming.name,
-        stats.blobs_uploaded,
-        stats.bytes_uploaded,
-        stats.blobs_mounted,
-        stats.blobs_skipped,
-        stats.blobs_early,
-        stats.tags_written,
-        stats.tags_unchanged,
-        stats.requests
-    ));
-    Ok(PushReport {
-        references: stats.references,
-        blobs_skipped: stats.blobs_skipped,
-        blobs_mounted: stats.blobs_mounted,
-        blobs_uploaded: stats.blobs_uploaded,
-        blobs_early: stats.blobs_early,
-        bytes_uploaded: stats.bytes_uploaded,
-        tags_written: stats.tags_written,
-        tags_unchanged: stats.tags_unchanged,
-        requests: stats.requests,
-    })
+}
+
+impl export::Publisher for Publisher<'_> {
+    /// Connects to the registry before the build, so that the build's layers can go up
+    /// while the rest is still being built. Upload bars join the build's.
+    fn start(&self, naming: &Naming) -> Result<Box<dyn PushSession>, PublishError> {
+        let registry = registry_of(&naming.name);
+        let creds = match &self.settings.login {
+            Some((username, password)) => Credentials::Basic {
+                username: username.clone(),
+                password: password.clone(),
+            },
+            None => Credentials::from_docker_config(&registry),
+        };
+        self.printer.status(&format!(
+            "Pushing {} to {registry} (layers go up as they are built)",
+            naming.name
+        ));
+        let bars = Arc::new(PushBars {
+            multi: self.multi.clone(),
+            bars: Mutex::new(Vec::new()),
+        });
+        let pusher = Pusher::start(
+            &naming.name,
+            &self.settings.mount_from,
+            &creds,
+            &self.settings.registry,
+            bars,
+        )?;
+        Ok(Box::new(Session {
+            pusher,
+            mount_from: self.settings.mount_from.clone(),
+            printer: *self.printer,
+        }))
+    }
+}
+
+struct Session {
+    pusher: Pusher,
+    mount_from: Vec<String>,
+    printer: Printer,
+}
+
+impl PushSession for Session {
+    fn layer_ready(&self, layer: &LayerReady) {
+        self.pusher.offer(Blob {
+            digest: layer.digests.digest.clone(),
+            size: layer.digests.size,
+            path: layer.path.clone(),
+        });
+    }
+
+    /// The push's end: the blobs not uploaded yet, then the tags.
+    fn finish(
+        self: Box<Self>,
+        store: &OciDir,
+        image: &BuiltImage,
+        naming: &Naming,
+    ) -> Result<PushReport, PublishError> {
+        let mut blobs: Vec<Blob> = Vec::new();
+        for l in &image.layers {
+            if !blobs.iter().any(|b| b.digest == l.digests.digest) {
+                blobs.push(Blob {
+                    digest: l.digests.digest.clone(),
+                    size: l.digests.size,
+                    path: store.blob_path(&l.digests.digest)?,
+                });
+            }
+        }
+        blobs.push(Blob {
+            digest: image.config_digest.clone(),
+            size: image.config.len() as u64,
+            path: store.blob_path(&image.config_digest)?,
+        });
+        let req = PushRequest {
+            repository: naming.name.clone(),
+            tags: naming.tags.clone(),
+            blobs,
+            manifest: image.manifest.clone(),
+            manifest_digest: image.manifest_digest.clone(),
+            manifest_media_type: "application/vnd.oci.image.manifest.v1+json".into(),
+            mount_from: self.mount_from.clone(),
+        };
+        let stats = self.pusher.finish(&req)?;
+        self.printer.status(&format!(
+            "Pushed {}: {} blobs uploaded ({} bytes), {} mounted, {} already there, {} of them while building; {} tags written, {} unchanged; {} requests",
+            naming.name,
+            stats.blobs_uploaded,
+            stats.bytes_uploaded,
+            stats.blobs_mounted,
+            stats.blobs_skipped,
+            stats.blobs_early,
+            stats.tags_written,
+            stats.tags_unchanged,
+            stats.requests
+        ));
+        Ok(PushReport {
+            references: stats.references,
+            blobs_skipped: stats.blobs_skipped,
+            blobs_mounted: stats.blobs_mounted,
+            blobs_uploaded: stats.blobs_uploaded,
+            blobs_early: stats.blobs_early,
+            bytes_uploaded: stats.bytes_uploaded,
+            tags_written: stats.tags_written,
+            tags_unchanged: stats.tags_unchanged,
+            requests: stats.requests,
+        })
+    }
 }

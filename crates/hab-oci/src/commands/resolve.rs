@@ -2,8 +2,8 @@
 
 use std::process::ExitCode;
 
-use anyhow::{Result, anyhow};
-use depot::{Depot, DepotError, Request};
+use anyhow::Result;
+use depot::{Depot, Request};
 use serde::Serialize;
 
 use crate::cli::ResolveArgs;
@@ -22,28 +22,6 @@ struct Entry<'a> {
     deps: &'a [hart::PackageIdent],
 }
 
-/// Adds what to do next to errors where there is a clear next step.
-pub(crate) fn with_hint(err: DepotError) -> anyhow::Error {
-    let hint = match &err {
-        DepotError::Missing { missing, .. } => Some(format!(
-            "download them (keys included) with `hab pkg download --download-directory DIR {}` and pass --source DIR",
-            missing
-                .iter()
-                .map(|m| m.ident.to_string())
-                .collect::<Vec<_>>()
-                .join(" ")
-        )),
-        DepotError::NotFound { .. } => {
-            Some("pass the directory holding the .hart with --source DIR".to_owned())
-        }
-        _ => None,
-    };
-    match hint {
-        Some(h) => anyhow!("{err}\nhint: {h}"),
-        None => anyhow!(err),
-    }
-}
-
 pub(crate) fn run(args: &ResolveArgs, printer: &Printer) -> Result<ExitCode> {
     let requests = args
         .packages
@@ -54,7 +32,7 @@ pub(crate) fn run(args: &ResolveArgs, printer: &Printer) -> Result<ExitCode> {
     if let Some(m) = &depot_settings.metadata_cache {
         crate::interrupt::watch(m);
     }
-    let depot = Depot::open(&depot_settings).map_err(with_hint)?;
+    let depot = Depot::open(&depot_settings)?;
     printer.verbose(&format!(
         "package sources: {}; key directories: {}",
         depot
@@ -71,7 +49,7 @@ pub(crate) fn run(args: &ResolveArgs, printer: &Printer) -> Result<ExitCode> {
             .collect::<Vec<_>>()
             .join(", ")
     ));
-    let closure = depot.resolve(&requests).map_err(with_hint)?;
+    let closure = depot.resolve(&requests)?;
     if args.json {
         let entries: Vec<Entry<'_>> = closure
             .packages

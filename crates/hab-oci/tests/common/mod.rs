@@ -1,12 +1,208 @@
-//! Shared helpers for the integration tests that drive the real `hab-oci` binary.
+//! Shared helpers for the integration tests that drive the real `hab-oci` binary, and their
+//! harness: each test file is a `harness = false` binary whose `main` is [`tests!`], which
+//! lists its tests with the services each needs ([`Need`]). Outside CI a test whose service is
+//! missing is reported as skipped (ignored) by the test runner; in CI (`CI` set, not "false")
+//! it runs and fails, saying which service is missing.
 #![allow(dead_code)]
 
+use std::collections::HashMap;
 use std::fs;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Command as StdCommand;
+use std::process::ExitCode;
+use std::sync::{Mutex, OnceLock};
 
 use assert_cmd::Command;
+
+/// A service a test needs, declared up front in its file's [`tests!`] list; the test body then
+/// uses it unconditionally ([`registry`], [`tls_registry`], [`token_registry`], `docker`, ...).
+/// `. scripts/services.sh` starts the daemons and registries; scripts/test.sh installs the tools.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) enum Need {
+    /// A Docker daemon that `docker info` reaches.
+    Docker,
+    /// The plain docker-registry on loopback ([`registry`]).
+    Registry,
+    /// The docker-registry with TLS and basic auth, and its CA ([`tls_registry`]).
+    TlsRegistry,
+    /// The docker-registry with bearer-token auth, and its token key ([`token_registry`]).
+    TokenRegistry,
+    /// A program that answers `NAME --version` (skopeo, umoci, buildah, dockerd).
+    Tool(&'static str),
+    /// A file that must exist, e.g. one particular docker client.
+    File(&'static str),
+    /// Mounting a tmpfs (root).
+    Tmpfs,
+}
+
+impl Need {
+    fn describe(self) -> String {
+        match self {
+            Need::Docker => "a Docker daemon (`docker info`)".into(),
+            Need::Registry => format!("a docker-registry on loopback at {}", registry()),
+            Need::TlsRegistry => format!(
+                "a docker-registry with TLS and basic auth at {} (CA {})",
+                tls_registry().0,
+                tls_registry().1.display()
+            ),
+            Need::TokenRegistry => format!(
+                "a docker-registry with token auth at {} (key {})",
+                token_registry().0,
+                token_registry().1.display()
+            ),
+            Need::Tool(name) => format!("`{name}` (`{name} --version`)"),
+            Need::File(path) => format!("the file {path}"),
+            Need::Tmpfs => "mounting a tmpfs (root)".into(),
+        }
+    }
+
+    /// Probed once per process, when the test list is built.
+    fn available(self) -> bool {
+        static PROBED: OnceLock<Mutex<HashMap<Need, bool>>> = OnceLock::new();
+        let probed = PROBED.get_or_init(Mutex::default);
+        if let Some(&known) = probed.lock().expect("probes").get(&self) {
+            return known;
+        }
+        let ok = self.probe();
+        probed.lock().expect("probes").insert(self, ok);
+        ok
+    }
+
+    fn probe(self) -> bool {
+        let succeeds = |cmd: &mut StdCommand| cmd.output().is_ok_and(|o| o.status.success());
+        match self {
+            Need::Docker => succeeds(StdCommand::new("docker").arg("info")),
+            Need::Registry => succeeds(
+                StdCommand::new("curl").args(["-fsS", &format!("http://{}/v2/", registry())]),
+            ),
+            Need::TlsRegistry => {
+                let (addr, ca) = tls_registry();
+                succeeds(
+                    StdCommand::new("curl")
+                        .args(["-fsS", "-u", "testuser:testpassword", "--cacert"])
+                        .arg(&ca)
+                        .arg(format!("https://{addr}/v2/")),
+                )
+            }
+            Need::TokenRegistry => {
+                let (addr, key, _) = token_registry();
+                let unauthorized = StdCommand::new("curl")
+                    .args(["-sS", "-o", "/dev/null", "-w", "%{http_code}"])
+                    .arg(format!("http://{addr}/v2/"))
+                    .output()
+                    .is_ok_and(|o| String::from_utf8_lossy(&o.stdout) == "401");
+                unauthorized && key.exists()
+            }
+            Need::Tool(name) => succeeds(StdCommand::new(name).arg("--version")),
+            Need::File(path) => Path::new(path).exists(),
+            Need::Tmpfs => {
+                let Ok(dir) = tempfile::tempdir() else {
+                    return false;
+                };
+                let mounted = succeeds(
+                    StdCommand::new("mount")
+                        .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
+                        .arg(dir.path()),
+                );
+                if mounted {
+                    let _ = StdCommand::new("umount").arg(dir.path()).status();
+                }
+                mounted
+            }
+        }
+    }
+}
+
+/// Is this CI (`CI` set, not empty, not "false")? There a test whose service is missing fails.
+pub(crate) fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false")
+}
+
+/// One entry of a [`tests!`] list.
+pub(crate) struct Test {
+    pub(crate) name: &'static str,
+    pub(crate) body: fn(),
+    pub(crate) needs: Vec<Need>,
+}
+
+/// The `main` of a test binary: `tests![plain_test, needs_docker => [Need::Docker], ...];`
+/// at the bottom of the file, each name a `fn()` of the file (no `#[test]` attribute).
+macro_rules! tests {
+    ($($name:ident $(=> [$($need:expr),* $(,)?])?),* $(,)?) => {
+        fn main() -> std::process::ExitCode {
+            $crate::common::run_tests(vec![$(
+                $crate::common::Test {
+                    name: stringify!($name),
+                    body: $name,
+                    needs: vec![$($($need),*)?],
+                }
+            ),*])
+        }
+    };
+}
+pub(crate) use tests;
+
+/// Runs the tests of a binary through libtest-mimic (the libtest command line, so
+/// `cargo test` and nextest's `--list --format terse`, `--ignored`, `--exact` work). A test
+/// whose needs are not met is created ignored outside CI; in CI, or when run with `--ignored`,
+/// it fails with what is missing before its body runs.
+pub(crate) fn run_tests(tests: Vec<Test>) -> ExitCode {
+    let args = libtest_mimic::Arguments::from_args();
+    let ci = in_ci();
+    let trials = tests
+        .into_iter()
+        .map(|test| {
+            // nextest runs each test in its own process (`--exact NAME`): probe only for it.
+            let selected = !(args.exact && args.filter.as_deref().is_some_and(|f| f != test.name));
+            let missing: Vec<Need> = if selected {
+                test.needs
+                    .iter()
+                    .copied()
+                    .filter(|n| !n.available())
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            let missing = missing
+                .into_iter()
+                .map(Need::describe)
+                .collect::<Vec<_>>()
+                .join(", ");
+            let skipped = !missing.is_empty() && !ci;
+            if skipped && !args.list {
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "SKIPPED {}: needs {missing}, not available; `. scripts/services.sh` starts \
+                     the services (in CI this test fails instead)",
+                    test.name
+                );
+            }
+            let body = test.body;
+            libtest_mimic::Trial::test(test.name, move || {
+                if missing.is_empty() {
+                    body();
+                    Ok(())
+                } else if ci {
+                    Err(format!(
+                        "needs {missing}, which is not available. In CI (CI is set) a test whose \
+                         service is missing fails instead of being skipped: start the services \
+                         with `. scripts/services.sh` (bash scripts/test.sh does)"
+                    )
+                    .into())
+                } else {
+                    Err(format!(
+                        "needs {missing}, which is not available (the test is skipped unless run \
+                         with --ignored); `. scripts/services.sh` starts the services"
+                    )
+                    .into())
+                }
+            })
+            .with_ignored_flag(skipped)
+        })
+        .collect();
+    libtest_mimic::run(&args, trials).exit_code()
+}
 
 pub(crate) fn repo(sub: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -59,45 +255,9 @@ pub(crate) fn temporaries(dir: &Path) -> Vec<String> {
     found
 }
 
-/// Is a service the test needs available? In CI a missing service fails the test; outside
-/// CI the test says loudly that it is skipped (run `bash scripts/test.sh`, which starts them).
-pub(crate) fn service(name: &str, available: bool) -> bool {
-    if available {
-        return true;
-    }
-    if std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false") {
-        panic!("{name} is required in CI but not available (scripts/test.sh starts it)");
-    }
-    let _ = writeln!(
-        std::io::stderr(),
-        "SKIPPED: {name} is not available; run `bash scripts/test.sh`, which starts it"
-    );
-    false
-}
-
-pub(crate) fn docker() -> bool {
-    let ok = StdCommand::new("docker")
-        .arg("info")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    service("a Docker daemon", ok)
-}
-
-pub(crate) fn registry() -> Option<String> {
-    let addr = std::env::var("HAB_OCI_TEST_REGISTRY").unwrap_or_else(|_| "127.0.0.1:5000".into());
-    let ok = StdCommand::new("curl")
-        .args(["-fsS", &format!("http://{addr}/v2/")])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    service("a docker-registry on loopback", ok).then_some(addr)
-}
-
-pub(crate) fn tool(name: &str) -> bool {
-    let ok = StdCommand::new(name)
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    service(name, ok)
+/// The plain docker-registry on loopback ([`Need::Registry`]): `HOST:PORT`.
+pub(crate) fn registry() -> String {
+    std::env::var("HAB_OCI_TEST_REGISTRY").unwrap_or_else(|_| "127.0.0.1:5000".into())
 }
 
 /// Runs a command, panicking with its output if it fails; returns stdout.
@@ -148,21 +308,32 @@ pub(crate) fn layer_digests(report: &serde_json::Value) -> Vec<String> {
         .collect()
 }
 
-/// The registry with htpasswd basic auth behind TLS (scripts/services.sh), and its CA.
-pub(crate) fn tls_registry() -> Option<(String, PathBuf)> {
+/// The registry with htpasswd basic auth behind TLS (scripts/services.sh), and its CA
+/// ([`Need::TlsRegistry`]).
+pub(crate) fn tls_registry() -> (String, PathBuf) {
     let addr =
         std::env::var("HAB_OCI_TEST_TLS_REGISTRY").unwrap_or_else(|_| "127.0.0.1:5443".into());
     let ca = PathBuf::from(
         std::env::var("HAB_OCI_TEST_CA")
             .unwrap_or_else(|_| "/tmp/hab-oci-services/tls/ca.crt".into()),
     );
-    let ok = StdCommand::new("curl")
-        .args(["-fsS", "-u", "testuser:testpassword", "--cacert"])
-        .arg(&ca)
-        .arg(format!("https://{addr}/v2/"))
-        .output()
-        .is_ok_and(|o| o.status.success());
-    service("a docker-registry with TLS and basic auth", ok).then_some((addr, ca))
+    (addr, ca)
+}
+
+/// The registry with bearer-token auth (scripts/services.sh), the key its token issuer signs
+/// with and that issuer's certificate ([`Need::TokenRegistry`]).
+pub(crate) fn token_registry() -> (String, PathBuf, PathBuf) {
+    let addr =
+        std::env::var("HAB_OCI_TEST_TOKEN_REGISTRY").unwrap_or_else(|_| "127.0.0.1:5001".into());
+    let key = PathBuf::from(
+        std::env::var("HAB_OCI_TEST_TOKEN_KEY")
+            .unwrap_or_else(|_| "/tmp/hab-oci-services/token/token.key".into()),
+    );
+    let cert = PathBuf::from(
+        std::env::var("HAB_OCI_TEST_TOKEN_CERT")
+            .unwrap_or_else(|_| "/tmp/hab-oci-services/token/token.crt".into()),
+    );
+    (addr, key, cert)
 }
 
 /// A second Docker daemon with its own empty data root, as on a fresh CI runner; stopped

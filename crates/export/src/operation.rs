@@ -1,0 +1,361 @@
+//! The export operation: [`ExportSettings`] in, [`Events`] out — resolve and verify the
+//! closure, plan the image, build it (natively through [`Layers`], or with docker/buildah),
+//! push it through the caller's [`Publisher`], write the outputs and the report. The binary
+//! calls [`export`]; tests can call it in process.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use depot::{Depot, ResolvedClosure};
+use oci_image::{BuiltImage, OciDir};
+
+use crate::cache::LayerCache;
+use crate::engine::{self, EngineHost, EngineOptions, EngineReport};
+use crate::layers::{LayerReady, Layers};
+use crate::naming::Naming;
+use crate::output::OutputSet;
+use crate::plan::{ImagePlan, PlanOptions, Supervisor};
+use crate::report::{self, PushReport, Report};
+use crate::settings::{Engine, ExportSettings};
+use crate::{ExportError, Progress};
+
+/// What an export tells its caller while it works: progress (bars), status and warnings,
+/// engine command lines and output, and the temporary directories it owns.
+pub trait Events: Progress + EngineHost {
+    /// A status line: what happens next.
+    fn status(&self, _message: &str) {}
+    /// A directory this run owns until it ends; an interrupted run must remove it.
+    fn owns(&self, _path: &Path) {}
+}
+
+/// [`Events`] that go nowhere.
+pub struct NoEvents;
+impl Progress for NoEvents {}
+impl EngineHost for NoEvents {}
+impl Events for NoEvents {}
+
+/// A push's failure, from whatever the [`Publisher`] talks to.
+pub type PublishError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The registry side of a native export's push, implemented by the caller (the binary uses
+/// `oci-registry`): this crate stays network-free.
+pub trait Publisher: Sync {
+    /// Connects to the registry of `naming` (handshake, credentials) before any layer is
+    /// built, so that a wrong password fails before the work.
+    fn start(&self, naming: &Naming) -> Result<Box<dyn PushSession>, PublishError>;
+}
+
+/// One push in progress: it hears of each package layer as it is built, then finishes.
+pub trait PushSession: Send + Sync {
+    /// A package layer is in the store (not one an earlier push confirmed in this
+    /// repository): it may be uploaded now.
+    fn layer_ready(&self, layer: &LayerReady);
+    /// The remaining blobs, then the manifest and the tags.
+    fn finish(
+        self: Box<Self>,
+        store: &OciDir,
+        image: &BuiltImage,
+        naming: &Naming,
+    ) -> Result<PushReport, PublishError>;
+}
+
+/// What an export produced.
+#[derive(Debug)]
+pub struct Exported {
+    pub report: Report,
+    pub naming: Naming,
+    /// What a user reads back: `NAME:TAG@DIGEST` per tag (or per pushed tag for the
+    /// engines, or the bare references when an engine kept the image local).
+    pub references: Vec<String>,
+    /// Layers of the image (native engine), extras included.
+    pub layers: usize,
+    /// The engine's image ID (docker/buildah).
+    pub image_id: Option<String>,
+}
+
+/// Runs an export. `publisher` is required when `settings.push` is set for the native
+/// engine (the engines push themselves).
+pub fn export(
+    settings: &ExportSettings,
+    events: &dyn Events,
+    publisher: Option<&dyn Publisher>,
+) -> Result<Exported, ExportError> {
+    let layers = Layers::new(
+        match &settings.engine {
+            Engine::Native { .. } => settings
+                .cache
+                .as_ref()
+                .map(|c| Arc::new(LayerCache::open(&c.root, c.max_bytes))),
+            Engine::External(_) => None,
+        },
+        settings.compression,
+    );
+    let closure = resolve(settings, &layers, events)?;
+    let plan = plan(settings, &closure)?;
+    warn_about_packages(&closure, events);
+    events.layers_planned(plan.layers.len() + 1);
+    match &settings.engine {
+        Engine::Native { outputs } => {
+            native(settings, outputs, &closure, &plan, &layers, events, publisher)
+        }
+        Engine::External(opts) => external(settings, opts, &closure, &plan, events),
+    }
+}
+
+/// The verified closure of the requested packages (and the Supervisor's). Packages decoded
+/// for their metadata have their layers built into the cache on the way.
+fn resolve(
+    settings: &ExportSettings,
+    layers: &Layers,
+    events: &dyn Events,
+) -> Result<ResolvedClosure, ExportError> {
+    let base = settings
+        .base_packages()
+        .iter()
+        .map(|p| depot::Request::parse(p))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut depot = Depot::open(&settings.depot)?;
+    if let Some(tap) = layers.prebuild_tap(!settings.per_package_layers()) {
+        depot = depot.with_tap(tap);
+    }
+    events.status("Resolving and verifying packages");
+    Ok(depot.resolve_with_base(&base, &settings.packages)?)
+}
+
+fn plan(settings: &ExportSettings, closure: &ResolvedClosure) -> Result<ImagePlan, ExportError> {
+    let supervisor = match &settings.supervisor {
+        None => None,
+        Some(s) => {
+            let find = |name: &str| -> Result<hart::PackageIdent, ExportError> {
+                let want = hart::PackageIdent::parse(name)?;
+                closure
+                    .packages
+                    .iter()
+                    .map(|p| p.ident())
+                    .find(|i| want.satisfied_by(i))
+                    .cloned()
+                    .ok_or_else(|| ExportError::Plan(format!("{name} is not in the closure")))
+            };
+            Some(Supervisor {
+                hab: find(&s.hab)?,
+                sup: find(&s.sup)?,
+                launcher: find(&s.launcher)?,
+            })
+        }
+    };
+    let opts = PlanOptions {
+        supervisor,
+        ..settings.plan.clone()
+    };
+    ImagePlan::new(closure, &opts)
+}
+
+fn warn_about_packages(closure: &ResolvedClosure, events: &dyn Events) {
+    for p in &closure.packages {
+        if p.metadata.has_install_hook {
+            events.warning(&format!(
+                "{} has an install hook; hab-oci does not run install hooks",
+                p.ident()
+            ));
+        }
+        // Kept, as `hab pkg install` and docker's COPY keep them: the origin signed them.
+        // Said out loud because they matter for images that run as a non-root user.
+        if !p.metadata.setuid.is_empty() {
+            events.warning(&format!(
+                "{} has setuid/setgid files, kept as packaged: {}",
+                p.ident(),
+                p.metadata.setuid.join(", ")
+            ));
+        }
+    }
+}
+
+/// The native engine: layers (pushed as they are built), image, outputs, report.
+fn native(
+    settings: &ExportSettings,
+    outputs: &OutputSet,
+    closure: &ResolvedClosure,
+    plan: &ImagePlan,
+    layers: &Layers,
+    events: &dyn Events,
+    publisher: Option<&dyn Publisher>,
+) -> Result<Exported, ExportError> {
+    let naming = &plan.naming;
+    events.status(&format!(
+        "Building {} ({} packages in {} layers + extras, {})",
+        naming.name,
+        closure.packages.len(),
+        plan.layers.len(),
+        layers.compression().name()
+    ));
+    let staging = outputs.staging()?;
+    let store = OciDir::create(staging.path())?;
+    if settings.push && outputs.outputs.is_empty() {
+        layers.trust_pushed_to(&naming.name);
+    }
+    let push_err = |source: PublishError| ExportError::Push {
+        name: naming.name.clone(),
+        source,
+    };
+    // The push starts with the build: each package layer goes up as soon as it is built,
+    // unless an earlier push confirmed it in this repository (then the final push finds it
+    // with one HEAD, or not at all when the tags already point at this image).
+    let session = match (settings.push, publisher) {
+        (false, _) => None,
+        (true, Some(p)) => Some(p.start(naming).map_err(push_err)?),
+        (true, None) => {
+            return Err(ExportError::Plan(
+                "a push was asked for without a registry client (internal error)".into(),
+            ));
+        }
+    };
+    let known: Vec<bool> = (0..plan.layers.len())
+        .map(|i| layers.pushed_to(&Layers::members(closure, plan, i), &naming.name))
+        .collect();
+    let on_ready = |l: &LayerReady| {
+        if let Some(s) = &session
+            && known.get(l.index) == Some(&false)
+        {
+            s.layer_ready(l);
+        }
+    };
+    let built = layers.build(closure, plan, &store, events, &on_ready)?;
+    // A cache over its bound is trimmed, never a reason to fail the export.
+    if let Err(e) = layers.evict() {
+        events.warning(&format!(
+            "trimming the layer cache: {}",
+            error_chain(&e)
+        ));
+    }
+    let push = match session {
+        Some(s) => {
+            let report = s.finish(&store, &built.image, naming).map_err(push_err)?;
+            // Every blob is in the repository now: later push-only exports need not read them.
+            layers.record_pushed(&built.ready, &naming.name);
+            Some(report)
+        }
+        None => None,
+    };
+    outputs.write(staging, &store, &built.image, naming, events)?;
+    let mut report = Report::new(
+        &built.image,
+        &built.ready,
+        naming,
+        outputs.outputs.iter().map(ToString::to_string).collect(),
+    );
+    report.push = push;
+    report.cache = layers.stats();
+    finish_report(settings, &report, &built.image.config_digest, naming)?;
+    let digest = &built.image.manifest_digest;
+    let references = if naming.tags.is_empty() {
+        vec![format!("{}@{digest}", naming.name)]
+    } else {
+        naming
+            .references()
+            .into_iter()
+            .map(|r| format!("{r}@{digest}"))
+            .collect()
+    };
+    Ok(Exported {
+        report,
+        naming: naming.clone(),
+        references,
+        layers: built.image.layers.len(),
+        image_id: None,
+    })
+}
+
+/// docker or buildah: the same plan built from a context by the engine's own command.
+fn external(
+    settings: &ExportSettings,
+    opts: &EngineOptions,
+    closure: &ResolvedClosure,
+    plan: &ImagePlan,
+    events: &dyn Events,
+) -> Result<Exported, ExportError> {
+    let naming = &plan.naming;
+    let prepared = engine::prepare(opts, naming, plan.layers.len() > 1, events)?;
+    let context_dir = prepared.context_dir.clone();
+    // One build per context path at a time: a second export of the same image waits.
+    let io = |p: &Path| {
+        let p = p.to_owned();
+        move |source| ExportError::Io { path: p, source }
+    };
+    let parent = context_dir.parent().unwrap_or(&context_dir);
+    std::fs::create_dir_all(parent).map_err(io(parent))?;
+    let lock_path = context_dir.with_extension("lock");
+    let lock = std::fs::File::create(&lock_path).map_err(io(&lock_path))?;
+    lock.lock().map_err(io(&lock_path))?;
+    // Ours now (another run of the same image waits on the lock): an interruption removes it.
+    events.owns(&context_dir);
+    events.status(&format!(
+        "Building {} with {} ({} packages in {} layers + extras)",
+        naming.name,
+        opts.kind.name(),
+        closure.packages.len(),
+        plan.layers.len()
+    ));
+    let engine_report = engine::build(&prepared, closure, plan, events, events)?;
+    drop(lock);
+    announce_cache_use(&engine_report, events);
+    let output = match opts.kind {
+        engine::EngineKind::Docker => "docker-daemon",
+        engine::EngineKind::Buildah => "buildah",
+    };
+    let pushed = engine_report.pushed.clone();
+    let image_id = engine_report.image_id.clone();
+    let report = Report::from_engine(naming, vec![output.to_owned()], engine_report);
+    finish_report(settings, &report, &image_id, naming)?;
+    let references = if pushed.is_empty() {
+        naming.references()
+    } else {
+        pushed
+    };
+    Ok(Exported {
+        report,
+        naming: naming.clone(),
+        references,
+        layers: plan.layers.len() + 1,
+        image_id: Some(image_id),
+    })
+}
+
+fn announce_cache_use(r: &EngineReport, events: &dyn Events) {
+    if r.cached_steps > 0 || !r.cache_from.is_empty() {
+        events.status(&format!(
+            "{} of {} COPY steps came from the build cache (cache sources: {})",
+            r.cached_steps.min(r.copy_steps),
+            r.copy_steps,
+            if r.cache_from.is_empty() {
+                "local only".to_owned()
+            } else {
+                r.cache_from.join(", ")
+            }
+        ));
+    }
+}
+
+/// The `--report` file and Habitat's `results/*.env`.
+fn finish_report(
+    settings: &ExportSettings,
+    report: &Report,
+    image_id: &str,
+    naming: &Naming,
+) -> Result<(), ExportError> {
+    if let Some(path) = &settings.report {
+        report::write_report(path, report)?;
+    }
+    report::write_env_files(&settings.results_dir, image_id, naming)
+}
+
+/// An error and its causes as one line, for a warning.
+fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = err.to_string();
+    let mut cause = err.source();
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
+}

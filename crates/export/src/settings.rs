@@ -1,0 +1,90 @@
+//! [`ExportSettings`]: everything an export needs, typed and already validated. The binary
+//! builds it from its flags and the environment (every flag-compatibility rule lives there,
+//! in one function); tests build it directly and call [`crate::export`] in process.
+
+use std::path::PathBuf;
+
+use depot::{DepotSettings, Request};
+use oci_image::Compression;
+
+use crate::engine::EngineOptions;
+use crate::output::OutputSet;
+use crate::plan::PlanOptions;
+
+/// The packages of the Habitat Supervisor an image runs under (as given: idents, fuzzy or
+/// not). `core/busybox-static` and `core/cacerts` come with them, as in Habitat.
+#[derive(Debug, Clone)]
+pub struct SupervisorPackages {
+    pub hab: String,
+    pub sup: String,
+    pub launcher: String,
+}
+
+impl SupervisorPackages {
+    /// Every package the Supervisor brings, in the order they are resolved.
+    pub fn all(&self) -> Vec<String> {
+        vec![
+            self.hab.clone(),
+            self.sup.clone(),
+            self.launcher.clone(),
+            "core/busybox-static".to_owned(),
+            "core/cacerts".to_owned(),
+        ]
+    }
+}
+
+/// Which engine builds the image, with what it needs.
+#[derive(Debug, Clone)]
+pub enum Engine {
+    /// hab-oci's own build: reproducible layers into the outputs (no daemon).
+    Native { outputs: OutputSet },
+    /// `docker build` or `buildah build` from a context; the image stays in the engine's
+    /// store (and is pushed by the engine with `push`).
+    External(EngineOptions),
+}
+
+/// hab-oci's own cache (layers and package metadata).
+#[derive(Debug, Clone)]
+pub struct CacheSettings {
+    /// Its root (`$HAB_OCI_CACHE`, ...); layers go in `layers-v1/` below it.
+    pub root: PathBuf,
+    /// Bound of the layer cache; least recently used entries go first.
+    pub max_bytes: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct ExportSettings {
+    /// The packages asked for, in order (the first service is the primary one).
+    pub packages: Vec<Request>,
+    pub depot: DepotSettings,
+    /// `None`: an image without the Supervisor (no `/init.sh`).
+    pub supervisor: Option<SupervisorPackages>,
+    /// The plan's options; its `supervisor` is filled in once the closure is resolved.
+    pub plan: PlanOptions,
+    pub compression: Compression,
+    pub engine: Engine,
+    /// The layer cache (native engine); `None`: every layer built from its hart.
+    pub cache: Option<CacheSettings>,
+    /// Push every tag to the registry of the image name (through the caller's
+    /// [`crate::Publisher`] for the native engine, by the engine itself otherwise).
+    pub push: bool,
+    /// Where to write the JSON report.
+    pub report: Option<PathBuf>,
+    /// Habitat's `results/` directory (`last_container_export.env`).
+    pub results_dir: PathBuf,
+}
+
+impl ExportSettings {
+    /// The Supervisor packages to resolve beside the requested ones (none without it).
+    pub fn base_packages(&self) -> Vec<String> {
+        self.supervisor
+            .as_ref()
+            .map(SupervisorPackages::all)
+            .unwrap_or_default()
+    }
+
+    /// Per-package layers (prebuilt while decoding) are worth building.
+    pub(crate) fn per_package_layers(&self) -> bool {
+        self.plan.layering == crate::Layering::PerPackage
+    }
+}
