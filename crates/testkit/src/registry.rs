@@ -1032,9 +1032,8 @@ impl Shared {
                     None => None,
                 };
                 let mut challenge = format!(
-                    r#"Bearer realm="{}",service="{}""#,
-                    format_args!("http://{}/token", self.addr),
-                    t.service
+                    r#"Bearer realm="http://{}/token",service="{}""#,
+                    self.addr, t.service
                 );
                 if let Some(repo) = repo {
                     challenge.push_str(&format!(r#",scope="repository:{repo}:{actions}""#));
@@ -1437,8 +1436,8 @@ impl Shared {
     // -- Manifests. ----------------------------------------------------------------------
 
     fn put_manifest(&self, head: &Head, repo: &str, reference: &str, body: Vec<u8>) -> Reply {
-        let st_faults = self.state().faults.reject_manifests;
-        if st_faults {
+        let refuse = self.state().faults.reject_manifests;
+        if refuse {
             return Reply::error(
                 400,
                 "MANIFEST_INVALID",
