@@ -258,11 +258,8 @@ impl Depot {
         let Some(dir) = path.parent() else { return };
         let write = || -> std::io::Result<()> {
             std::fs::create_dir_all(dir)?;
-            let mut tmp = hart::temp::file_in(dir, "metadata")?;
-            serde_json::to_writer(&mut tmp, &MetadataRecord::new(checksum, m))?;
-            tmp.as_file().sync_all()?;
-            tmp.persist(&path).map_err(|e| e.error)?;
-            Ok(())
+            let bytes = serde_json::to_vec(&MetadataRecord::new(checksum, m))?;
+            hab_oci_fs::write(&path, "metadata", &bytes, hab_oci_fs::Persist::DURABLE)
         };
         let _ = write();
     }

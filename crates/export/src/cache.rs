@@ -174,7 +174,7 @@ impl LayerCache {
             let dest = store.blob_path(&record.digest).ok()?;
             let tmp = dest.with_file_name(format!(
                 "{}{}",
-                hart::temp::prefix(),
+                hab_oci_fs::temp::prefix(),
                 record.digest.trim_start_matches("sha256:")
             ));
             let _ = fs::remove_file(&tmp);
@@ -241,9 +241,9 @@ impl LayerCache {
             let src = store
                 .blob_path(&digests.digest)
                 .map_err(|e| io::Error::other(e.to_string()))?;
-            let tmp = self.dir.join(format!("{}{key}", hart::temp::prefix()));
+            let tmp = self.dir.join(format!("{}{key}", hab_oci_fs::temp::prefix()));
             let _ = fs::remove_file(&tmp);
-            hart::temp::guarded(|| -> io::Result<()> {
+            hab_oci_fs::temp::guarded(|| -> io::Result<()> {
                 if fs::hard_link(&src, &tmp).is_err() {
                     fs::copy(&src, &tmp)?;
                     fs::File::open(&tmp)?.sync_all()?;
@@ -300,7 +300,7 @@ impl LayerCache {
     /// A temporary file in the cache directory, for a blob being built into the cache.
     pub fn temp_blob(&self) -> io::Result<tempfile::NamedTempFile> {
         fs::create_dir_all(&self.dir)?;
-        hart::temp::file_in(&self.dir, "build")
+        hab_oci_fs::temp::file_in(&self.dir, "build")
     }
 
     /// Makes the finished `blob` (from [`LayerCache::temp_blob`]) the entry for `key`.
@@ -315,9 +315,7 @@ impl LayerCache {
         let record = Record::new(key, digests, compression, members);
         let key = key.as_str();
         let (path, json) = self.paths(key);
-        blob.as_file().sync_all()?;
-        oci_image::layout::readable(blob.path())?;
-        blob.persist(&path).map_err(|e| e.error)?;
+        hab_oci_fs::persist(blob, &path, hab_oci_fs::Persist::DURABLE)?;
         self.write_record(&json, &record)?;
         if let Ok(mut w) = self.written.lock() {
             w.insert(key.to_owned());
@@ -327,11 +325,8 @@ impl LayerCache {
     }
 
     fn write_record(&self, json: &Path, record: &Record) -> io::Result<()> {
-        let mut t = hart::temp::file_in(&self.dir, "record")?;
-        serde_json::to_writer_pretty(&mut t, record)?;
-        t.as_file().sync_all()?;
-        t.persist(json).map_err(|e| e.error)?;
-        Ok(())
+        let bytes = serde_json::to_vec_pretty(record)?;
+        hab_oci_fs::write(json, "record", &bytes, hab_oci_fs::Persist::DURABLE)
     }
 
     /// Notes that a push confirmed the layer of `key` in `repository`. Best effort.

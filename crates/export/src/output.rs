@@ -143,7 +143,7 @@ impl OutputSet {
             .map(|p| parent_of(p))
             .or_else(|| self.outputs.iter().find_map(|o| o.path().map(parent_of)))
             .unwrap_or_else(std::env::temp_dir);
-        hart::temp::dir_in(&dir, "staging").map_err(io_at(&dir))
+        hab_oci_fs::temp::dir_in(&dir, "staging").map_err(io_at(&dir))
     }
 
     /// Writes every output from the staging layout. Returns the references written.
@@ -171,12 +171,10 @@ impl OutputSet {
                         ArchiveKind::Oci
                     };
                     let parent = parent_of(p);
-                    let tmp = hart::temp::file_in(&parent, "archive").map_err(io_at(&parent))?;
+                    let tmp = hab_oci_fs::temp::file_in(&parent, "archive").map_err(io_at(&parent))?;
                     let w = write_archive(store, &entry, kind, &ann, BufWriter::new(tmp))?;
                     let tmp = w.into_inner().map_err(|e| io_at(p)(e.into_error()))?;
-                    tmp.as_file().sync_all().map_err(io_at(p))?;
-                    oci_image::layout::readable(tmp.path()).map_err(io_at(p))?;
-                    hart::temp::guarded(|| tmp.persist(p).map_err(|e| e.error))
+                    hab_oci_fs::persist(tmp, p, hab_oci_fs::Persist::DURABLE)
                         .map_err(io_at(p))?;
                 }
                 Output::DockerDaemon => {
@@ -196,7 +194,7 @@ impl OutputSet {
                 continue;
             }
             progress.step(&format!("writing {o}"));
-            let copy = hart::temp::dir_in(&parent_of(p), "staging").map_err(io_at(p))?;
+            let copy = hab_oci_fs::temp::dir_in(&parent_of(p), "staging").map_err(io_at(p))?;
             copy_tree(store.root(), copy.path())?;
             replace_dir(copy.path(), p)?;
         }
@@ -227,7 +225,7 @@ fn exchange(_: &Path, _: &Path) -> bool {
 /// one is in place. Under the temporary-name gate (`hart::temp`): an interruption's cleanup
 /// waits for it rather than sweeping a directory in the middle of the swap.
 fn replace_dir(staged: &Path, dest: &Path) -> Result<(), ExportError> {
-    hart::temp::guarded(|| Ok::<_, std::io::Error>(replace_dir_now(staged, dest)))
+    hab_oci_fs::temp::guarded(|| Ok::<_, std::io::Error>(replace_dir_now(staged, dest)))
         .map_err(io_at(dest))?
 }
 
@@ -244,7 +242,7 @@ fn replace_dir_now(staged: &Path, dest: &Path) -> Result<(), ExportError> {
     if dest.exists() {
         let aside = parent_of(dest).join(format!(
             "{}old-{}",
-            hart::temp::prefix(),
+            hab_oci_fs::temp::prefix(),
             dest.file_name()
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_default()

@@ -1,6 +1,5 @@
 //! The `--report` JSON and Habitat's `results/last_container_export.env`.
 
-use std::io::Write;
 use std::path::Path;
 
 use oci_image::BuiltImage;
@@ -121,16 +120,10 @@ impl Report {
 }
 
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), ExportError> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
-        _ => std::path::PathBuf::from("."),
-    };
-    std::fs::create_dir_all(&dir).map_err(io_at(&dir))?;
-    let mut tmp = hart::temp::file_in(&dir, "report").map_err(io_at(&dir))?;
-    tmp.write_all(bytes).map_err(io_at(path))?;
-    oci_image::layout::readable(tmp.path()).map_err(io_at(path))?;
-    tmp.persist(path).map_err(|e| io_at(path)(e.error))?;
-    Ok(())
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(io_at(dir))?;
+    }
+    hab_oci_fs::write(path, "report", bytes, hab_oci_fs::Persist::DURABLE).map_err(io_at(path))
 }
 
 pub fn write_report(path: &Path, report: &Report) -> Result<(), ExportError> {

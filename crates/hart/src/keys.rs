@@ -318,22 +318,14 @@ fn write_key_file(path: &Path, text: &str, mode: u32) -> Result<(), KeyError> {
         };
     }
     let dir = path.parent().unwrap_or(Path::new("."));
-    let mut tmp = crate::temp::file_in(dir, "key").map_err(io_err)?;
+    let mut tmp = hab_oci_fs::temp::file_in(dir, "key").map_err(io_err)?;
     tmp.write_all(text.as_bytes()).map_err(io_err)?;
-    set_mode(tmp.path(), mode).map_err(io_err)?;
-    tmp.persist_noclobber(path).map_err(|e| io_err(e.error))?;
-    Ok(())
-}
-
-#[cfg(unix)]
-fn set_mode(path: &Path, mode: u32) -> io::Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    fs::set_permissions(path, fs::Permissions::from_mode(mode))
-}
-
-#[cfg(not(unix))]
-fn set_mode(_path: &Path, _mode: u32) -> io::Result<()> {
-    Ok(())
+    let how = hab_oci_fs::Persist {
+        mode,
+        no_clobber: true,
+        ..hab_oci_fs::Persist::DURABLE
+    };
+    hab_oci_fs::persist(tmp, path, how).map_err(io_err)
 }
 
 /// Why a public key could not be found.

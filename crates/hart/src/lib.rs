@@ -12,7 +12,7 @@ pub mod keys;
 pub mod layout;
 pub mod metadata;
 pub mod pack;
-pub mod temp;
+
 
 pub use artifact::{
     DEFAULT_MAX_UNPACKED, DecodeOptions, Hart, HartError, Header, HeaderError, UnpackLimit,

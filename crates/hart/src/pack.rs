@@ -113,7 +113,7 @@ pub fn pack(
         move |source| PackError::Io { path, source }
     };
     fs::create_dir_all(&dest_dir).map_err(io_at(&dest_dir))?;
-    let mut tmp = crate::temp::file_in(&dest_dir, "pack").map_err(io_at(&dest_dir))?;
+    let mut tmp = hab_oci_fs::temp::file_in(&dest_dir, "pack").map_err(io_at(&dest_dir))?;
 
     // The header has a fixed length for a given signer (the signature is always 128 bytes),
     // so write a placeholder, stream the payload after it, then fill the signature in.
@@ -152,18 +152,7 @@ pub fn pack(
     let file = tmp.as_file_mut();
     file.seek(SeekFrom::Start(0)).map_err(io_at(&dest))?;
     file.write_all(&header).map_err(io_at(&dest))?;
-    // Temporary files are created 0600; a package is meant to be read by anyone.
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        file.set_permissions(fs::Permissions::from_mode(0o644))
-            .map_err(io_at(&dest))?;
-    }
-    file.sync_all().map_err(io_at(&dest))?;
-    tmp.persist(&dest).map_err(|e| PackError::Io {
-        path: dest.clone(),
-        source: e.error,
-    })?;
+    hab_oci_fs::persist(tmp, &dest, hab_oci_fs::Persist::DURABLE).map_err(io_at(&dest))?;
     Ok(Packed {
         path: dest,
         ident,

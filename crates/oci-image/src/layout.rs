@@ -59,22 +59,10 @@ impl BlobWriter {
     pub fn commit(self, digest: &str) -> Result<PathBuf, LayoutError> {
         let hex = hex_of(digest)?;
         let dest = self.dir.join(hex);
-        readable(self.tmp.path()).map_err(io_at(&dest))?;
-        self.tmp.persist(&dest).map_err(|e| io_at(&dest)(e.error))?;
+        // Not fsynced one by one: a layout becomes visible whole, by its final rename.
+        hab_oci_fs::persist(self.tmp, &dest, hab_oci_fs::Persist::FAST).map_err(io_at(&dest))?;
         Ok(dest)
     }
-}
-
-/// Temporary files are created 0600; image files are meant to be readable by anyone.
-pub fn readable(path: &Path) -> io::Result<()> {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        fs::set_permissions(path, fs::Permissions::from_mode(0o644))?;
-    }
-    #[cfg(not(unix))]
-    let _ = path;
-    Ok(())
 }
 
 fn hex_of(digest: &str) -> Result<&str, LayoutError> {
@@ -117,10 +105,7 @@ impl OciDir {
 
     pub fn blob_writer(&self) -> Result<BlobWriter, LayoutError> {
         let dir = self.root.join("blobs/sha256");
-        let tmp = tempfile::Builder::new()
-            .prefix(".tmp-")
-            .tempfile_in(&dir)
-            .map_err(io_at(&dir))?;
+        let tmp = hab_oci_fs::temp::file_in(&dir, "blob").map_err(io_at(&dir))?;
         Ok(BlobWriter { tmp, dir })
     }
 
@@ -143,11 +128,7 @@ impl OciDir {
         }
         let index = index_json(entries, annotations)?;
         let path = self.root.join("index.json");
-        let mut tmp = tempfile::NamedTempFile::new_in(&self.root).map_err(io_at(&self.root))?;
-        tmp.write_all(&index).map_err(io_at(&path))?;
-        readable(tmp.path()).map_err(io_at(&path))?;
-        tmp.persist(&path).map_err(|e| io_at(&path)(e.error))?;
-        Ok(())
+        hab_oci_fs::write(&path, "index", &index, hab_oci_fs::Persist::FAST).map_err(io_at(&path))
     }
 }
 

@@ -92,7 +92,7 @@ pub(super) fn build(
     } else {
         Vec::new()
     };
-    let iid_dir = hart::temp::dir_in(&std::env::temp_dir(), "iid")
+    let iid_dir = hab_oci_fs::temp::dir_in(&std::env::temp_dir(), "iid")
         .map_err(|e| ExportError::Engine(e.to_string()))?;
     let iid = iid_dir.path().join("iid");
     let mut args: Vec<String> = vec![

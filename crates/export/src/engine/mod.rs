@@ -345,7 +345,7 @@ pub(crate) fn auth_dir(
     creds: &(String, String),
 ) -> Result<tempfile::TempDir, ExportError> {
     use base64::Engine as _;
-    let dir = hart::temp::dir_in(&std::env::temp_dir(), "auth")
+    let dir = hab_oci_fs::temp::dir_in(&std::env::temp_dir(), "auth")
         .map_err(|e| ExportError::Engine(e.to_string()))?;
     let auth = base64::engine::general_purpose::STANDARD.encode(format!("{}:{}", creds.0, creds.1));
     let text = serde_json::json!({ "auths": { registry: { "auth": auth } } }).to_string();
