@@ -7,7 +7,7 @@
 #   bash scripts/fuzz.sh                   # every target, FUZZ_SECONDS (20) each
 #   FUZZ_SECONDS=300 bash scripts/fuzz.sh rewrite
 #
-# Needs the nightly toolchain (on the machine) and cargo-fuzz (installed here if missing).
+# Needs the nightly toolchain and cargo-fuzz (both installed here if missing).
 # Built without a sanitizer: the targets are safe Rust (the workspace forbids unsafe code),
 # where libFuzzer finds panics, overflows and hangs (`-a` keeps debug assertions and
 # overflow checks on in the optimized build).
@@ -17,6 +17,11 @@ seconds=${FUZZ_SECONDS:-20}
 all=(hart_header ident key_file metadata rewrite reference www_authenticate registry_json)
 targets=("$@")
 [ ${#targets[@]} -gt 0 ] || targets=("${all[@]}")
+# cargo-fuzz builds with nightly-only flags: install the toolchain when the machine lacks it.
+if ! cargo +nightly --version >/dev/null 2>&1; then
+  echo "installing the nightly toolchain (rustup, profile minimal) for cargo fuzz" >&2
+  rustup toolchain install nightly --profile minimal
+fi
 command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked --version 0.13.2
 (cd fuzz && cargo +nightly fuzz build -s none -O -a >/dev/null)
 
