@@ -69,7 +69,7 @@ def main():
     for p in sorted(root.glob("crates/*/src/**/*.rs")):
         if "testkit" in p.parts:
             continue
-        found.extend(functions(p.relative_to(root)))
+        found.extend((l, str(Path(w).relative_to(root)), n) for l, w, n in functions(p))
     found.sort(reverse=True)
     for length, where, name in found[:n]:
         print(f"{length:5}  {name:32} {where}")

@@ -145,141 +145,17 @@ impl ImagePlan {
             .ok_or_else(|| ExportError::Plan("no package was requested".into()))?;
         let p = &pkgs[primary];
         let (architecture, os) = platform(p.metadata.target.as_str())?;
-
         let layers = assign_layers(closure, opts)?;
         let primary_time = release_time(p.ident());
         let created_epoch = opts.source_date_epoch.unwrap_or(primary_time);
-        let primary_short = p.ident().short();
-
-        // Extras.
-        let busybox = find_by_name(closure, "busybox-static");
-        let mut bin_links: Vec<(String, String)> = Vec::new();
-        let mut link_all = |pkg: &ResolvedPackage, only: Option<&str>| {
-            for b in &pkg.metadata.binaries {
-                let name = b.rsplit('/').next().unwrap_or_default().to_owned();
-                if only.is_some_and(|o| o != name) {
-                    continue;
-                }
-                bin_links.retain(|(n, _)| *n != name);
-                bin_links.push((name, b.clone()));
-            }
-        };
-        if let Some(b) = busybox {
-            link_all(b, None);
-        }
-        if let Some(s) = &opts.supervisor
-            && let Some(h) = pkgs.iter().find(|p| *p.ident() == s.hab)
-        {
-            link_all(h, Some("hab"));
-        }
-        for &i in &requested {
-            link_all(&pkgs[i], None);
-        }
-        let init = match (&opts.supervisor, busybox) {
-            (Some(_), Some(b)) => Some((b.ident().clone(), primary_short.clone())),
-            (Some(_), None) => {
-                return Err(ExportError::NoBusybox);
-            }
-            (None, _) => None,
-        };
-        let extras_input = ExtrasInput {
-            svc_user: p.metadata.svc_user.clone().unwrap_or_else(|| "hab".into()),
-            svc_group: p.metadata.svc_group.clone().unwrap_or_else(|| "hab".into()),
-            bin_links,
-            cacerts: find_by_name(closure, "cacerts").map(|c| c.ident().clone()),
-            init,
-        };
-
-        // Config.
-        let mut exposed: Vec<String> = Vec::new();
-        if opts.supervisor.is_some() {
-            exposed.push("9631/tcp".into());
-        }
-        for &i in &requested {
-            if pkgs[i].metadata.is_service {
-                for port in &pkgs[i].metadata.exposes {
-                    let e = if port.contains('/') {
-                        port.clone()
-                    } else {
-                        format!("{port}/tcp")
-                    };
-                    if !exposed.contains(&e) {
-                        exposed.push(e);
-                    }
-                }
-            }
-        }
-        let (entrypoint, cmd) = match (&opts.supervisor, &opts.entrypoint, &opts.cmd) {
-            (_, Some(e), c) => (Some(e.clone()), c.clone()),
-            (Some(_), None, c) => (
-                Some(vec!["/init.sh".to_owned()]),
-                Some(
-                    c.clone()
-                        .unwrap_or_else(|| vec!["run".into(), primary_short.clone()]),
-                ),
-            ),
-            (None, None, Some(c)) => (None, Some(c.clone())),
-            (None, None, None) => {
-                let run = p
-                    .metadata
-                    .run_script
-                    .as_ref()
-                    .map(|r| vec![format!("/hab/pkgs/{}/{r}", p.ident())]);
-                (run, None)
-            }
-        };
+        let extras_input = extras_input(closure, opts, &requested, p)?;
+        let (entrypoint, cmd) = entrypoint_and_cmd(opts, p);
         // `--env PATH=...` replaces Habitat's `PATH=/bin` rather than adding a second PATH.
         let mut env: Vec<String> = Vec::new();
         if !opts.env.iter().any(|e| e.starts_with("PATH=")) {
             env.push("PATH=/bin".to_owned());
         }
         env.extend(opts.env.iter().cloned());
-        let id = p.ident();
-        let mut labels: BTreeMap<String, String> = BTreeMap::from([
-            ("org.opencontainers.image.title".into(), id.short()),
-            (
-                "org.opencontainers.image.version".into(),
-                id.version.clone().unwrap_or_default(),
-            ),
-            (
-                "org.opencontainers.image.created".into(),
-                rfc3339(created_epoch),
-            ),
-            ("sh.habitat.package.ident".into(), id.to_string()),
-            ("sh.habitat.package.origin".into(), id.origin.clone()),
-            ("sh.habitat.package.name".into(), id.name.clone()),
-            (
-                "sh.habitat.package.version".into(),
-                id.version.clone().unwrap_or_default(),
-            ),
-            (
-                "sh.habitat.package.release".into(),
-                id.release.clone().unwrap_or_default(),
-            ),
-            (
-                "sh.habitat.package.target".into(),
-                p.metadata.target.to_string(),
-            ),
-        ]);
-        labels.extend(opts.labels.iter().map(|(k, v)| (k.clone(), v.clone())));
-        let mut history: Vec<HistoryEntry> = layers
-            .iter()
-            .map(|l| HistoryEntry {
-                created_by: format!(
-                    "hab-oci: {}",
-                    l.members
-                        .iter()
-                        .map(|&i| format!("/hab/pkgs/{}", pkgs[i].ident()))
-                        .collect::<Vec<_>>()
-                        .join(" ")
-                ),
-                comment: Some(format!("hab-oci layer format v{}", crate::LAYER_FORMAT)),
-            })
-            .collect();
-        history.push(HistoryEntry {
-            created_by: "hab-oci: extras (/etc, /bin links, /init.sh, directories)".into(),
-            comment: Some(format!("hab-oci layer format v{}", crate::LAYER_FORMAT)),
-        });
         let config = ImageConfigSpec {
             architecture: architecture.into(),
             os: os.into(),
@@ -288,11 +164,11 @@ impl ImagePlan {
             env,
             entrypoint,
             cmd,
-            exposed_ports: exposed,
+            exposed_ports: exposed_ports(closure, opts, &requested),
             working_dir: opts.working_dir.clone(),
-            labels,
+            labels: labels(opts, p, created_epoch),
             stop_signal: p.metadata.shutdown_signal.clone(),
-            history,
+            history: history(closure, &layers),
         };
         Ok(ImagePlan {
             layers,
@@ -303,6 +179,166 @@ impl ImagePlan {
             primary,
         })
     }
+}
+
+/// What the extras layer is made of: the primary's users, `/bin` links (busybox's, the
+/// Supervisor's `hab`, then the requested packages' binaries, later ones winning), the
+/// cacerts package and `/init.sh`.
+fn extras_input(
+    closure: &ResolvedClosure,
+    opts: &PlanOptions,
+    requested: &[usize],
+    primary: &ResolvedPackage,
+) -> Result<ExtrasInput, ExportError> {
+    let pkgs = &closure.packages;
+    let busybox = find_by_name(closure, "busybox-static");
+    let mut bin_links: Vec<(String, String)> = Vec::new();
+    let mut link_all = |pkg: &ResolvedPackage, only: Option<&str>| {
+        for b in &pkg.metadata.binaries {
+            let name = b.rsplit('/').next().unwrap_or_default().to_owned();
+            if only.is_some_and(|o| o != name) {
+                continue;
+            }
+            bin_links.retain(|(n, _)| *n != name);
+            bin_links.push((name, b.clone()));
+        }
+    };
+    if let Some(b) = busybox {
+        link_all(b, None);
+    }
+    if let Some(s) = &opts.supervisor
+        && let Some(h) = pkgs.iter().find(|p| *p.ident() == s.hab)
+    {
+        link_all(h, Some("hab"));
+    }
+    for &i in requested {
+        link_all(&pkgs[i], None);
+    }
+    let init = match (&opts.supervisor, busybox) {
+        (Some(_), Some(b)) => Some((b.ident().clone(), primary.ident().short())),
+        (Some(_), None) => return Err(ExportError::NoBusybox),
+        (None, _) => None,
+    };
+    Ok(ExtrasInput {
+        svc_user: primary
+            .metadata
+            .svc_user
+            .clone()
+            .unwrap_or_else(|| "hab".into()),
+        svc_group: primary
+            .metadata
+            .svc_group
+            .clone()
+            .unwrap_or_else(|| "hab".into()),
+        bin_links,
+        cacerts: find_by_name(closure, "cacerts").map(|c| c.ident().clone()),
+        init,
+    })
+}
+
+/// The Supervisor's port, then the EXPOSES of the requested services (`/tcp` by default).
+fn exposed_ports(
+    closure: &ResolvedClosure,
+    opts: &PlanOptions,
+    requested: &[usize],
+) -> Vec<String> {
+    let mut exposed: Vec<String> = Vec::new();
+    if opts.supervisor.is_some() {
+        exposed.push("9631/tcp".into());
+    }
+    for &i in requested {
+        let m = &closure.packages[i].metadata;
+        if !m.is_service {
+            continue;
+        }
+        for port in &m.exposes {
+            let e = if port.contains('/') {
+                port.clone()
+            } else {
+                format!("{port}/tcp")
+            };
+            if !exposed.contains(&e) {
+                exposed.push(e);
+            }
+        }
+    }
+    exposed
+}
+
+/// Entrypoint and Cmd: as given; else the Supervisor's `/init.sh run ORIGIN/NAME`; else
+/// the primary's run script.
+fn entrypoint_and_cmd(
+    opts: &PlanOptions,
+    primary: &ResolvedPackage,
+) -> (Option<Vec<String>>, Option<Vec<String>>) {
+    match (&opts.supervisor, &opts.entrypoint, &opts.cmd) {
+        (_, Some(e), c) => (Some(e.clone()), c.clone()),
+        (Some(_), None, c) => (
+            Some(vec!["/init.sh".to_owned()]),
+            Some(
+                c.clone()
+                    .unwrap_or_else(|| vec!["run".into(), primary.ident().short()]),
+            ),
+        ),
+        (None, None, Some(c)) => (None, Some(c.clone())),
+        (None, None, None) => {
+            let run = primary
+                .metadata
+                .run_script
+                .as_ref()
+                .map(|r| vec![format!("/hab/pkgs/{}/{r}", primary.ident())]);
+            (run, None)
+        }
+    }
+}
+
+/// OCI and Habitat labels of the primary package, then the user's (which win).
+fn labels(opts: &PlanOptions, primary: &ResolvedPackage, created: u64) -> BTreeMap<String, String> {
+    let id = primary.ident();
+    let version = id.version.clone().unwrap_or_default();
+    let mut labels: BTreeMap<String, String> = BTreeMap::from([
+        ("org.opencontainers.image.title".into(), id.short()),
+        ("org.opencontainers.image.version".into(), version.clone()),
+        ("org.opencontainers.image.created".into(), rfc3339(created)),
+        ("sh.habitat.package.ident".into(), id.to_string()),
+        ("sh.habitat.package.origin".into(), id.origin.clone()),
+        ("sh.habitat.package.name".into(), id.name.clone()),
+        ("sh.habitat.package.version".into(), version),
+        (
+            "sh.habitat.package.release".into(),
+            id.release.clone().unwrap_or_default(),
+        ),
+        (
+            "sh.habitat.package.target".into(),
+            primary.metadata.target.to_string(),
+        ),
+    ]);
+    labels.extend(opts.labels.iter().map(|(k, v)| (k.clone(), v.clone())));
+    labels
+}
+
+/// One history entry per layer (its packages), the extras last.
+fn history(closure: &ResolvedClosure, layers: &[PlannedLayer]) -> Vec<HistoryEntry> {
+    let comment = || Some(format!("hab-oci layer format v{}", crate::LAYER_FORMAT));
+    let mut history: Vec<HistoryEntry> = layers
+        .iter()
+        .map(|l| HistoryEntry {
+            created_by: format!(
+                "hab-oci: {}",
+                l.members
+                    .iter()
+                    .map(|&i| format!("/hab/pkgs/{}", closure.packages[i].ident()))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            ),
+            comment: comment(),
+        })
+        .collect();
+    history.push(HistoryEntry {
+        created_by: "hab-oci: extras (/etc, /bin links, /init.sh, directories)".into(),
+        comment: comment(),
+    });
+    history
 }
 
 /// Assigns packages to layers: one each while the budget allows; above it, size-aware
@@ -398,3 +434,7 @@ pub fn assign_layers(
 pub fn created_string(epoch: u64) -> String {
     rfc3339(epoch)
 }
+
+#[cfg(test)]
+#[path = "plan/tests.rs"]
+mod tests;
