@@ -10,8 +10,8 @@ use anyhow::{Context, Result, anyhow, bail};
 use depot::{DepotSettings, Request};
 use export::engine::{DockerBuilder, EngineKind, EngineOptions};
 use export::{
-    CacheSettings, Engine, ExportSettings, Layering, NamingOptions, Output, OutputSet,
-    PlanOptions, SupervisorPackages,
+    CacheSettings, Engine, ExportSettings, Layering, NamingOptions, Output, OutputSet, PlanOptions,
+    SupervisorPackages,
 };
 use hart::{KeyDirs, PackageTarget};
 use oci_image::Compression;
@@ -237,13 +237,45 @@ fn engine_args(a: &ExportArgs) -> Result<Vec<String>> {
     Ok(args)
 }
 
-/// `export`'s flags and environment as validated settings, every check before any package
-/// work; plus the native push's registry settings.
-pub(crate) fn export(a: &ExportArgs) -> Result<(ExportSettings, Option<PushSettings>)> {
-    refuse_unsupported(a)?;
-    for t in a.image_name.iter().chain(a.tag_custom.iter()) {
-        export::naming::check_template(t)?;
-    }
+/// The docker/buildah engine's options from the flags.
+fn engine_options(a: &ExportArgs, login: Option<(String, String)>) -> Result<EngineOptions> {
+    Ok(EngineOptions {
+        kind: if a.engine == EngineArg::Docker {
+            EngineKind::Docker
+        } else {
+            EngineKind::Buildah
+        },
+        binary: a.engine_binary.clone(),
+        builder: a.docker_builder.map(|b| match b {
+            DockerBuilderArg::Buildkit => DockerBuilder::BuildKit,
+            DockerBuilderArg::Legacy => DockerBuilder::Legacy,
+        }),
+        cache_from: a.cache_from.clone(),
+        auto_cache_from: !a.no_auto_cache_from,
+        inline_cache: if a.inline_cache {
+            Some(true)
+        } else if a.no_inline_cache {
+            Some(false)
+        } else {
+            None
+        },
+        cache_to: a.cache_to.clone(),
+        engine_args: engine_args(a)?,
+        memory: a.memory.clone(),
+        buildah_format: match a.format {
+            Some(FormatArg::Oci) => "oci".into(),
+            _ => "docker".into(),
+        },
+        single_copy: a.single_layer,
+        insecure_registries: a.insecure_registry.clone(),
+        push: a.push_image,
+        credentials: login,
+        rm_image: a.rm_image,
+    })
+}
+
+/// The image's layering, config, names and tags from the flags.
+fn plan_options(a: &ExportArgs) -> Result<PlanOptions> {
     let env = parse_kv("--env", &a.env)?;
     let labels: BTreeMap<String, String> = parse_kv("--label", &a.labels)?.into_iter().collect();
     let entrypoint = a
@@ -256,12 +288,46 @@ pub(crate) fn export(a: &ExportArgs) -> Result<(ExportSettings, Option<PushSetti
         .as_deref()
         .map(|c| parse_words("--cmd", c, true))
         .transpose()?;
+    Ok(PlanOptions {
+        layering: if a.single_layer {
+            Layering::Single
+        } else {
+            Layering::PerPackage
+        },
+        max_layers: usize::from(a.max_layers),
+        supervisor: None,
+        entrypoint,
+        cmd,
+        env: env.iter().map(|(k, v)| format!("{k}={v}")).collect(),
+        user: a.user.clone(),
+        working_dir: a.workdir.clone(),
+        labels,
+        source_date_epoch: source_date_epoch()?,
+        naming: NamingOptions {
+            image_name: a.image_name.clone(),
+            registry_url: a.registry_url.clone(),
+            tag_latest: !a.no_tag_latest,
+            tag_version: !a.no_tag_version,
+            tag_version_release: !a.no_tag_version_release,
+            tag_custom: a.tag_custom.clone(),
+            channel: a.channel.clone(),
+        },
+    })
+}
+
+/// `export`'s flags and environment as validated settings, every check before any package
+/// work; plus the native push's registry settings.
+pub(crate) fn export(a: &ExportArgs) -> Result<(ExportSettings, Option<PushSettings>)> {
+    refuse_unsupported(a)?;
+    for t in a.image_name.iter().chain(a.tag_custom.iter()) {
+        export::naming::check_template(t)?;
+    }
+    let plan = plan_options(a)?;
     let compression = match a.compression {
         CompressionArg::Gzip => Compression::Gzip,
         CompressionArg::Zstd => Compression::Zstd,
         CompressionArg::None => Compression::None,
     };
-    let source_date_epoch = source_date_epoch()?;
     let packages = a
         .packages
         .iter()
@@ -307,39 +373,9 @@ pub(crate) fn export(a: &ExportArgs) -> Result<(ExportSettings, Option<PushSetti
             outputs.check()?;
             Engine::Native { outputs }
         }
-        EngineArg::Docker | EngineArg::Buildah => Engine::External(EngineOptions {
-            kind: if a.engine == EngineArg::Docker {
-                EngineKind::Docker
-            } else {
-                EngineKind::Buildah
-            },
-            binary: a.engine_binary.clone(),
-            builder: a.docker_builder.map(|b| match b {
-                DockerBuilderArg::Buildkit => DockerBuilder::BuildKit,
-                DockerBuilderArg::Legacy => DockerBuilder::Legacy,
-            }),
-            cache_from: a.cache_from.clone(),
-            auto_cache_from: !a.no_auto_cache_from,
-            inline_cache: if a.inline_cache {
-                Some(true)
-            } else if a.no_inline_cache {
-                Some(false)
-            } else {
-                None
-            },
-            cache_to: a.cache_to.clone(),
-            engine_args: engine_args(a)?,
-            memory: a.memory.clone(),
-            buildah_format: match a.format {
-                Some(FormatArg::Oci) => "oci".into(),
-                _ => "docker".into(),
-            },
-            single_copy: a.single_layer,
-            insecure_registries: a.insecure_registry.clone(),
-            push: a.push_image,
-            credentials: login.clone(),
-            rm_image: a.rm_image,
-        }),
+        EngineArg::Docker | EngineArg::Buildah => {
+            Engine::External(engine_options(a, login.clone())?)
+        }
     };
     let native = matches!(engine, Engine::Native { .. });
     let cache = cache_root()
@@ -352,31 +388,7 @@ pub(crate) fn export(a: &ExportArgs) -> Result<(ExportSettings, Option<PushSetti
         packages,
         depot: depot(&a.source, !a.no_cache)?,
         supervisor,
-        plan: PlanOptions {
-            layering: if a.single_layer {
-                Layering::Single
-            } else {
-                Layering::PerPackage
-            },
-            max_layers: usize::from(a.max_layers),
-            supervisor: None,
-            entrypoint,
-            cmd,
-            env: env.iter().map(|(k, v)| format!("{k}={v}")).collect(),
-            user: a.user.clone(),
-            working_dir: a.workdir.clone(),
-            labels,
-            source_date_epoch,
-            naming: NamingOptions {
-                image_name: a.image_name.clone(),
-                registry_url: a.registry_url.clone(),
-                tag_latest: !a.no_tag_latest,
-                tag_version: !a.no_tag_version,
-                tag_version_release: !a.no_tag_version_release,
-                tag_custom: a.tag_custom.clone(),
-                channel: a.channel.clone(),
-            },
-        },
+        plan,
         compression,
         engine,
         cache,
