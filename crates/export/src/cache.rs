@@ -241,7 +241,9 @@ impl LayerCache {
             let src = store
                 .blob_path(&digests.digest)
                 .map_err(|e| io::Error::other(e.to_string()))?;
-            let tmp = self.dir.join(format!("{}{key}", hab_oci_fs::temp::prefix()));
+            let tmp = self
+                .dir
+                .join(format!("{}{key}", hab_oci_fs::temp::prefix()));
             let _ = fs::remove_file(&tmp);
             hab_oci_fs::temp::guarded(|| -> io::Result<()> {
                 if fs::hard_link(&src, &tmp).is_err() {

@@ -1,4 +1,4 @@
-//! The extras layer: what Habitat's image holds outside `/hab/pkgs` (notes §1.5–1.7):
+//! The extras layer (docs/layer-format-v1.md §7): what Habitat's image has outside `/hab/pkgs`:
 //! `/etc/passwd` and `/etc/group` by Habitat's user table, `nsswitch.conf`, `resolv.conf`,
 //! `/etc/ssl` (with cacerts), `/bin` links, `/init.sh` (with a Supervisor), and the
 //! directories a `RUN` step used to make: `/tmp`, `/var/tmp` 1777, `/root` 0750,
@@ -97,7 +97,7 @@ const SVC_ID: u32 = 42;
 const HAB_ID: u32 = 84;
 
 /// Users (name, uid, gid) and groups (name, gid, members) Habitat adds for the primary
-/// service's `SVC_USER`/`SVC_GROUP` (notes §1.6), de-duplicated: where Habitat's table would
+/// service's `SVC_USER`/`SVC_GROUP` (docs/layer-format-v1.md §7), de-duplicated: where Habitat's table would
 /// add a second group of the same name, the first one wins and takes the members.
 pub fn users_and_groups(svc_user: &str, svc_group: &str) -> (Vec<User>, Vec<Group>) {
     let hab = "hab".to_owned();

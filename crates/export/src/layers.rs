@@ -14,7 +14,9 @@ use std::sync::Arc;
 use depot::{PayloadTap, ResolvedClosure, ResolvedPackage};
 use hart::PackageIdent;
 use oci_image::image::build_image;
-use oci_image::{BuiltImage, Compression, EntryMeta, LayerDescriptor, LayerDigests, LayerWriter, OciDir};
+use oci_image::{
+    BuiltImage, Compression, EntryMeta, LayerDescriptor, LayerDigests, LayerWriter, OciDir,
+};
 use rayon::prelude::*;
 use serde::Serialize;
 
@@ -126,7 +128,11 @@ pub fn label(members: &[&ResolvedPackage]) -> String {
 }
 
 /// The packages of planned layer `index`, in layer order.
-pub fn packages<'a>(closure: &'a ResolvedClosure, plan: &ImagePlan, index: usize) -> Vec<&'a ResolvedPackage> {
+pub fn packages<'a>(
+    closure: &'a ResolvedClosure,
+    plan: &ImagePlan,
+    index: usize,
+) -> Vec<&'a ResolvedPackage> {
     plan.layers[index]
         .members
         .iter()
@@ -164,7 +170,10 @@ impl Layers {
 
     /// The members of planned layer `index`.
     pub fn members(closure: &ResolvedClosure, plan: &ImagePlan, index: usize) -> Vec<Member> {
-        packages(closure, plan, index).into_iter().map(Member::of).collect()
+        packages(closure, plan, index)
+            .into_iter()
+            .map(Member::of)
+            .collect()
     }
 
     pub fn key(&self, members: &[Member]) -> LayerKey {
@@ -273,13 +282,20 @@ impl Layers {
         let members: Vec<Member> = pkgs.iter().map(|p| Member::of(p)).collect();
         let compression = self.compression;
         let (digests, source) = match self.cache.as_deref() {
-            None => (native::build_layer(&pkgs, index, store, compression, progress)?, LayerSource::Built),
+            None => (
+                native::build_layer(&pkgs, index, store, compression, progress)?,
+                LayerSource::Built,
+            ),
             Some(cache) => {
                 let key = self.key(&members);
                 if let Some((digests, prebuilt)) = cache.get(&key, store) {
                     progress.layer_started(index, &format!("{} (cached)", label(&pkgs)), 0);
                     progress.layer_finished(index, &digests.digest, digests.size);
-                    let source = if prebuilt { LayerSource::Prebuilt } else { LayerSource::Cache };
+                    let source = if prebuilt {
+                        LayerSource::Prebuilt
+                    } else {
+                        LayerSource::Cache
+                    };
                     (digests, source)
                 } else {
                     let reused = if pkgs.len() == 1 {
@@ -479,7 +495,10 @@ mod tests {
             ident: PackageIdent::parse_fq(s).expect("ident"),
             checksum: c.to_owned(),
         };
-        let a = annotations(&[m("a/b/1/20240101000000", "c1"), m("a/c/2/20240101000000", "c2")]);
+        let a = annotations(&[
+            m("a/b/1/20240101000000", "c1"),
+            m("a/c/2/20240101000000", "c2"),
+        ]);
         assert_eq!(a[ANN_PACKAGES], "a/b/1/20240101000000,a/c/2/20240101000000");
         assert_eq!(a[ANN_CHECKSUMS], "c1,c2");
         assert_eq!(a[ANN_FORMAT], LAYER_FORMAT);

@@ -25,11 +25,11 @@ pub mod settings;
 
 pub use error::ExportError;
 pub use layers::{LayerKey, LayerReady, LayerSource, Layers, Member};
-pub use operation::{Events, Exported, NoEvents, PublishError, Publisher, PushSession, export};
-pub use settings::{CacheSettings, Engine, ExportSettings, SupervisorPackages};
 pub use naming::{Naming, NamingOptions};
+pub use operation::{Events, Exported, NoEvents, PublishError, Publisher, PushSession, export};
 pub use output::{Output, OutputSet};
 pub use plan::{ImagePlan, Layering, PlanOptions, PlannedLayer, Supervisor};
+pub use settings::{CacheSettings, Engine, ExportSettings, SupervisorPackages};
 
 /// The layer format version: part of every layer's annotations and of cache keys.
 pub const LAYER_FORMAT: &str = "1";

@@ -95,9 +95,9 @@ pub fn export(
     warn_about_packages(&closure, events);
     events.layers_planned(plan.layers.len() + 1);
     match &settings.engine {
-        Engine::Native { outputs } => {
-            native(settings, outputs, &closure, &plan, &layers, events, publisher)
-        }
+        Engine::Native { outputs } => native(
+            settings, outputs, &closure, &plan, &layers, events, publisher,
+        ),
         Engine::External(opts) => external(settings, opts, &closure, &plan, events),
     }
 }
@@ -222,10 +222,7 @@ fn native(
     let built = layers.build(closure, plan, &store, events, &on_ready)?;
     // A cache over its bound is trimmed, never a reason to fail the export.
     if let Err(e) = layers.evict() {
-        events.warning(&format!(
-            "trimming the layer cache: {}",
-            error_chain(&e)
-        ));
+        events.warning(&format!("trimming the layer cache: {}", error_chain(&e)));
     }
     let push = match session {
         Some(s) => {

@@ -171,11 +171,11 @@ impl OutputSet {
                         ArchiveKind::Oci
                     };
                     let parent = parent_of(p);
-                    let tmp = hab_oci_fs::temp::file_in(&parent, "archive").map_err(io_at(&parent))?;
+                    let tmp =
+                        hab_oci_fs::temp::file_in(&parent, "archive").map_err(io_at(&parent))?;
                     let w = write_archive(store, &entry, kind, &ann, BufWriter::new(tmp))?;
                     let tmp = w.into_inner().map_err(|e| io_at(p)(e.into_error()))?;
-                    hab_oci_fs::persist(tmp, p, hab_oci_fs::Persist::DURABLE)
-                        .map_err(io_at(p))?;
+                    hab_oci_fs::persist(tmp, p, hab_oci_fs::Persist::DURABLE).map_err(io_at(p))?;
                 }
                 Output::DockerDaemon => {
                     progress.step("loading into the docker daemon (docker load)");

@@ -8,8 +8,8 @@ use serde::Serialize;
 use crate::ExportError;
 use crate::engine::EngineReport;
 use crate::error::io_at;
-use crate::naming::Naming;
 use crate::layers::LayerReady;
+use crate::naming::Naming;
 
 #[derive(Debug, Serialize)]
 pub struct LayerReport {

@@ -1,5 +1,5 @@
 //! Layer format v1: a verified hart's tar stream rewritten entry by entry into a normalized
-//! layer (see DESIGN.md): synthesized parents first, then the hart's entries in their own
+//! layer (docs/layer-format-v1.md): synthesized parents, then the hart's entries in their own
 //! order, ownership 0/0 without names, directories `g=u`, the hart's mtimes. Every entry
 //! must stay inside the package's own `hab/pkgs/o/n/v/r/` prefix.
 
@@ -194,7 +194,8 @@ pub(crate) fn write_tar<S: EntrySink + ?Sized, R: Read>(
                     .link_name()
                     .map_err(payload_err)?
                     .ok_or_else(|| bad("is a hardlink without a target", &ident))?;
-                let t = layout::normalize(&target).filter(|t| layout::is_inside(t, &prefix) && *t != prefix);
+                let t = layout::normalize(&target)
+                    .filter(|t| layout::is_inside(t, &prefix) && *t != prefix);
                 let Some(t) = t else {
                     return Err(bad(
                         &format!(

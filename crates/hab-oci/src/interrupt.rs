@@ -26,7 +26,7 @@ pub(crate) fn install() {
         if let Some(sig) = signals.forever().next() {
             // Waits for an output being renamed into place, then no thread can create a
             // temporary name or commit an output any more; held until exit.
-            let _closed = hart::temp::close();
+            let _closed = hab_oci_fs::temp::close();
             let removed = sweep();
             let name = if sig == SIGINT { "SIGINT" } else { "SIGTERM" };
             let _ = writeln!(
@@ -70,7 +70,7 @@ fn sweep() -> usize {
             continue;
         };
         for e in rd.flatten() {
-            if hart::temp::is_ours(&e.file_name().to_string_lossy()) && remove(&e.path()) {
+            if hab_oci_fs::temp::is_ours(&e.file_name().to_string_lossy()) && remove(&e.path()) {
                 removed += 1;
             }
         }
@@ -90,9 +90,11 @@ mod tests {
     #[test]
     fn sweep_removes_only_this_process_names() {
         let d = tempfile::tempdir().expect("tmp");
-        let ours = hart::temp::dir_in(d.path(), "staging").expect("dir").keep();
+        let ours = hab_oci_fs::temp::dir_in(d.path(), "staging")
+            .expect("dir")
+            .keep();
         std::fs::write(ours.join("blob"), b"x").expect("blob");
-        let ours_file = hart::temp::file_in(d.path(), "archive")
+        let ours_file = hab_oci_fs::temp::file_in(d.path(), "archive")
             .expect("file")
             .keep()
             .expect("keep")

@@ -115,10 +115,16 @@ mod tests {
         assert_eq!(n("hab/pkgs/a/b/1/2/../../x"), None);
         assert_eq!(n("/hab/pkgs/a/b/1/2/x"), None);
         assert_eq!(n("."), None);
-        assert_eq!(split_prefix("hab/pkgs/a/b/1/2/bin/x"), Some(("a/b/1/2", "bin/x")));
+        assert_eq!(
+            split_prefix("hab/pkgs/a/b/1/2/bin/x"),
+            Some(("a/b/1/2", "bin/x"))
+        );
         assert_eq!(split_prefix("hab/pkgs/a/b/1/2"), Some(("a/b/1/2", "")));
         assert_eq!(split_prefix("hab/pkgs/a/b/1"), None);
-        assert_eq!(split_prefix("hab/pkgs/a/b/1/2x/y").map(|p| p.0), Some("a/b/1/2x"));
+        assert_eq!(
+            split_prefix("hab/pkgs/a/b/1/2x/y").map(|p| p.0),
+            Some("a/b/1/2x")
+        );
         assert_eq!(split_prefix("etc/passwd"), None);
         assert_eq!(
             ident_of("hab/pkgs/a/b/1.0/20240101000000/x").map(|i| i.to_string()),
@@ -137,7 +143,15 @@ mod tests {
         assert!(is_inside(pre, pre));
         assert!(is_inside("hab/pkgs/a/b/1/2/x", pre));
         assert!(!is_inside("hab/pkgs/a/b/1/20", pre));
-        for (p, shared) in [("hab", true), ("hab/pkgs", true), ("hab/pkgs/core", true), ("hab/pkgs/core/glibc", false), ("hab/svc", false), ("habx", false), ("etc", false)] {
+        for (p, shared) in [
+            ("hab", true),
+            ("hab/pkgs", true),
+            ("hab/pkgs/core", true),
+            ("hab/pkgs/core/glibc", false),
+            ("hab/svc", false),
+            ("habx", false),
+            ("etc", false),
+        ] {
             assert_eq!(is_shared_dir(p), shared, "{p}");
         }
         let id = PackageIdent::parse_fq("o/n/1.2/20240101000000").expect("ident");

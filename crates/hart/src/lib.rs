@@ -13,7 +13,6 @@ pub mod layout;
 pub mod metadata;
 pub mod pack;
 
-
 pub use artifact::{
     DEFAULT_MAX_UNPACKED, DecodeOptions, Hart, HartError, Header, HeaderError, UnpackLimit,
     VerifiedHart,

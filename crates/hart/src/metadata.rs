@@ -212,8 +212,7 @@ pub fn metadata_from_tar(
         entries += 1;
         let entry_path = entry.path().map_err(payload_err)?.into_owned();
         let normalized = layout::normalize(&entry_path);
-        let Some((this_prefix, rest)) = normalized.as_deref().and_then(layout::split_prefix)
-        else {
+        let Some((this_prefix, rest)) = normalized.as_deref().and_then(layout::split_prefix) else {
             if entry.header().entry_type().is_dir()
                 && normalized.as_deref().is_some_and(layout::is_parent_dir)
             {
@@ -373,4 +372,3 @@ pub fn metadata_from_tar(
         files,
     })
 }
-

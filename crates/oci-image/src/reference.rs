@@ -53,7 +53,10 @@ impl Reference {
         let (registry, path) = split_registry(name);
         check_host(registry).map_err(bad)?;
         check_path(path).map_err(bad)?;
-        let is_hub = matches!(registry, DOCKER_HUB | "index.docker.io" | "registry-1.docker.io");
+        let is_hub = matches!(
+            registry,
+            DOCKER_HUB | "index.docker.io" | "registry-1.docker.io"
+        );
         let path = if is_hub && !path.contains('/') {
             format!("library/{path}")
         } else {
@@ -125,12 +128,19 @@ fn check_host(host: &str) -> Result<(), String> {
         let Some((addr, after)) = v6.split_once(']') else {
             return Err(format!("registry host '{host}' has no closing ']'"));
         };
-        if addr.is_empty() || !addr.bytes().all(|b| b.is_ascii_hexdigit() || b":.".contains(&b)) {
+        if addr.is_empty()
+            || !addr
+                .bytes()
+                .all(|b| b.is_ascii_hexdigit() || b":.".contains(&b))
+        {
             return Err(format!("'{addr}' is not an IPv6 address"));
         }
         match after {
             "" => return Ok(()),
-            p => (None, Some(p.strip_prefix(':').ok_or("junk after ']'".to_owned())?)),
+            p => (
+                None,
+                Some(p.strip_prefix(':').ok_or("junk after ']'".to_owned())?),
+            ),
         }
     } else {
         match host.split_once(':') {
@@ -170,8 +180,14 @@ fn check_path(path: &str) -> Result<(), String> {
             && component
                 .bytes()
                 .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
-            && component.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
-            && component.bytes().last().is_some_and(|b| b.is_ascii_alphanumeric());
+            && component
+                .bytes()
+                .next()
+                .is_some_and(|b| b.is_ascii_alphanumeric())
+            && component
+                .bytes()
+                .last()
+                .is_some_and(|b| b.is_ascii_alphanumeric());
         if !ok {
             return Err(format!(
                 "repository component '{component}' must be lowercase letters and digits, with . _ - only between them"
@@ -220,7 +236,11 @@ mod tests {
     fn hosts_paths_tags_digests() {
         assert_eq!(
             parts("127.0.0.1:5000/team/app:v1"),
-            ("127.0.0.1:5000".into(), "team/app".into(), Some("v1".into()))
+            (
+                "127.0.0.1:5000".into(),
+                "team/app".into(),
+                Some("v1".into())
+            )
         );
         assert_eq!(
             parts("redis"),
@@ -236,11 +256,29 @@ mod tests {
         assert_eq!(parts("[::1]/app").0, "[::1]");
         let d = format!("sha256:{}", "a".repeat(64));
         let r = Reference::parse(&format!("ghcr.io/a/b:t@{d}")).expect("ok");
-        assert_eq!((r.name.as_str(), r.tag.as_deref(), r.digest), ("ghcr.io/a/b", Some("t"), Some(d)));
-        assert_eq!(Reference::parse("redis").expect("ok").api_host(), "registry-1.docker.io");
+        assert_eq!(
+            (r.name.as_str(), r.tag.as_deref(), r.digest),
+            ("ghcr.io/a/b", Some("t"), Some(d))
+        );
+        assert_eq!(
+            Reference::parse("redis").expect("ok").api_host(),
+            "registry-1.docker.io"
+        );
         for bad in [
-            "", "Team/App", "app:", "app:-x", "app@sha256:zz", "a//b", "ghcr.io/", "ghcr.io/Team/app",
-            "ghcr.io/-a", "a b/c", "[::1/app", "[zz]:5000/app", "host:port/app", "-host.io/app",
+            "",
+            "Team/App",
+            "app:",
+            "app:-x",
+            "app@sha256:zz",
+            "a//b",
+            "ghcr.io/",
+            "ghcr.io/Team/app",
+            "ghcr.io/-a",
+            "a b/c",
+            "[::1/app",
+            "[zz]:5000/app",
+            "host:port/app",
+            "-host.io/app",
         ] {
             assert!(Reference::parse(bad).is_err(), "{bad}");
         }
@@ -251,10 +289,23 @@ mod tests {
         assert_eq!(registry_of("ghcr.io/a/b"), "ghcr.io");
         assert_eq!(registry_of("a/b"), "docker.io");
         assert_eq!(registry_of("[::1]:5000/a"), "[::1]:5000");
-        for h in ["127.0.0.1:5000", "127.1.2.3", "localhost", "localhost:5000", "[::1]:5000", "::1", "[::1]"] {
+        for h in [
+            "127.0.0.1:5000",
+            "127.1.2.3",
+            "localhost",
+            "localhost:5000",
+            "[::1]:5000",
+            "::1",
+            "[::1]",
+        ] {
             assert!(is_loopback(h), "{h}");
         }
-        for h in ["ghcr.io", "10.0.0.1:5000", "example.com:127", "localhost.evil.com"] {
+        for h in [
+            "ghcr.io",
+            "10.0.0.1:5000",
+            "example.com:127",
+            "localhost.evil.com",
+        ] {
             assert!(!is_loopback(h), "{h}");
         }
     }

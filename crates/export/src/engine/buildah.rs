@@ -6,9 +6,8 @@ use std::process::Command;
 
 use super::context::Context;
 use super::{
-    EngineRefusal,
-    EngineHost, EngineOptions, EngineReport, Prepared, auth_dir, cached_copy_steps, major_minor,
-    missing, run, tag_args,
+    EngineHost, EngineOptions, EngineRefusal, EngineReport, Prepared, auth_dir, cached_copy_steps,
+    major_minor, missing, run, tag_args,
 };
 use crate::ExportError;
 use crate::naming::{Naming, parse_reference, registry_of};
@@ -144,8 +143,8 @@ pub(super) fn build(
         copy_steps: ctx.copy_steps,
         cached_steps: cached,
         image_id,
-        reproducible_layers: "package layers: only through the cache (cache sources and --cache-to)"
-            .into(),
+        reproducible_layers:
+            "package layers: only through the cache (cache sources and --cache-to)".into(),
         pushed: Vec::new(),
         removed: false,
     };

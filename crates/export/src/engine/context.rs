@@ -3,7 +3,7 @@
 //! extras under `extras/`, every file and directory — parents included — carrying the mtime
 //! and mode of the native layer, and a Dockerfile with one `COPY` per layer and no `RUN`.
 //! Fixed mtimes on the parents are what let the legacy builder produce the same `COPY`
-//! layer on any machine (`../shared/notes/services.md`).
+//! layer on any machine (docs/layer-format-v1.md, "The docker/buildah build context").
 
 use std::collections::HashSet;
 use std::fs;

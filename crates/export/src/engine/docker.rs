@@ -7,9 +7,8 @@ use std::process::Command;
 
 use super::context::Context;
 use super::{
-    EngineRefusal,
-    DockerBuilder, EngineHost, EngineOptions, EngineReport, Prepared, auth_dir, cached_copy_steps,
-    major_minor, missing, run, tag_args,
+    DockerBuilder, EngineHost, EngineOptions, EngineRefusal, EngineReport, Prepared, auth_dir,
+    cached_copy_steps, major_minor, missing, run, tag_args,
 };
 use crate::ExportError;
 use crate::naming::{Naming, registry_of};
