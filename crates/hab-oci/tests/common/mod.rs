@@ -168,13 +168,14 @@ pub(crate) fn run_tests(tests: Vec<Test>) -> ExitCode {
                 .into_iter()
                 .map(Need::describe)
                 .collect::<Vec<_>>()
-                .join(", ");
+                .join("; ");
             let skipped = !missing.is_empty() && !ci;
-            if skipped && !args.list {
+            // Said where the runner shows it (`cargo test`); nextest never starts a skipped test.
+            if skipped && !args.list && !args.ignored && !args.include_ignored {
                 let _ = writeln!(
                     std::io::stderr(),
-                    "SKIPPED {}: needs {missing}, not available; `. scripts/services.sh` starts \
-                     the services (in CI this test fails instead)",
+                    "SKIPPED {}: it needs what is not available here: {missing}. \
+                     `. scripts/services.sh` starts the services (in CI this test fails instead)",
                     test.name
                 );
             }
@@ -185,15 +186,16 @@ pub(crate) fn run_tests(tests: Vec<Test>) -> ExitCode {
                     Ok(())
                 } else if ci {
                     Err(format!(
-                        "needs {missing}, which is not available. In CI (CI is set) a test whose \
-                         service is missing fails instead of being skipped: start the services \
-                         with `. scripts/services.sh` (bash scripts/test.sh does)"
+                        "this test needs what is not available here: {missing}. In CI (CI is \
+                         set) a test whose service is missing fails instead of being skipped: \
+                         start the services with `. scripts/services.sh` (bash scripts/test.sh \
+                         does)"
                     )
                     .into())
                 } else {
                     Err(format!(
-                        "needs {missing}, which is not available (the test is skipped unless run \
-                         with --ignored); `. scripts/services.sh` starts the services"
+                        "this test needs what is not available here: {missing}. It is skipped \
+                         unless run with --ignored; `. scripts/services.sh` starts the services"
                     )
                     .into())
                 }
