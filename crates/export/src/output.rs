@@ -222,7 +222,7 @@ fn exchange(_: &Path, _: &Path) -> bool {
 
 /// Moves `staged` to `dest`, replacing what was there: swapped in one step where the
 /// system can, else the old directory is renamed aside first and removed only once the new
-/// one is in place. Under the temporary-name gate (`hart::temp`): an interruption's cleanup
+/// one is in place. Under the temporary-name gate (`hab_oci_fs::temp`): an interruption's cleanup
 /// waits for it rather than sweeping a directory in the middle of the swap.
 fn replace_dir(staged: &Path, dest: &Path) -> Result<(), ExportError> {
     hab_oci_fs::temp::guarded(|| Ok::<_, std::io::Error>(replace_dir_now(staged, dest)))

@@ -89,6 +89,9 @@ pub(crate) fn write_tar<S: EntrySink + ?Sized, R: Read>(
     let mut symlinks: HashSet<String> = HashSet::new();
     let mut files: HashSet<String> = HashSet::new();
     let mut seen: HashSet<String> = HashSet::new();
+    // Parent-shaped directories seen before the prefix is known: each must turn out to be
+    // a parent of it, as when the prefix is known from the start.
+    let mut early_parents: Vec<String> = Vec::new();
     for entry in archive.entries().map_err(payload_err)? {
         let mut entry = entry.map_err(payload_err)?;
         let raw = entry.path().map_err(payload_err)?.into_owned();
@@ -113,6 +116,9 @@ pub(crate) fn write_tar<S: EntrySink + ?Sized, R: Read>(
                 None => layout::is_parent_dir(&path),
             };
             if parent {
+                if ident.is_none() {
+                    early_parents.push(path);
+                }
                 continue;
             }
         }
@@ -122,6 +128,17 @@ pub(crate) fn write_tar<S: EntrySink + ?Sized, R: Read>(
                 let found = layout::ident_of(&path).ok_or_else(|| {
                     bad("is outside hab/pkgs/ORIGIN/NAME/VERSION/RELEASE/", &None)
                 })?;
+                let prefix = layout::prefix(&found);
+                if let Some(d) = early_parents
+                    .iter()
+                    .find(|d| !layout::is_parent_of(d, &prefix))
+                {
+                    return Err(ExportError::BadEntry {
+                        package: found.to_string(),
+                        entry: d.clone(),
+                        problem: format!("is outside the package's prefix {prefix}/"),
+                    });
+                }
                 write_parents(w, &found, release_time(&found), emitted).map_err(|source| {
                     ExportError::LayerWrite {
                         package: found.to_string(),
@@ -287,6 +304,39 @@ mod tests {
         assert_eq!(dir_mode(0o755), 0o775);
         assert_eq!(dir_mode(0o700), 0o770);
         assert_eq!(dir_mode(0o1755), 0o1775);
+    }
+
+    /// A parent-shaped directory of another package (here another version) before the
+    /// package's own entries: refused whether the prefix is known up front (a build from
+    /// the hart) or found on the way (the prebuild tap, the fuzz entry point), as the
+    /// metadata reader refuses it. Before, the second path accepted it.
+    #[test]
+    fn a_parent_of_another_package_is_refused_before_the_prefix_is_known() {
+        let prefix = "hab/pkgs/a/b/1.0/20240101000000";
+        let mut b = tar::Builder::new(Vec::new());
+        let mut dir = tar::Header::new_gnu();
+        dir.set_entry_type(tar::EntryType::Directory);
+        dir.set_mode(0o755);
+        dir.set_size(0);
+        dir.set_cksum();
+        b.append_data(&mut dir, "hab/pkgs/a/b/2.0/", &[][..])
+            .expect("append");
+        let mut h = tar::Header::new_gnu();
+        h.set_size(3);
+        h.set_mode(0o644);
+        h.set_cksum();
+        b.append_data(&mut h, format!("{prefix}/IDENT"), &b"x\n"[..])
+            .expect("append");
+        let tar = b.into_inner().expect("tar");
+        let err = crate::rewrite_for_fuzzing(&tar).expect_err("refused");
+        assert!(
+            err.to_string().contains("hab/pkgs/a/b/2.0")
+                && err.to_string().contains("outside the package's prefix"),
+            "{err}"
+        );
+        let meta = hart::metadata::metadata_from_tar(&tar[..], Path::new("x.hart"), false)
+            .expect_err("refused");
+        assert!(meta.to_string().contains("another package"), "{meta}");
     }
 
     /// Found by the `rewrite` fuzz target (whose property was too strict): a version with

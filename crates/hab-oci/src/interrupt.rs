@@ -1,5 +1,5 @@
 //! Ctrl-C (SIGINT) and SIGTERM: stop at once, remove this process's temporary files and
-//! directories (every one is named `.hab-oci-PID-…`, see `hart::temp`) from the directories
+//! directories (every one is named `.hab-oci-PID-…`, see `hab_oci_fs::temp`) from the directories
 //! the command registered, then exit 130 / 143. Outputs are only ever renamed into place
 //! complete and tags written after every blob, so what was there before stays as it was.
 

@@ -361,7 +361,7 @@ fn bad_engine_input_fails_before_the_build_and_leaves_nothing() {
             "--cache-to",
             "127.0.0.1:5000/c",
         ],
-        "--cache-to needs docker buildx",
+        "a cache export needs docker buildx",
     );
     fail(
         &["--engine", "buildah", "--inline-cache"],

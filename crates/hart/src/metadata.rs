@@ -207,15 +207,30 @@ pub fn metadata_from_tar(
     // Non-directory entries as (parent, name) relative to the prefix; filtered against
     // PATH at the end, since PATH may come after them in the tar.
     let mut leaves: Vec<(String, String)> = Vec::new();
+    // Parent-shaped directories seen before the prefix is known: each must turn out to be
+    // a parent of it (the rewriter applies the same rule, `layout::is_parent_of`).
+    let mut early_parents: Vec<String> = Vec::new();
+    let other_package = |entry: &str, p: &str| {
+        meta_err(format!(
+            "tar entry '{entry}' belongs to another package than hab/pkgs/{p}"
+        ))
+    };
     for entry in archive.entries().map_err(payload_err)? {
         let mut entry = entry.map_err(payload_err)?;
         entries += 1;
         let entry_path = entry.path().map_err(payload_err)?.into_owned();
         let normalized = layout::normalize(&entry_path);
         let Some((this_prefix, rest)) = normalized.as_deref().and_then(layout::split_prefix) else {
-            if entry.header().entry_type().is_dir()
-                && normalized.as_deref().is_some_and(layout::is_parent_dir)
-            {
+            if let Some(dir) = normalized.as_deref().filter(|d| {
+                entry.header().entry_type().is_dir() && layout::is_parent_dir(d)
+            }) {
+                match &prefix {
+                    Some(p) if !layout::is_parent_of(dir, &format!("hab/pkgs/{p}")) => {
+                        return Err(other_package(&entry_path.display().to_string(), p));
+                    }
+                    Some(_) => {}
+                    None => early_parents.push(dir.to_owned()),
+                }
                 continue;
             }
             return Err(meta_err(format!(
@@ -224,12 +239,15 @@ pub fn metadata_from_tar(
             )));
         };
         match &prefix {
-            None => prefix = Some(this_prefix.to_owned()),
+            None => {
+                let full = format!("hab/pkgs/{this_prefix}");
+                if let Some(d) = early_parents.iter().find(|d| !layout::is_parent_of(d, &full)) {
+                    return Err(other_package(d, this_prefix));
+                }
+                prefix = Some(this_prefix.to_owned());
+            }
             Some(p) if *p != this_prefix => {
-                return Err(meta_err(format!(
-                    "tar entry '{}' belongs to another package than hab/pkgs/{p}",
-                    entry_path.display(),
-                )));
+                return Err(other_package(&entry_path.display().to_string(), p));
             }
             Some(_) => {}
         }
