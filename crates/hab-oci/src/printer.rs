@@ -55,15 +55,44 @@ impl Printer {
     }
 }
 
-/// An error and its causes joined by `: ` (each error either shows its cause in its own
-/// message or returns it from `source()`, never both, so nothing repeats).
-pub(crate) fn chain(err: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = err.to_string();
-    let mut cause = err.source();
-    while let Some(c) = cause {
-        text.push_str(": ");
-        text.push_str(&c.to_string());
-        cause = c.source();
+
+#[cfg(test)]
+mod tests {
+    /// Library errors either show their cause or return it from `source()`, never both:
+    /// the printed chain names each cause once.
+    #[test]
+    fn causes_print_once() {
+        let io = || std::io::Error::other("disk on fire");
+        let errors: Vec<anyhow::Error> = vec![
+            anyhow::Error::new(hart::HartError::Io {
+                path: "x.hart".into(),
+                source: io(),
+            }),
+            anyhow::Error::new(hart::HartError::Payload {
+                path: "x.hart".into(),
+                source: io(),
+            }),
+            anyhow::Error::new(export::ExportError::Io {
+                path: "out".into(),
+                source: io(),
+            }),
+            anyhow::Error::new(export::ExportError::LayerWrite {
+                package: "a/b/1/2".into(),
+                source: io(),
+            }),
+            anyhow::Error::new(depot::DepotError::Io {
+                path: "src".into(),
+                source: io(),
+            }),
+            anyhow::Error::new(export::ExportError::from(hart::HartError::Io {
+                path: "x.hart".into(),
+                source: io(),
+            }))
+            .context("exporting"),
+        ];
+        for e in errors {
+            let text = format!("{e:#}");
+            assert_eq!(text.matches("disk on fire").count(), 1, "{text}");
+        }
     }
-    text
 }

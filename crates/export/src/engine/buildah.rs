@@ -10,7 +10,7 @@ use super::{
     major_minor, missing, run, tag_args,
 };
 use crate::ExportError;
-use crate::naming::{Naming, parse_reference, registry_of};
+use crate::naming::{Naming, parse_reference};
 
 pub(super) fn prepare(
     opts: &EngineOptions,
@@ -45,19 +45,15 @@ pub(super) fn prepare(
         return Err(EngineRefusal::OldBuildah(version).into());
     }
     let _ = naming;
-    let registry = registry_of(&naming.name);
-    Ok(Prepared {
-        insecure: oci_image::reference::is_loopback(&registry)
-            || opts.insecure_registries.contains(&registry),
-        context_dir: super::context_dir(&naming.name),
-        registry,
-        opts: opts.clone(),
+    Ok(Prepared::new(
+        opts,
+        naming,
         binary,
         version,
-        builder: None,
-        cache_from: opts.cache_from.clone(),
-        inline_cache: false,
-    })
+        None,
+        opts.cache_from.clone(),
+        false,
+    ))
 }
 
 /// buildah's cache options take a repository: the reference without tag or digest.

@@ -11,7 +11,7 @@ use super::{
     cached_copy_steps, major_minor, missing, run, tag_args,
 };
 use crate::ExportError;
-use crate::naming::{Naming, registry_of};
+use crate::naming::Naming;
 
 const LEGACY_REPRODUCIBLE: &str = "package layers: yes, without any cache (legacy builder, context with fixed mtimes: the same package gives the same layer on any machine)";
 const BUILDKIT_REPRODUCIBLE: &str = "package layers: only through a cache source (this BuildKit stamps directories with the build time, so a build without cache makes new layers)";
@@ -85,19 +85,15 @@ pub(super) fn prepare(
     if cache_from.is_empty() && opts.auto_cache_from {
         cache_from.push(format!("{}:latest", naming.name));
     }
-    let registry = registry_of(&naming.name);
-    Ok(Prepared {
-        insecure: oci_image::reference::is_loopback(&registry)
-            || opts.insecure_registries.contains(&registry),
-        context_dir: super::context_dir(&naming.name),
-        registry,
-        opts: opts.clone(),
+    Ok(Prepared::new(
+        opts,
+        naming,
         binary,
-        version: format!("client {client}, daemon {server}"),
-        builder: Some(builder),
+        format!("client {client}, daemon {server}"),
+        Some(builder),
         cache_from,
         inline_cache,
-    })
+    ))
 }
 
 /// The first line of an engine error, for a warning.

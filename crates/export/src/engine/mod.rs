@@ -171,6 +171,34 @@ pub struct Prepared {
     inline_cache: bool,
 }
 
+impl Prepared {
+    /// The engine after its checks, bound to the image `naming` names: the registry its
+    /// credentials are for, whether it is spoken to without TLS, and the context path.
+    fn new(
+        opts: &EngineOptions,
+        naming: &Naming,
+        binary: PathBuf,
+        version: String,
+        builder: Option<DockerBuilder>,
+        cache_from: Vec<String>,
+        inline_cache: bool,
+    ) -> Prepared {
+        let registry = crate::naming::registry_of(&naming.name);
+        Prepared {
+            insecure: oci_image::reference::is_loopback(&registry)
+                || opts.insecure_registries.contains(&registry),
+            context_dir: context_dir(&naming.name),
+            registry,
+            opts: opts.clone(),
+            binary,
+            version,
+            builder,
+            cache_from,
+            inline_cache,
+        }
+    }
+}
+
 /// Checks everything before any work: the engine binary and daemon answer, the options
 /// make sense for this engine and version, the cache references parse.
 pub fn prepare(

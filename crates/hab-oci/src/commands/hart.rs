@@ -29,7 +29,8 @@ pub(crate) fn verify(
             }
             Err(e) => {
                 failed += 1;
-                printer.item_error(&crate::printer::chain(&e));
+                // Each error shows its cause or returns it, so `{:#}` repeats nothing.
+                printer.item_error(&format!("{:#}", anyhow::Error::new(e)));
             }
         }
     }
