@@ -55,7 +55,6 @@ impl Printer {
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     /// Library errors either show their cause or return it from `source()`, never both:
