@@ -221,9 +221,10 @@ pub fn metadata_from_tar(
         let entry_path = entry.path().map_err(payload_err)?.into_owned();
         let normalized = layout::normalize(&entry_path);
         let Some((this_prefix, rest)) = normalized.as_deref().and_then(layout::split_prefix) else {
-            if let Some(dir) = normalized.as_deref().filter(|d| {
-                entry.header().entry_type().is_dir() && layout::is_parent_dir(d)
-            }) {
+            if let Some(dir) = normalized
+                .as_deref()
+                .filter(|d| entry.header().entry_type().is_dir() && layout::is_parent_dir(d))
+            {
                 match &prefix {
                     Some(p) if !layout::is_parent_of(dir, &format!("hab/pkgs/{p}")) => {
                         return Err(other_package(&entry_path.display().to_string(), p));
@@ -241,7 +242,10 @@ pub fn metadata_from_tar(
         match &prefix {
             None => {
                 let full = format!("hab/pkgs/{this_prefix}");
-                if let Some(d) = early_parents.iter().find(|d| !layout::is_parent_of(d, &full)) {
+                if let Some(d) = early_parents
+                    .iter()
+                    .find(|d| !layout::is_parent_of(d, &full))
+                {
                     return Err(other_package(d, this_prefix));
                 }
                 prefix = Some(this_prefix.to_owned());
