@@ -86,12 +86,8 @@ pub(crate) fn write_tar<S: EntrySink + ?Sized, R: Read>(
         })?;
     }
     let mut archive = tar::Archive::new(reader);
-    let mut symlinks: HashSet<String> = HashSet::new();
-    let mut files: HashSet<String> = HashSet::new();
-    let mut seen: HashSet<String> = HashSet::new();
-    // Parent-shaped directories seen before the prefix is known: each must turn out to be
-    // a parent of it, as when the prefix is known from the start.
-    let mut early_parents: Vec<String> = Vec::new();
+    let mut links = Links::default();
+    let mut guard = layout::PrefixGuard::new(ident.as_ref());
     for entry in archive.entries().map_err(payload_err)? {
         let mut entry = entry.map_err(payload_err)?;
         let raw = entry.path().map_err(payload_err)?.into_owned();
@@ -108,37 +104,38 @@ pub(crate) fn write_tar<S: EntrySink + ?Sized, R: Read>(
             )
         })?;
         let kind = entry.header().entry_type();
-        // Parents of the prefix: ours are synthesized with fixed metadata. (Before the
-        // prefix is known, any such parent; after, only those of the prefix.)
-        if kind.is_dir() {
-            let parent = match &ident {
-                Some(i) => layout::is_parent_of(&path, &layout::prefix(i)),
-                None => layout::is_parent_dir(&path),
-            };
-            if parent {
-                if ident.is_none() {
-                    early_parents.push(path);
-                }
-                continue;
+        // Parents of the prefix are skipped: ours are synthesized with fixed metadata.
+        match guard.place(Some(&path), kind.is_dir()) {
+            Ok(layout::Place::Parent) => continue,
+            Ok(layout::Place::Inside(_)) => {}
+            Err(v) => {
+                return Err(match (v, guard.prefix()) {
+                    (layout::Violation::OtherPackage { entry, prefix }, _) => {
+                        ExportError::BadEntry {
+                            package: shown_ident(&ident),
+                            entry: if entry == path { shown.clone() } else { entry },
+                            problem: format!("is outside the package's prefix {prefix}/"),
+                        }
+                    }
+                    (layout::Violation::Outside, Some(prefix)) => bad(
+                        &format!("is outside the package's prefix {prefix}/"),
+                        &ident,
+                    ),
+                    (layout::Violation::Outside, None) => {
+                        bad("is outside hab/pkgs/ORIGIN/NAME/VERSION/RELEASE/", &None)
+                    }
+                });
             }
         }
         let id = match &ident {
             Some(i) => i.clone(),
             None => {
-                let found = layout::ident_of(&path).ok_or_else(|| {
-                    bad("is outside hab/pkgs/ORIGIN/NAME/VERSION/RELEASE/", &None)
-                })?;
-                let prefix = layout::prefix(&found);
-                if let Some(d) = early_parents
-                    .iter()
-                    .find(|d| !layout::is_parent_of(d, &prefix))
-                {
-                    return Err(ExportError::BadEntry {
-                        package: found.to_string(),
-                        entry: d.clone(),
-                        problem: format!("is outside the package's prefix {prefix}/"),
-                    });
-                }
+                let found = guard
+                    .prefix()
+                    .and_then(|p| PackageIdent::parse_fq(p.strip_prefix("hab/pkgs/")?).ok())
+                    .ok_or_else(|| {
+                        bad("is outside hab/pkgs/ORIGIN/NAME/VERSION/RELEASE/", &None)
+                    })?;
                 write_parents(w, &found, release_time(&found), emitted).map_err(|source| {
                     ExportError::LayerWrite {
                         package: found.to_string(),
@@ -154,24 +151,7 @@ pub(crate) fn write_tar<S: EntrySink + ?Sized, R: Read>(
             package: id.to_string(),
             source,
         };
-        if !layout::is_inside(&path, &prefix) {
-            return Err(bad(
-                &format!("is outside the package's prefix {prefix}/"),
-                &ident,
-            ));
-        }
-        // No entry may be reached through a symlink the package itself created.
-        if let Some(link) = through_symlink(&path, &symlinks) {
-            return Err(bad(
-                &format!("passes through the symlink {link} the package created"),
-                &ident,
-            ));
-        }
-        // A second entry for a path would replace the first on extraction (and could turn a
-        // checked file into a symlink after the fact): refused.
-        if !seen.insert(path.clone()) {
-            return Err(bad("appears twice in the package", &ident));
-        }
+        links.admit(&path).map_err(|p| bad(&p, &ident))?;
         let header = entry.header();
         let mode = header.mode().map_err(payload_err)? & 0o7777;
         let mtime = header.mtime().map_err(payload_err)?;
@@ -195,7 +175,7 @@ pub(crate) fn write_tar<S: EntrySink + ?Sized, R: Read>(
                     n: 0,
                 };
                 w.file(&path, meta, size, &mut counted).map_err(write_err)?;
-                files.insert(path);
+                links.files.insert(path);
             }
             tar::EntryType::Symlink => {
                 let target = entry
@@ -204,32 +184,16 @@ pub(crate) fn write_tar<S: EntrySink + ?Sized, R: Read>(
                     .ok_or_else(|| bad("is a symlink without a target", &ident))?;
                 w.symlink(&path, &target.to_string_lossy(), meta)
                     .map_err(write_err)?;
-                symlinks.insert(path);
+                links.symlinks.insert(path);
             }
             tar::EntryType::Link => {
                 let target = entry
                     .link_name()
                     .map_err(payload_err)?
                     .ok_or_else(|| bad("is a hardlink without a target", &ident))?;
-                let t = layout::normalize(&target)
-                    .filter(|t| layout::is_inside(t, &prefix) && *t != prefix);
-                let Some(t) = t else {
-                    return Err(bad(
-                        &format!(
-                            "is a hardlink to '{}', outside the package",
-                            target.display()
-                        ),
-                        &ident,
-                    ));
-                };
-                if !files.contains(&t) || through_symlink(&t, &symlinks).is_some() {
-                    return Err(bad(
-                        &format!(
-                            "is a hardlink to '{t}', which is not an earlier regular file of the package"
-                        ),
-                        &ident,
-                    ));
-                }
+                let t = links
+                    .hardlink_target(&target, &prefix)
+                    .map_err(|p| bad(&p, &ident))?;
                 w.hardlink(&path, &t, meta).map_err(write_err)?;
             }
             tar::EntryType::XGlobalHeader => {}
@@ -250,6 +214,50 @@ pub(crate) fn write_tar<S: EntrySink + ?Sized, R: Read>(
         entry: String::new(),
         problem: "the package holds no files".into(),
     })
+}
+
+/// What the entries so far let later ones do: no entry through a symlink the package
+/// created, no path twice, hardlinks only to earlier regular files of the package.
+#[derive(Default)]
+struct Links {
+    symlinks: HashSet<String>,
+    files: HashSet<String>,
+    seen: HashSet<String>,
+}
+
+impl Links {
+    /// Admits an entry at `path`, or says why not.
+    fn admit(&mut self, path: &str) -> Result<(), String> {
+        // No entry may be reached through a symlink the package itself created.
+        if let Some(link) = through_symlink(path, &self.symlinks) {
+            return Err(format!(
+                "passes through the symlink {link} the package created"
+            ));
+        }
+        // A second entry for a path would replace the first on extraction (and could turn
+        // a checked file into a symlink after the fact): refused.
+        if !self.seen.insert(path.to_owned()) {
+            return Err("appears twice in the package".into());
+        }
+        Ok(())
+    }
+
+    /// The normalized target of a hardlink inside `prefix`, or why it is refused.
+    fn hardlink_target(&self, target: &Path, prefix: &str) -> Result<String, String> {
+        let t = layout::normalize(target).filter(|t| layout::is_inside(t, prefix) && t != prefix);
+        let Some(t) = t else {
+            return Err(format!(
+                "is a hardlink to '{}', outside the package",
+                target.display()
+            ));
+        };
+        if !self.files.contains(&t) || through_symlink(&t, &self.symlinks).is_some() {
+            return Err(format!(
+                "is a hardlink to '{t}', which is not an earlier regular file of the package"
+            ));
+        }
+        Ok(t)
+    }
 }
 
 /// The first proper ancestor of `path` that is a symlink the package created, if any.

@@ -103,9 +103,126 @@ pub fn is_shared_dir(path: &str) -> bool {
         }
 }
 
+/// Where a package's tar entry lies, by [`PrefixGuard::place`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Place {
+    /// A parent directory of the prefix (`hab`, ..., `hab/pkgs/O/N/V`): writers synthesize
+    /// these themselves, so the entry is skipped.
+    Parent,
+    /// Inside the prefix; the path relative to it (empty for the prefix itself).
+    Inside(String),
+}
+
+/// Why an entry is refused, by [`PrefixGuard::place`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Violation {
+    /// Absolute, with `..`, not UTF-8, or not under any `hab/pkgs/O/N/V/R/`.
+    Outside,
+    /// Under (or a parent directory of) another package's prefix than `prefix`
+    /// (`hab/pkgs/O/N/V/R`); `entry` is the offending entry (an earlier parent-shaped
+    /// directory, when it is the one found out only now).
+    OtherPackage { entry: String, prefix: String },
+}
+
+/// The package-prefix rules, entry by entry in tar order: every entry lies in one
+/// `hab/pkgs/O/N/V/R/` prefix or is a parent directory of it. The prefix is known up front
+/// (a package whose ident is known) or taken from the first entry inside one; a
+/// parent-shaped directory seen before that must turn out to be a parent of it. The one
+/// implementation of the rule: the metadata reader and the layer rewriter both use it, so
+/// they accept exactly the same packages.
+#[derive(Debug, Default)]
+pub struct PrefixGuard {
+    prefix: Option<String>,
+    early_parents: Vec<String>,
+}
+
+impl PrefixGuard {
+    /// A guard for a package whose ident is `known` (else the first entry decides).
+    pub fn new(known: Option<&PackageIdent>) -> PrefixGuard {
+        PrefixGuard {
+            prefix: known.map(prefix),
+            early_parents: Vec::new(),
+        }
+    }
+
+    /// The prefix (`hab/pkgs/O/N/V/R`), once known.
+    pub fn prefix(&self) -> Option<&str> {
+        self.prefix.as_deref()
+    }
+
+    /// Places one entry: `path` as [`normalize`] gives it (`None`: it did not normalize).
+    pub fn place(&mut self, path: Option<&str>, is_dir: bool) -> Result<Place, Violation> {
+        let path = path.ok_or(Violation::Outside)?;
+        let other = |entry: &str, prefix: &str| Violation::OtherPackage {
+            entry: entry.to_owned(),
+            prefix: prefix.to_owned(),
+        };
+        if is_dir && is_parent_dir(path) {
+            match &self.prefix {
+                Some(p) if !is_parent_of(path, p) => return Err(other(path, p)),
+                Some(_) => {}
+                None => self.early_parents.push(path.to_owned()),
+            }
+            return Ok(Place::Parent);
+        }
+        let (this, rest) = split_prefix(path).ok_or(Violation::Outside)?;
+        let this = format!("hab/pkgs/{this}");
+        match &self.prefix {
+            Some(p) if *p != this => Err(other(path, p)),
+            Some(_) => Ok(Place::Inside(rest.to_owned())),
+            None => {
+                if let Some(d) = self.early_parents.iter().find(|d| !is_parent_of(d, &this)) {
+                    return Err(other(d, &this));
+                }
+                self.prefix = Some(this);
+                Ok(Place::Inside(rest.to_owned()))
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_guard_takes_the_first_prefix_and_checks_earlier_parents() {
+        let mut g = PrefixGuard::new(None);
+        assert_eq!(g.place(Some("hab/pkgs/a/b"), true), Ok(Place::Parent));
+        assert_eq!(
+            g.place(Some("hab/pkgs/a/b/1/2/bin/x"), false),
+            Ok(Place::Inside("bin/x".into()))
+        );
+        assert_eq!(g.prefix(), Some("hab/pkgs/a/b/1/2"));
+        assert!(matches!(
+            g.place(Some("hab/pkgs/a/b/9"), true),
+            Err(Violation::OtherPackage { .. })
+        ));
+        assert!(matches!(
+            g.place(Some("hab/pkgs/c/d/1/2/x"), false),
+            Err(Violation::OtherPackage { .. })
+        ));
+        assert_eq!(g.place(None, false), Err(Violation::Outside));
+        assert_eq!(g.place(Some("etc/passwd"), false), Err(Violation::Outside));
+        // A parent of another version before the files: refused once the prefix shows.
+        let mut g = PrefixGuard::new(None);
+        assert_eq!(g.place(Some("hab/pkgs/a/b/9"), true), Ok(Place::Parent));
+        assert_eq!(
+            g.place(Some("hab/pkgs/a/b/1/2/x"), false),
+            Err(Violation::OtherPackage {
+                entry: "hab/pkgs/a/b/9".into(),
+                prefix: "hab/pkgs/a/b/1/2".into()
+            })
+        );
+        // Known up front: the same rules, from the first entry.
+        let id = PackageIdent::parse_fq("a/b/1/2").expect("ident");
+        let mut g = PrefixGuard::new(Some(&id));
+        assert!(g.place(Some("hab/pkgs/a/b/9"), true).is_err());
+        assert_eq!(
+            g.place(Some("hab/pkgs/a/b/1/2"), true),
+            Ok(Place::Inside(String::new()))
+        );
+    }
 
     #[test]
     fn prefixes() {

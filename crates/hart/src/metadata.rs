@@ -198,63 +198,33 @@ pub fn metadata_from_tar(
         source,
     };
     let mut archive = tar::Archive::new(reader);
-    let mut prefix: Option<String> = None;
-    let mut files = BTreeMap::new();
-    let (mut entries, mut unpacked_size) = (0u64, 0u64);
-    let (mut is_service, mut has_install_hook) = (false, false);
-    let mut setuid: Vec<String> = Vec::new();
-    let mut run_script: Option<String> = None;
-    // Non-directory entries as (parent, name) relative to the prefix; filtered against
-    // PATH at the end, since PATH may come after them in the tar.
-    let mut leaves: Vec<(String, String)> = Vec::new();
-    // Parent-shaped directories seen before the prefix is known: each must turn out to be
-    // a parent of it (the rewriter applies the same rule, `layout::is_parent_of`).
-    let mut early_parents: Vec<String> = Vec::new();
-    let other_package = |entry: &str, p: &str| {
-        meta_err(format!(
-            "tar entry '{entry}' belongs to another package than hab/pkgs/{p}"
-        ))
-    };
+    let mut scan = Scan::default();
+    let mut guard = layout::PrefixGuard::new(None);
     for entry in archive.entries().map_err(payload_err)? {
         let mut entry = entry.map_err(payload_err)?;
-        entries += 1;
+        scan.entries += 1;
         let entry_path = entry.path().map_err(payload_err)?.into_owned();
         let normalized = layout::normalize(&entry_path);
-        let Some((this_prefix, rest)) = normalized.as_deref().and_then(layout::split_prefix) else {
-            if let Some(dir) = normalized
-                .as_deref()
-                .filter(|d| entry.header().entry_type().is_dir() && layout::is_parent_dir(d))
-            {
-                match &prefix {
-                    Some(p) if !layout::is_parent_of(dir, &format!("hab/pkgs/{p}")) => {
-                        return Err(other_package(&entry_path.display().to_string(), p));
-                    }
-                    Some(_) => {}
-                    None => early_parents.push(dir.to_owned()),
-                }
-                continue;
+        let rest = match guard.place(normalized.as_deref(), entry.header().entry_type().is_dir()) {
+            Ok(layout::Place::Parent) => continue,
+            Ok(layout::Place::Inside(rest)) => rest,
+            Err(layout::Violation::Outside) => {
+                return Err(meta_err(format!(
+                    "tar entry '{}' is outside hab/pkgs/ORIGIN/NAME/VERSION/RELEASE/",
+                    entry_path.display()
+                )));
             }
-            return Err(meta_err(format!(
-                "tar entry '{}' is outside hab/pkgs/ORIGIN/NAME/VERSION/RELEASE/",
-                entry_path.display()
-            )));
+            Err(layout::Violation::OtherPackage { entry, prefix }) => {
+                let entry = if normalized.as_deref() == Some(entry.as_str()) {
+                    entry_path.display().to_string()
+                } else {
+                    entry
+                };
+                return Err(meta_err(format!(
+                    "tar entry '{entry}' belongs to another package than {prefix}"
+                )));
+            }
         };
-        match &prefix {
-            None => {
-                let full = format!("hab/pkgs/{this_prefix}");
-                if let Some(d) = early_parents
-                    .iter()
-                    .find(|d| !layout::is_parent_of(d, &full))
-                {
-                    return Err(other_package(d, this_prefix));
-                }
-                prefix = Some(this_prefix.to_owned());
-            }
-            Some(p) if *p != this_prefix => {
-                return Err(other_package(&entry_path.display().to_string(), p));
-            }
-            Some(_) => {}
-        }
         let rest: Vec<String> = if rest.is_empty() {
             Vec::new()
         } else {
@@ -262,27 +232,27 @@ pub fn metadata_from_tar(
         };
         let kind = entry.header().entry_type();
         if kind.is_file() {
-            unpacked_size += entry.size();
+            scan.unpacked_size += entry.size();
             if entry.header().mode().is_ok_and(|m| m & 0o6000 != 0) {
-                setuid.push(rest.join("/"));
+                scan.setuid.push(rest.join("/"));
             }
         }
         if !kind.is_dir()
             && let Some((name, parent)) = rest.split_last()
         {
-            leaves.push((parent.join("/"), name.clone()));
+            scan.leaves.push((parent.join("/"), name.clone()));
         }
         let rest: Vec<&str> = rest.iter().map(String::as_str).collect();
         match rest.as_slice() {
             ["run"] => {
-                is_service = true;
-                run_script = Some("run".into());
+                scan.is_service = true;
+                scan.run_script = Some("run".into());
             }
             ["hooks", "run"] => {
-                is_service = true;
-                run_script.get_or_insert_with(|| "hooks/run".into());
+                scan.is_service = true;
+                scan.run_script.get_or_insert_with(|| "hooks/run".into());
             }
-            ["hooks", "install"] => has_install_hook = true,
+            ["hooks", "install"] => scan.has_install_hook = true,
             [name] if kind.is_file() && METAFILES.contains(name) => {
                 if entry.size() > MAX_METAFILE {
                     return Err(meta_err(format!(
@@ -297,8 +267,12 @@ pub fn metadata_from_tar(
                     .map_err(payload_err)?;
                 let text = String::from_utf8(buf)
                     .map_err(|_| meta_err(format!("metadata file {name} is not UTF-8 text")))?;
-                files.insert((*name).to_owned(), text.trim().to_owned());
-                if stop_at_ident && files.contains_key("IDENT") && files.contains_key("TARGET") {
+                scan.files
+                    .insert((*name).to_owned(), text.trim().to_owned());
+                if stop_at_ident
+                    && scan.files.contains_key("IDENT")
+                    && scan.files.contains_key("TARGET")
+                {
                     break;
                 }
             }
@@ -310,87 +284,128 @@ pub fn metadata_from_tar(
         // stream's own checks and the re-hash of the file (see `payload`) both run.
         std::io::copy(&mut archive.into_inner(), &mut std::io::sink()).map_err(payload_err)?;
     }
-    let prefix = prefix.ok_or_else(|| meta_err("the package holds no files".into()))?;
-    let ident_text = files
-        .get("IDENT")
-        .ok_or_else(|| meta_err("the package has no IDENT file".into()))?;
-    let ident = PackageIdent::parse_fq(ident_text).map_err(|e| meta_err(format!("IDENT: {e}")))?;
-    let prefix_ident = prefix;
-    if ident.to_string() != prefix_ident {
-        return Err(meta_err(format!(
-            "IDENT says {ident} but the files are under hab/pkgs/{prefix_ident}"
-        )));
-    }
-    let target = files
-        .get("TARGET")
-        .ok_or_else(|| meta_err("the package has no TARGET file".into()))
-        .and_then(|t| PackageTarget::parse(t).map_err(|e| meta_err(format!("TARGET: {e}"))))?;
-    let idents = |name: &str| -> Result<Vec<PackageIdent>, HartError> {
-        let Some(text) = files.get(name) else {
-            return Ok(Vec::new());
-        };
-        text.lines()
-            .map(str::trim)
-            .filter(|l| !l.is_empty())
-            .map(|l| PackageIdent::parse_fq(l).map_err(|e| meta_err(format!("{name}: {e}"))))
-            .collect()
-    };
-    let deps = idents("DEPS")?;
-    let tdeps = idents("TDEPS")?;
-    let build_deps = idents("BUILD_DEPS")?;
-    if tdeps.contains(&ident) || deps.contains(&ident) {
-        return Err(meta_err(format!(
-            "{ident} lists itself as its own dependency"
-        )));
-    }
-    let own_prefix = format!("/{}", layout::prefix(&ident));
-    let path_dirs: Vec<String> = files
-        .get("PATH")
-        .map(|p| {
-            p.split(':')
-                .filter(|d| Path::new(d).starts_with(&own_prefix))
-                .map(str::to_owned)
+    let prefix = guard
+        .prefix()
+        .and_then(|p| p.strip_prefix("hab/pkgs/"))
+        .ok_or_else(|| meta_err("the package holds no files".into()))?;
+    scan.into_metadata(prefix, &meta_err)
+}
+
+/// What one pass over a package's tar gathers.
+#[derive(Default)]
+struct Scan {
+    files: BTreeMap<String, String>,
+    entries: u64,
+    unpacked_size: u64,
+    is_service: bool,
+    has_install_hook: bool,
+    setuid: Vec<String>,
+    run_script: Option<String>,
+    /// Non-directory entries as (parent, name) relative to the prefix; filtered against
+    /// PATH at the end, since PATH may come after them in the tar.
+    leaves: Vec<(String, String)>,
+}
+
+impl Scan {
+    /// The metadata of a package whose entries lie under `hab/pkgs/PREFIX`: its metafiles
+    /// parsed and checked against the prefix.
+    fn into_metadata(
+        self,
+        prefix: &str,
+        meta_err: &dyn Fn(String) -> HartError,
+    ) -> Result<PackageMetadata, HartError> {
+        let Scan {
+            files,
+            entries,
+            unpacked_size,
+            is_service,
+            has_install_hook,
+            setuid,
+            run_script,
+            leaves,
+        } = self;
+        let ident_text = files
+            .get("IDENT")
+            .ok_or_else(|| meta_err("the package has no IDENT file".into()))?;
+        let ident =
+            PackageIdent::parse_fq(ident_text).map_err(|e| meta_err(format!("IDENT: {e}")))?;
+        let prefix_ident = prefix;
+        if ident.to_string() != prefix_ident {
+            return Err(meta_err(format!(
+                "IDENT says {ident} but the files are under hab/pkgs/{prefix_ident}"
+            )));
+        }
+        let target = files
+            .get("TARGET")
+            .ok_or_else(|| meta_err("the package has no TARGET file".into()))
+            .and_then(|t| PackageTarget::parse(t).map_err(|e| meta_err(format!("TARGET: {e}"))))?;
+        let idents = |name: &str| -> Result<Vec<PackageIdent>, HartError> {
+            let Some(text) = files.get(name) else {
+                return Ok(Vec::new());
+            };
+            text.lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .map(|l| PackageIdent::parse_fq(l).map_err(|e| meta_err(format!("{name}: {e}"))))
                 .collect()
-        })
-        .unwrap_or_default();
-    let binaries = {
-        let dirs: Vec<String> = path_dirs
-            .iter()
-            .map(|d: &String| {
-                d.strip_prefix(&own_prefix)
-                    .unwrap_or_default()
-                    .trim_matches('/')
-                    .to_owned()
+        };
+        let deps = idents("DEPS")?;
+        let tdeps = idents("TDEPS")?;
+        let build_deps = idents("BUILD_DEPS")?;
+        if tdeps.contains(&ident) || deps.contains(&ident) {
+            return Err(meta_err(format!(
+                "{ident} lists itself as its own dependency"
+            )));
+        }
+        let own_prefix = format!("/{}", layout::prefix(&ident));
+        let path_dirs: Vec<String> = files
+            .get("PATH")
+            .map(|p| {
+                p.split(':')
+                    .filter(|d| Path::new(d).starts_with(&own_prefix))
+                    .map(str::to_owned)
+                    .collect()
             })
-            .collect();
-        leaves
-            .into_iter()
-            .filter(|(parent, _)| dirs.contains(parent))
-            .map(|(parent, name)| format!("{own_prefix}/{parent}/{name}"))
-            .collect()
-    };
-    let word = |name: &str| files.get(name).filter(|s| !s.is_empty()).cloned();
-    Ok(PackageMetadata {
-        exposes: files
-            .get("EXPOSES")
-            .map(|e| e.split_whitespace().map(str::to_owned).collect())
-            .unwrap_or_default(),
-        svc_user: word("SVC_USER"),
-        svc_group: word("SVC_GROUP"),
-        shutdown_signal: word("SHUTDOWN_SIGNAL"),
-        ident,
-        target,
-        deps,
-        tdeps,
-        build_deps,
-        path: path_dirs,
-        binaries,
-        is_service,
-        run_script,
-        has_install_hook,
-        setuid,
-        entries,
-        unpacked_size,
-        files,
-    })
+            .unwrap_or_default();
+        let binaries = {
+            let dirs: Vec<String> = path_dirs
+                .iter()
+                .map(|d: &String| {
+                    d.strip_prefix(&own_prefix)
+                        .unwrap_or_default()
+                        .trim_matches('/')
+                        .to_owned()
+                })
+                .collect();
+            leaves
+                .into_iter()
+                .filter(|(parent, _)| dirs.contains(parent))
+                .map(|(parent, name)| format!("{own_prefix}/{parent}/{name}"))
+                .collect()
+        };
+        let word = |name: &str| files.get(name).filter(|s| !s.is_empty()).cloned();
+        Ok(PackageMetadata {
+            exposes: files
+                .get("EXPOSES")
+                .map(|e| e.split_whitespace().map(str::to_owned).collect())
+                .unwrap_or_default(),
+            svc_user: word("SVC_USER"),
+            svc_group: word("SVC_GROUP"),
+            shutdown_signal: word("SHUTDOWN_SIGNAL"),
+            ident,
+            target,
+            deps,
+            tdeps,
+            build_deps,
+            path: path_dirs,
+            binaries,
+            is_service,
+            run_script,
+            has_install_hook,
+            setuid,
+            entries,
+            unpacked_size,
+            files,
+        })
+    }
 }

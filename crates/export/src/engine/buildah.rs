@@ -6,8 +6,8 @@ use std::process::Command;
 
 use super::context::Context;
 use super::{
-    EngineHost, EngineOptions, EngineRefusal, EngineReport, Prepared, auth_dir, cached_copy_steps,
-    major_minor, missing, run, tag_args,
+    EngineHost, EngineOptions, EngineRefusal, EngineReport, Prepared, major_minor, missing, run,
+    tag_args,
 };
 use crate::ExportError;
 use crate::naming::{Naming, parse_reference};
@@ -68,11 +68,7 @@ pub(super) fn build(
     host: &dyn EngineHost,
 ) -> Result<EngineReport, ExportError> {
     let o = &p.opts;
-    let auth = o
-        .credentials
-        .as_ref()
-        .map(|c| auth_dir(&p.registry, c))
-        .transpose()?;
+    let auth = p.auth()?;
     let authfile: Vec<String> = auth
         .as_ref()
         .map(|d| {
@@ -111,34 +107,24 @@ pub(super) fn build(
         args.extend(tls.iter().cloned());
         args.extend(authfile.iter().cloned());
     }
-    if let Some(m) = &o.memory {
-        args.extend(["--memory".into(), m.clone()]);
-    }
-    args.extend(o.engine_args.iter().cloned());
-    args.push(ctx.dir.display().to_string());
+    p.finish_build_args(&mut args, ctx);
     host.step(&format!(
         "Building with buildah {} ({} COPY steps)",
         p.version, ctx.copy_steps
     ));
-    let ran = run("buildah", &p.binary, &args, &[], host)?;
-    let cached = cached_copy_steps(&ran.lines);
-    let image_id = std::fs::read_to_string(&iid)
-        .map(|s| s.trim().to_owned())
-        .unwrap_or_default();
+    let built = p.run_build("buildah", &args, &[], &iid, host)?;
     let mut report = EngineReport {
         engine: "buildah".into(),
         version: p.version.clone(),
         builder: None,
-        command: std::iter::once(p.binary.display().to_string())
-            .chain(args.iter().cloned())
-            .collect(),
+        command: built.command,
         cache_from: p.cache_from.iter().map(|r| repository(r)).collect(),
         cache_from_unavailable: Vec::new(),
         inline_cache: false,
         cache_to: o.cache_to.as_deref().map(repository),
         copy_steps: ctx.copy_steps,
-        cached_steps: cached,
-        image_id,
+        cached_steps: built.cached,
+        image_id: built.image_id,
         reproducible_layers:
             "package layers: only through the cache (cache sources and --cache-to)".into(),
         pushed: Vec::new(),
@@ -162,9 +148,7 @@ pub(super) fn build(
         }
     }
     if o.rm_image {
-        let mut rmi = vec!["rmi".to_owned()];
-        rmi.extend(naming.references());
-        run("buildah", &p.binary, &rmi, &[], host)?;
+        p.remove_image("buildah", naming, &[], &[], host)?;
         report.removed = true;
     }
     Ok(report)

@@ -7,8 +7,8 @@ use std::process::Command;
 
 use super::context::Context;
 use super::{
-    DockerBuilder, EngineHost, EngineOptions, EngineRefusal, EngineReport, Prepared, auth_dir,
-    cached_copy_steps, major_minor, missing, run, tag_args,
+    DockerBuilder, EngineHost, EngineOptions, EngineRefusal, EngineReport, Prepared, major_minor,
+    missing, run, tag_args,
 };
 use crate::ExportError;
 use crate::naming::Naming;
@@ -114,11 +114,7 @@ pub(super) fn build(
 ) -> Result<EngineReport, ExportError> {
     let o = &p.opts;
     let builder = p.builder.unwrap_or(DockerBuilder::Legacy);
-    let auth = o
-        .credentials
-        .as_ref()
-        .map(|c| auth_dir(&p.registry, c))
-        .transpose()?;
+    let auth = p.auth()?;
     let global: Vec<String> = auth
         .as_ref()
         .map(|d| vec!["--config".to_owned(), d.path().display().to_string()])
@@ -133,32 +129,11 @@ pub(super) fn build(
     )];
     let with =
         |rest: &[String]| -> Vec<String> { global.iter().chain(rest.iter()).cloned().collect() };
-    let mut used = Vec::new();
-    let mut unavailable = Vec::new();
-    if builder == DockerBuilder::Legacy {
-        // The legacy builder only uses cache sources that are local images.
-        for r in &p.cache_from {
-            host.step(&format!("Pulling cache source {r}"));
-            match run(
-                "docker",
-                &p.binary,
-                &with(&["pull".into(), r.clone()]),
-                &env,
-                host,
-            ) {
-                Ok(_) => used.push(r.clone()),
-                Err(e) => {
-                    host.warning(&format!(
-                        "cache source {r} could not be pulled ({}); building without it",
-                        first_line(&e)
-                    ));
-                    unavailable.push(r.clone());
-                }
-            }
-        }
+    let (used, unavailable) = if builder == DockerBuilder::Legacy {
+        pull_cache_sources(p, &global, &env, host)
     } else {
-        used = p.cache_from.clone();
-    }
+        (p.cache_from.clone(), Vec::new())
+    };
     let iid_dir = hab_oci_fs::temp::dir_in(&std::env::temp_dir(), "iid")
         .map_err(|e| ExportError::Engine(e.to_string()))?;
     let iid = iid_dir.path().join("iid");
@@ -179,36 +154,25 @@ pub(super) fn build(
     if p.inline_cache {
         args.extend(["--build-arg".into(), "BUILDKIT_INLINE_CACHE=1".into()]);
     }
-    if let Some(m) = &o.memory {
-        args.extend(["--memory".into(), m.clone()]);
-    }
-    args.extend(o.engine_args.iter().cloned());
-    args.push(ctx.dir.display().to_string());
+    p.finish_build_args(&mut args, ctx);
     host.step(&format!(
         "Building with docker ({} builder, {} COPY steps)",
         builder.name(),
         ctx.copy_steps
     ));
-    let args = with(&args);
-    let ran = run("docker", &p.binary, &args, &env, host)?;
-    let cached = cached_copy_steps(&ran.lines);
-    let image_id = std::fs::read_to_string(&iid)
-        .map(|s| s.trim().to_owned())
-        .unwrap_or_default();
+    let built = p.run_build("docker", &with(&args), &env, &iid, host)?;
     let mut report = EngineReport {
         engine: "docker".into(),
         version: p.version.clone(),
         builder: Some(builder.name().into()),
-        command: std::iter::once(p.binary.display().to_string())
-            .chain(args.iter().cloned())
-            .collect(),
+        command: built.command,
         cache_from: used,
         cache_from_unavailable: unavailable,
         inline_cache: p.inline_cache,
         cache_to: None,
         copy_steps: ctx.copy_steps,
-        cached_steps: cached,
-        image_id,
+        cached_steps: built.cached,
+        image_id: built.image_id,
         reproducible_layers: match builder {
             DockerBuilder::Legacy => LEGACY_REPRODUCIBLE.into(),
             DockerBuilder::BuildKit => BUILDKIT_REPRODUCIBLE.into(),
@@ -217,31 +181,64 @@ pub(super) fn build(
         removed: false,
     };
     if o.push {
-        for r in naming.references() {
-            host.step(&format!("Pushing {r}"));
-            let ran = run(
-                "docker",
-                &p.binary,
-                &with(&["push".into(), r.clone()]),
-                &env,
-                host,
-            )?;
-            // "latest: digest: sha256:… size: 1234"
-            let digest = ran.lines.iter().find_map(|l| {
-                l.split_once("digest: ")
-                    .and_then(|(_, d)| d.split_whitespace().next())
-                    .map(str::to_owned)
-            });
-            report
-                .pushed
-                .push(format!("{r}@{}", digest.unwrap_or_default()));
-        }
+        report.pushed = push(p, naming, &global, &env, host)?;
     }
     if o.rm_image {
-        let mut rmi = vec!["rmi".to_owned()];
-        rmi.extend(naming.references());
-        run("docker", &p.binary, &with(&rmi), &env, host)?;
+        p.remove_image("docker", naming, &global, &env, host)?;
         report.removed = true;
     }
     Ok(report)
+}
+
+/// The legacy builder only uses cache sources that are local images: each is pulled
+/// first; one that cannot be is a warning. Returns (used, unavailable).
+fn pull_cache_sources(
+    p: &Prepared,
+    global: &[String],
+    env: &[(&str, &str)],
+    host: &dyn EngineHost,
+) -> (Vec<String>, Vec<String>) {
+    let mut used = Vec::new();
+    let mut unavailable = Vec::new();
+    for r in &p.cache_from {
+        host.step(&format!("Pulling cache source {r}"));
+        let mut args = global.to_vec();
+        args.extend(["pull".into(), r.clone()]);
+        match run("docker", &p.binary, &args, env, host) {
+            Ok(_) => used.push(r.clone()),
+            Err(e) => {
+                host.warning(&format!(
+                    "cache source {r} could not be pulled ({}); building without it",
+                    first_line(&e)
+                ));
+                unavailable.push(r.clone());
+            }
+        }
+    }
+    (used, unavailable)
+}
+
+/// `docker push` of every reference; returns each as `REF@DIGEST`.
+fn push(
+    p: &Prepared,
+    naming: &Naming,
+    global: &[String],
+    env: &[(&str, &str)],
+    host: &dyn EngineHost,
+) -> Result<Vec<String>, ExportError> {
+    let mut pushed = Vec::new();
+    for r in naming.references() {
+        host.step(&format!("Pushing {r}"));
+        let mut args = global.to_vec();
+        args.extend(["push".into(), r.clone()]);
+        let ran = run("docker", &p.binary, &args, env, host)?;
+        // "latest: digest: sha256:… size: 1234"
+        let digest = ran.lines.iter().find_map(|l| {
+            l.split_once("digest: ")
+                .and_then(|(_, d)| d.split_whitespace().next())
+                .map(str::to_owned)
+        });
+        pushed.push(format!("{r}@{}", digest.unwrap_or_default()));
+    }
+    Ok(pushed)
 }

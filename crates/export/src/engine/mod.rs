@@ -199,6 +199,74 @@ impl Prepared {
     }
 }
 
+/// What an engine's build command did.
+pub(crate) struct BuildRun {
+    /// The command line, binary first.
+    pub(crate) command: Vec<String>,
+    /// `COPY` steps its log reports as taken from its cache.
+    pub(crate) cached: usize,
+    /// What it wrote to `--iidfile`.
+    pub(crate) image_id: String,
+}
+
+impl Prepared {
+    /// A docker-config directory with the login for the image's registry (removed when
+    /// dropped), when credentials were given.
+    pub(crate) fn auth(&self) -> Result<Option<tempfile::TempDir>, ExportError> {
+        self.opts
+            .credentials
+            .as_ref()
+            .map(|c| auth_dir(&self.registry, c))
+            .transpose()
+    }
+
+    /// The end of every build command: the memory limit, the passthrough arguments, and
+    /// the context directory.
+    pub(crate) fn finish_build_args(&self, args: &mut Vec<String>, ctx: &context::Context) {
+        if let Some(m) = &self.opts.memory {
+            args.extend(["--memory".into(), m.clone()]);
+        }
+        args.extend(self.opts.engine_args.iter().cloned());
+        args.push(ctx.dir.display().to_string());
+    }
+
+    /// Runs the build command `args`, whose `--iidfile` is `iid`.
+    pub(crate) fn run_build(
+        &self,
+        engine: &str,
+        args: &[String],
+        env: &[(&str, &str)],
+        iid: &Path,
+        host: &dyn EngineHost,
+    ) -> Result<BuildRun, ExportError> {
+        let ran = run(engine, &self.binary, args, env, host)?;
+        Ok(BuildRun {
+            command: std::iter::once(self.binary.display().to_string())
+                .chain(args.iter().cloned())
+                .collect(),
+            cached: cached_copy_steps(&ran.lines),
+            image_id: std::fs::read_to_string(iid)
+                .map(|s| s.trim().to_owned())
+                .unwrap_or_default(),
+        })
+    }
+
+    /// `rmi` of every reference of the image, with `global` arguments first.
+    pub(crate) fn remove_image(
+        &self,
+        engine: &str,
+        naming: &Naming,
+        global: &[String],
+        env: &[(&str, &str)],
+        host: &dyn EngineHost,
+    ) -> Result<(), ExportError> {
+        let mut rmi: Vec<String> = global.to_vec();
+        rmi.push("rmi".to_owned());
+        rmi.extend(naming.references());
+        run(engine, &self.binary, &rmi, env, host).map(drop)
+    }
+}
+
 /// Checks everything before any work: the engine binary and daemon answer, the options
 /// make sense for this engine and version, the cache references parse.
 pub fn prepare(
