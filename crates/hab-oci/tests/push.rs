@@ -1,10 +1,17 @@
 //! `hab-oci export --push-image` against a real docker-registry on loopback (started by
-//! scripts/test.sh): only missing blobs are uploaded, no-op pushes write nothing, blobs of
-//! another repository are mounted, and the pushed image pulls and runs in docker.
+//! scripts/services.sh): only missing blobs are uploaded, no-op pushes write nothing, blobs of
+//! another repository are mounted, the pushed image pulls and runs in docker, TLS with a
+//! private CA and docker's credential sources. What a registry does wrong (500s, cut
+//! connections, 429 with `Retry-After`, 413 above a body limit, refused manifests, bearer
+//! tokens that lapse) is played by testkit's in-process fake registry, whose log shows every
+//! request the binary made: those tests need no service.
 
 use std::path::Path;
 use std::process::Command as StdCommand;
 
+use hab_oci_testkit::registry::{
+    Auth, FakeRegistry, Faults, LoggedRequest, RegistryConfig, TokenAuth, UploadFailure,
+};
 use predicates::prelude::*;
 
 mod common;
@@ -23,6 +30,69 @@ fn push(tmp: &Path, cwd: &Path, args: &[&str]) -> serde_json::Value {
 
 fn n(v: &serde_json::Value, k: &str) -> u64 {
     v[k].as_u64().unwrap_or_else(|| panic!("{k} in {v}"))
+}
+
+/// The repository `example/hello` is pushed to under `--registry-url ADDR/team`.
+const HELLO: &str = "team/example/hello";
+
+/// An anonymous fake registry (testkit) on 127.0.0.1 with these faults; hab-oci speaks plain
+/// HTTP to it, as to any loopback registry.
+fn fake(faults: Faults) -> FakeRegistry {
+    FakeRegistry::start_with(RegistryConfig {
+        faults,
+        ..RegistryConfig::default()
+    })
+    .expect("fake registry")
+}
+
+/// `example/hello` from the examples, pushed to `REGISTRY/team` (`--jobs 1`: one request at a
+/// time, so the log is in the order the push made its requests).
+fn hello_args<'a>(ex: &'a str, registry_url: &'a str) -> [&'a str; 8] {
+    [
+        "--source",
+        ex,
+        "--no-supervisor",
+        "--jobs",
+        "1",
+        "--registry-url",
+        registry_url,
+        "example/hello",
+    ]
+}
+
+/// The manifest digest of a report's first reference (`…@sha256:…`).
+fn pushed_digest(report: &serde_json::Value) -> String {
+    report["references"][0]
+        .as_str()
+        .expect("ref")
+        .rsplit_once('@')
+        .expect("@")
+        .1
+        .to_owned()
+}
+
+/// `METHOD PATH -> STATUS` of each logged request, for failure messages.
+fn lines(log: &[LoggedRequest]) -> Vec<String> {
+    log.iter()
+        .map(|r| format!("{} {} -> {}", r.method, r.path, r.status))
+        .collect()
+}
+
+/// The `digest` of each upload request (the final `PUT ?digest=`), in order.
+fn upload_digests(log: &[LoggedRequest]) -> Vec<String> {
+    log.iter()
+        .filter(|r| r.is_upload())
+        .filter_map(|r| r.param("digest"))
+        .collect()
+}
+
+/// Tags are written last: every manifest PUT comes after every blob upload.
+fn assert_tags_last(log: &[LoggedRequest]) {
+    let last_upload = log.iter().rposition(LoggedRequest::is_upload);
+    let first_manifest = log.iter().position(LoggedRequest::is_manifest_put);
+    if let (Some(u), Some(m)) = (last_upload, first_manifest) {
+        assert!(u < m, "a blob went up after a tag: {:#?}", lines(log));
+    }
 }
 
 fn push_runs_and_a_second_push_is_a_no_op() {
@@ -241,37 +311,33 @@ fn only_changed_packages_are_uploaded_and_other_repositories_mount() {
 }
 
 fn a_registry_that_rejects_the_manifest_or_an_unknown_host_is_a_clear_error() {
-    let reg = registry();
+    let reg = fake(Faults {
+        reject_manifests: true,
+        ..Faults::default()
+    });
     let tmp = tempfile::tempdir().expect("tmp");
     let t = tmp.path();
     let ex = repo("examples").display().to_string();
-    let proxy = FaultProxy::start_with(
-        reg,
-        Faults {
-            reject_manifests: true,
-            ..Faults::default()
-        },
-    );
     hab_oci(t)
         .current_dir(t)
-        .args([
-            "export",
-            "--push-image",
-            "--source",
-            &ex,
-            "--no-supervisor",
-            "example/hello",
-        ])
-        .args([
-            "--registry-url",
-            &format!("{}/reject-{}", proxy.addr, std::process::id()),
-        ])
+        .args(["export", "--push-image"])
+        .args(hello_args(&ex, &reg.repository("team")))
         .assert()
         .code(1)
         .stderr(
             predicate::str::contains("writing tag latest")
                 .and(predicate::str::contains("MANIFEST_INVALID")),
         );
+    // The blobs went up, the one manifest PUT was refused, and no tag exists.
+    let log = reg.log();
+    let manifests: Vec<u16> = log
+        .iter()
+        .filter(|r| r.is_manifest_put())
+        .map(|r| r.status)
+        .collect();
+    assert_eq!(manifests, [400], "{:#?}", lines(&log));
+    assert_eq!(upload_digests(&log).len(), 5, "{:#?}", lines(&log));
+    assert_eq!(reg.tags(HELLO), Vec::<String>::new());
     hab_oci(t)
         .current_dir(t)
         .args([
@@ -492,275 +558,98 @@ fn credentials_come_from_docker_config_helpers_and_registry_auth_file() {
     .success();
 }
 
-/// Faults a [`FaultProxy`] injects.
-#[derive(Clone, Default)]
-struct Faults {
-    /// The first this many blob uploads (`PUT …/blobs/uploads/…`) are answered 500 or cut
-    /// off mid-body, alternately.
-    fail_uploads: usize,
-    /// Every manifest PUT is refused as a registry refuses a media type it does not accept.
-    reject_manifests: bool,
-    /// The first this many blob uploads are answered `429` with this `Retry-After`.
-    throttle_uploads: usize,
-    retry_after: &'static str,
-    /// Upload PUTs with a larger body are answered `413`, as a proxy with a body limit does.
-    max_put_body: Option<u64>,
-}
-
-/// A loopback HTTP proxy in front of the registry that injects [`Faults`] and logs every
-/// request line with its arrival time and the answer's status. Every forwarded request gets
-/// `Connection: close`, so each request has its own connection and the proxy sees them all.
-struct FaultProxy {
-    addr: String,
-    uploads_seen: std::sync::Arc<std::sync::atomic::AtomicUsize>,
-    log: std::sync::Arc<std::sync::Mutex<Vec<(std::time::Instant, String, u16)>>>,
-}
-
-impl FaultProxy {
-    fn start(upstream: String, fail: usize) -> FaultProxy {
-        FaultProxy::start_with(
-            upstream,
-            Faults {
-                fail_uploads: fail,
-                ..Faults::default()
-            },
-        )
-    }
-
-    fn requests(&self, method_and_path: &str) -> usize {
-        self.log
-            .lock()
-            .expect("log")
-            .iter()
-            .filter(|(_, l, _)| l.starts_with(method_and_path) || l.contains(method_and_path))
-            .count()
-    }
-
-    fn start_with(upstream: String, faults: Faults) -> FaultProxy {
-        use std::io::{Read, Write};
-        use std::net::{TcpListener, TcpStream};
-        use std::sync::atomic::{AtomicUsize, Ordering};
-        use std::sync::{Arc, Mutex};
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-        let addr = listener.local_addr().expect("addr").to_string();
-        let uploads_seen = Arc::new(AtomicUsize::new(0));
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let (seen, log2) = (uploads_seen.clone(), log.clone());
-        std::thread::spawn(move || {
-            for client in listener.incoming() {
-                let Ok(mut client) = client else { continue };
-                let upstream = upstream.clone();
-                let seen = seen.clone();
-                let log = log2.clone();
-                let faults = faults.clone();
-                std::thread::spawn(move || {
-                    let mut head = Vec::new();
-                    let mut byte = [0u8; 1];
-                    while !head.ends_with(b"\r\n\r\n") {
-                        match client.read(&mut byte) {
-                            Ok(1) => head.push(byte[0]),
-                            _ => return,
-                        }
-                    }
-                    let arrived = std::time::Instant::now();
-                    let text = String::from_utf8_lossy(&head).into_owned();
-                    let first = text.lines().next().unwrap_or_default().to_owned();
-                    let record = |status: u16| {
-                        log.lock()
-                            .expect("log")
-                            .push((arrived, first.clone(), status));
-                    };
-                    let answer = |client: &mut TcpStream, status: &str, extra: &str, body: &str| {
-                        record(status[..3].parse().unwrap_or(0));
-                        let _ = client.write_all(
-                            format!("HTTP/1.1 {status}\r\n{extra}Content-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len()).as_bytes(),
-                        );
-                        let _ = client.shutdown(std::net::Shutdown::Both);
-                    };
-                    if faults.reject_manifests
-                        && first.starts_with("PUT ")
-                        && first.contains("/manifests/")
-                    {
-                        let body = r#"{"errors":[{"code":"MANIFEST_INVALID","message":"manifest invalid","detail":"unsupported media type application/vnd.oci.image.manifest.v1+json"}]}"#;
-                        answer(
-                            &mut client,
-                            "400 Bad Request",
-                            "Content-Type: application/json\r\n",
-                            body,
-                        );
-                        return;
-                    }
-                    if first.starts_with("PUT ") && first.contains("/blobs/uploads/") {
-                        let n = seen.fetch_add(1, Ordering::SeqCst);
-                        if n < faults.fail_uploads {
-                            if n.is_multiple_of(2) {
-                                answer(&mut client, "500 Internal Server Error", "", "");
-                            } else {
-                                record(0);
-                                let mut some = [0u8; 512];
-                                let _ = client.read(&mut some);
-                                let _ = client.shutdown(std::net::Shutdown::Both);
-                            }
-                            return;
-                        }
-                        if n < faults.throttle_uploads {
-                            let extra = format!("Retry-After: {}\r\n", faults.retry_after);
-                            let body =
-                                r#"{"errors":[{"code":"TOOMANYREQUESTS","message":"slow down"}]}"#;
-                            answer(&mut client, "429 Too Many Requests", &extra, body);
-                            return;
-                        }
-                        let length: u64 = text
-                            .lines()
-                            .find_map(|l| {
-                                let (k, v) = l.split_once(':')?;
-                                k.eq_ignore_ascii_case("content-length")
-                                    .then(|| v.trim().parse().ok())?
-                            })
-                            .unwrap_or(0);
-                        if faults.max_put_body.is_some_and(|max| length > max) {
-                            // Read the body first, so that the client sees the answer.
-                            let _ = std::io::copy(
-                                &mut (&mut client).take(length),
-                                &mut std::io::sink(),
-                            );
-                            answer(&mut client, "413 Payload Too Large", "", "body too large");
-                            return;
-                        }
-                    }
-                    let mut rewritten: Vec<String> = text
-                        .trim_end()
-                        .lines()
-                        .filter(|l| !l.to_ascii_lowercase().starts_with("connection:"))
-                        .map(str::to_owned)
-                        .collect();
-                    rewritten.push("Connection: close".into());
-                    let Ok(mut up) = TcpStream::connect(&upstream) else {
-                        return;
-                    };
-                    if up
-                        .write_all(format!("{}\r\n\r\n", rewritten.join("\r\n")).as_bytes())
-                        .is_err()
-                    {
-                        return;
-                    }
-                    let (mut c2, mut u2) = (
-                        client.try_clone().expect("clone"),
-                        up.try_clone().expect("clone"),
-                    );
-                    let to_upstream = std::thread::spawn(move || {
-                        let _ = std::io::copy(&mut c2, &mut u2);
-                    });
-                    // The status line of the answer, for the log.
-                    let mut status_line = Vec::new();
-                    while !status_line.ends_with(b"\r\n") {
-                        match up.read(&mut byte) {
-                            Ok(1) => status_line.push(byte[0]),
-                            _ => break,
-                        }
-                    }
-                    let status = String::from_utf8_lossy(&status_line)
-                        .split(' ')
-                        .nth(1)
-                        .and_then(|c| c.parse().ok())
-                        .unwrap_or(0);
-                    record(status);
-                    let _ = client.write_all(&status_line);
-                    let _ = std::io::copy(&mut up, &mut client);
-                    let _ = client.shutdown(std::net::Shutdown::Both);
-                    let _ = up.shutdown(std::net::Shutdown::Both);
-                    let _ = to_upstream.join();
-                });
-            }
-        });
-        FaultProxy {
-            addr,
-            uploads_seen,
-            log,
-        }
-    }
-}
-
 fn uploads_survive_dropped_connections_and_500s_or_fail_without_a_tag() {
-    let reg = registry();
     let tmp = tempfile::tempdir().expect("tmp");
     let t = tmp.path();
     let ex = repo("examples").display().to_string();
-    let repo_name = format!("fault-{}", std::process::id());
     // Two faults (a 500, then a connection cut mid-body): retried, the push succeeds.
-    let proxy = FaultProxy::start(reg.clone(), 2);
-    let r = push(
-        t,
-        &t.join("a"),
-        &[
-            "--source",
-            &ex,
-            "--no-supervisor",
-            "--jobs",
-            "1",
-            "--registry-url",
-            &format!("{}/{repo_name}", proxy.addr),
-            "example/hello",
-        ],
-    );
+    let reg = fake(Faults {
+        fail_uploads: 2,
+        failure: UploadFailure::Alternate,
+        ..Faults::default()
+    });
+    let r = push(t, &t.join("a"), &hello_args(&ex, &reg.repository("team")));
     assert_eq!(n(&r, "blobs_uploaded"), 5, "{r}");
-    assert!(
-        proxy.uploads_seen.load(std::sync::atomic::Ordering::SeqCst) >= 7,
-        "the faults were injected"
+    let log = reg.log();
+    let uploads: Vec<u16> = log
+        .iter()
+        .filter(|r| r.is_upload())
+        .map(|r| r.status)
+        .collect();
+    assert_eq!(
+        uploads,
+        [500, 0, 201, 201, 201, 201, 201],
+        "a 500, a cut (0), then the five blobs: {:#?}",
+        lines(&log)
     );
-    let out = run(StdCommand::new("skopeo").args([
-        "inspect",
-        "--tls-verify=false",
-        &format!("docker://{reg}/{repo_name}/example/hello:latest"),
-    ]));
+    let cut = log.iter().find(|r| r.status == 0).expect("the cut request");
+    let length: u64 = cut
+        .header("content-length")
+        .and_then(|l| l.parse().ok())
+        .expect("Content-Length");
     assert!(
-        out.contains(
-            r["references"][0]
-                .as_str()
-                .expect("ref")
-                .rsplit_once('@')
-                .expect("@")
-                .1
-        )
+        cut.body_bytes > 0 && cut.body_bytes < length,
+        "cut mid-body: {} of {length} bytes arrived",
+        cut.body_bytes
     );
-    // Every upload fails: a clear error, and no tag points at an incomplete image.
-    let broken = FaultProxy::start(reg.clone(), usize::MAX);
-    let other = format!("fault-broken-{}", std::process::id());
+    // The blob that failed twice went up whole on its third attempt, then the others.
+    let digests = upload_digests(&log);
+    let failed = &digests[0];
+    assert_eq!(
+        digests.iter().filter(|d| *d == failed).count(),
+        3,
+        "{failed} sent three times: {digests:?}"
+    );
+    assert!(reg.has_blob(HELLO, failed), "{failed}");
+    assert_tags_last(&log);
+    let manifest = pushed_digest(&r);
+    assert_eq!(reg.tags(HELLO).len(), 3, "{:?}", reg.tags(HELLO));
+    for tag in reg.tags(HELLO) {
+        assert_eq!(
+            reg.tag(HELLO, &tag).as_deref(),
+            Some(manifest.as_str()),
+            "{tag}"
+        );
+    }
+
+    // Every upload fails: a clear error once the attempts are spent, and no tag points at an
+    // incomplete image (no manifest was even sent).
+    let broken = fake(Faults {
+        fail_uploads: usize::MAX,
+        failure: UploadFailure::Alternate,
+        ..Faults::default()
+    });
     let out = hab_oci(t)
         .current_dir(t)
-        .args([
-            "export",
-            "--push-image",
-            "--source",
-            &ex,
-            "--no-supervisor",
-            "--registry-url",
-            &format!("{}/{other}", broken.addr),
-            "example/hello",
-        ])
+        .args(["export", "--push-image"])
+        .args(hello_args(&ex, &broken.repository("team")))
         .assert()
         .code(1)
         .get_output()
         .clone();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("uploading blob"), "{err}");
-    let tags = StdCommand::new("curl")
-        .args([
-            "-sS",
-            &format!("http://{reg}/v2/{other}/example/hello/tags/list"),
-        ])
-        .output()
-        .expect("curl");
-    let tags = String::from_utf8_lossy(&tags.stdout);
-    assert!(!tags.contains("latest"), "no tag may exist: {tags}");
+    let log = broken.log();
+    let digests = upload_digests(&log);
+    assert!(
+        !digests.is_empty()
+            && digests
+                .iter()
+                .all(|d| digests.iter().filter(|x| *x == d).count() > 1),
+        "every blob sent was tried again: {:#?}",
+        lines(&log)
+    );
+    assert!(log.iter().all(|r| !r.is_upload() || r.status != 201));
+    assert_eq!(broken.count("PUT", "/manifests/"), 0, "{:#?}", lines(&log));
+    assert_eq!(broken.tags(HELLO), Vec::<String>::new());
 }
 
 fn sigterm_during_a_push_leaves_the_tags_as_they_were() {
-    let reg = registry();
+    let reg = fake(Faults::default());
     let tmp = tempfile::tempdir().expect("tmp");
     let t = tmp.path();
     let ex = repo("examples").display().to_string();
-    let repo_name = format!("sigterm-{}", std::process::id());
+    let url = reg.repository("team");
     let v1 = push(
         t,
         &t.join("v1"),
@@ -769,43 +658,25 @@ fn sigterm_during_a_push_leaves_the_tags_as_they_were() {
             &ex,
             "--no-supervisor",
             "--registry-url",
-            &format!("{reg}/{repo_name}"),
+            &url,
             "example/hello/0.2.0",
         ],
     );
-    let tag_digest = |tag: &str| -> String {
-        let out = StdCommand::new("curl")
-            .args([
-                "-sSI",
-                "-H",
-                "Accept: application/vnd.oci.image.manifest.v1+json",
-                &format!("http://{reg}/v2/{repo_name}/example/hello/manifests/{tag}"),
-            ])
-            .output()
-            .expect("curl");
-        let head = String::from_utf8_lossy(&out.stdout).to_lowercase();
-        head.lines()
-            .find_map(|l| l.strip_prefix("docker-content-digest:"))
-            .map(|d| d.trim().to_owned())
-            .unwrap_or_else(|| head.lines().next().unwrap_or_default().to_owned())
-    };
-    let before = tag_digest("latest");
-    assert!(
-        v1["references"][0]
-            .as_str()
-            .is_some_and(|r| r.ends_with(&before)),
-        "{v1} {before}"
-    );
+    let tags_before: Vec<(String, Option<String>)> = reg
+        .tags(HELLO)
+        .into_iter()
+        .map(|tag| (tag.clone(), reg.tag(HELLO, &tag)))
+        .collect();
+    let before = reg.tag(HELLO, "latest").expect("latest");
+    assert_eq!(pushed_digest(&v1), before, "{v1}");
 
-    // 0.3.0 through a proxy that makes every upload wait 30 s: terminated mid-push.
-    let proxy = FaultProxy::start_with(
-        reg.clone(),
-        Faults {
-            throttle_uploads: usize::MAX,
-            retry_after: "30",
-            ..Faults::default()
-        },
-    );
+    // 0.3.0 to a registry that makes every upload wait 30 s: terminated mid-push.
+    reg.clear_log();
+    reg.set_faults(Faults {
+        throttle_uploads: usize::MAX,
+        retry_after: Some("30".into()),
+        ..Faults::default()
+    });
     let tmpdir = t.join("tmpdir");
     let cwd = t.join("v2");
     std::fs::create_dir_all(&tmpdir).expect("tmpdir");
@@ -814,90 +685,94 @@ fn sigterm_during_a_push_leaves_the_tags_as_they_were() {
         .env("TMPDIR", &tmpdir)
         .current_dir(&cwd)
         .args(["export", "--push-image", "--no-supervisor", "--source", &ex])
-        .args(["--registry-url", &format!("{}/{repo_name}", proxy.addr)])
+        .args(["--registry-url", &url])
         .arg("example/hello")
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("spawn");
+    let throttled = || reg.log().into_iter().find(|r| r.status == 429);
     let start = std::time::Instant::now();
-    while proxy.requests("PUT") == 0 && start.elapsed() < std::time::Duration::from_secs(60) {
+    while throttled().is_none() && start.elapsed() < std::time::Duration::from_secs(60) {
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
-    assert!(proxy.requests("PUT") > 0, "no upload started");
-    let signalled = std::time::Instant::now();
+    let first_429 = throttled().expect("an upload was throttled");
     run(StdCommand::new("kill").args(["-TERM", &child.id().to_string()]));
     let out = child.wait_with_output().expect("wait");
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(143), "{err}");
     assert!(err.contains("interrupted by SIGTERM"), "{err}");
+    // It stopped instead of waiting out the Retry-After it was in.
     assert!(
-        signalled.elapsed() < std::time::Duration::from_secs(5),
-        "stopped in {:?}",
-        signalled.elapsed()
+        first_429.arrived.elapsed() < std::time::Duration::from_secs(30),
+        "exited only after the Retry-After: 30 ran out"
     );
-    assert_eq!(tag_digest("latest"), before, "latest still points at 0.2.0");
+    let log = reg.log();
     assert!(
-        tag_digest("0.3.0").contains("404"),
-        "no 0.3.0 tag was written: {}",
-        tag_digest("0.3.0")
+        log.iter().all(|r| !r.is_upload() || r.status == 429),
+        "no blob of 0.3.0 went up: {:#?}",
+        lines(&log)
     );
+    assert_eq!(reg.count("PUT", "/manifests/"), 0, "{:#?}", lines(&log));
+    let tags_after: Vec<(String, Option<String>)> = reg
+        .tags(HELLO)
+        .into_iter()
+        .map(|tag| (tag.clone(), reg.tag(HELLO, &tag)))
+        .collect();
+    assert_eq!(tags_after, tags_before, "the tags are as they were");
+    assert_eq!(reg.tag(HELLO, "latest"), Some(before), "latest still 0.2.0");
+    assert_eq!(reg.tag(HELLO, "0.3.0"), None, "no 0.3.0 tag was written");
     for dir in [&cwd, &tmpdir, &t.join("hab-oci-cache")] {
         assert_eq!(temporaries(dir), Vec::<String>::new(), "{}", dir.display());
     }
 }
 
 fn retry_after_is_honoured_and_an_overlong_one_is_a_clear_error() {
-    let reg = registry();
     let tmp = tempfile::tempdir().expect("tmp");
     let t = tmp.path();
     let ex = repo("examples").display().to_string();
-    let repo_name = format!("throttle-{}", std::process::id());
-    let proxy = FaultProxy::start_with(
-        reg.clone(),
-        Faults {
-            throttle_uploads: 1,
-            retry_after: "2",
-            ..Faults::default()
-        },
-    );
-    let r = push(
-        t,
-        &t.join("a"),
-        &[
-            "--source",
-            &ex,
-            "--no-supervisor",
-            "--jobs",
-            "1",
-            "--registry-url",
-            &format!("{}/{repo_name}", proxy.addr),
-            "example/hello",
-        ],
-    );
+    let reg = fake(Faults {
+        throttle_uploads: 1,
+        retry_after: Some("2".into()),
+        ..Faults::default()
+    });
+    let r = push(t, &t.join("a"), &hello_args(&ex, &reg.repository("team")));
     assert_eq!(n(&r, "blobs_uploaded"), 5, "{r}");
-    // The request after the 429 came no sooner than the registry asked (our own backoff
-    // would have tried again after 0.2 s).
-    let log = proxy.log.lock().expect("log").clone();
+    // No request came sooner after the 429 than the registry asked (our own backoff would
+    // have tried again after 0.2 s), and then the same blob went up.
+    let log = reg.log();
     let i = log
         .iter()
-        .position(|(_, _, status)| *status == 429)
+        .position(|r| r.status == 429)
         .expect("a 429 was answered");
-    let waited = log[i + 1].0 - log[i].0;
+    assert_eq!(log.iter().filter(|r| r.status == 429).count(), 1);
+    let waited = log[i + 1..]
+        .iter()
+        .map(|r| r.arrived - log[i].arrived)
+        .min()
+        .expect("requests after the 429");
     assert!(
-        waited >= std::time::Duration::from_millis(1900),
-        "waited {waited:?} after Retry-After: 2"
+        waited >= std::time::Duration::from_secs(2),
+        "the next request came {waited:?} after a 429 with Retry-After: 2"
     );
+    let throttled = log[i].param("digest").expect("digest");
+    let retried = log[i + 1..]
+        .iter()
+        .find(|r| r.is_upload())
+        .expect("an upload after the 429");
+    assert_eq!(
+        (retried.param("digest"), retried.status),
+        (Some(throttled), 201)
+    );
+    assert_tags_last(&log);
+    assert_eq!(reg.tag(HELLO, "latest"), Some(pushed_digest(&r)));
 
     // A registry asking for an hour: a clear error now, not a stalled CI job.
-    let proxy = FaultProxy::start_with(
-        reg.clone(),
-        Faults {
-            throttle_uploads: usize::MAX,
-            retry_after: "3600",
-            ..Faults::default()
-        },
-    );
+    let reg = fake(Faults {
+        throttle_uploads: usize::MAX,
+        retry_after: Some("3600".into()),
+        ..Faults::default()
+    });
     let out = hab_oci(t)
         .current_dir(t)
         .args([
@@ -907,7 +782,7 @@ fn retry_after_is_honoured_and_an_overlong_one_is_a_clear_error() {
             &ex,
             "--no-supervisor",
             "--registry-url",
-            &format!("{}/throttle-long-{}", proxy.addr, std::process::id()),
+            &reg.repository("team"),
             "example/hello",
         ])
         .assert()
@@ -919,21 +794,24 @@ fn retry_after_is_honoured_and_an_overlong_one_is_a_clear_error() {
         err.contains("429 Too Many Requests") && err.contains("retry after 3600 s"),
         "{err}"
     );
+    let log = reg.log();
+    assert!(
+        log.iter().all(|r| !r.is_upload() || r.status == 429),
+        "{:#?}",
+        lines(&log)
+    );
+    assert_eq!(reg.count("PUT", "/manifests/"), 0, "{:#?}", lines(&log));
+    assert_eq!(reg.tags(HELLO), Vec::<String>::new());
 }
 
 fn a_registry_refusing_large_bodies_gets_the_blob_in_chunks() {
-    let reg = registry();
+    let reg = fake(Faults {
+        max_body: Some(300 * 1024),
+        ..Faults::default()
+    });
     let tmp = tempfile::tempdir().expect("tmp");
     let t = tmp.path();
     let bb = busybox_source(t).display().to_string();
-    let repo_name = format!("chunks-{}", std::process::id());
-    let proxy = FaultProxy::start_with(
-        reg.clone(),
-        Faults {
-            max_put_body: Some(300 * 1024),
-            ..Faults::default()
-        },
-    );
     let r = push(
         t,
         &t.join("a"),
@@ -944,192 +822,96 @@ fn a_registry_refusing_large_bodies_gets_the_blob_in_chunks() {
             "--push-chunk-size",
             "256K",
             "--registry-url",
-            &format!("{}/{repo_name}", proxy.addr),
+            &reg.repository("chunks"),
             "core/busybox-static",
         ],
     );
     assert_eq!(n(&r, "blobs_uploaded"), 3, "{r}");
-    let size = read_json(&t.join("a/report.json"))["layers"]
+    let report = read_json(&t.join("a/report.json"));
+    let (size, big) = report["layers"]
         .as_array()
         .expect("layers")
         .iter()
-        .map(|l| l["size"].as_u64().expect("size"))
+        .map(|l| {
+            (
+                l["size"].as_u64().expect("size"),
+                l["digest"].as_str().expect("digest").to_owned(),
+            )
+        })
         .max()
         .expect("a layer");
     assert!(
         size > 300 * 1024,
         "the busybox layer ({size} bytes) must exceed the limit"
     );
-    // Refused whole once, then sent in 256 KiB PATCHes and committed by the registry, which
-    // checks the digest of what it assembled.
-    let refused = proxy
-        .log
-        .lock()
-        .expect("log")
+    // Refused whole once, then sent in 256 KiB PATCHes, in order, and committed by the
+    // registry, which checks the digest of what it assembled.
+    let log = reg.log();
+    let refused: Vec<&LoggedRequest> = log.iter().filter(|r| r.status == 413).collect();
+    assert_eq!(
+        refused.len(),
+        1,
+        "one whole-body PUT refused: {:#?}",
+        lines(&log)
+    );
+    assert_eq!(
+        (refused[0].method.as_str(), refused[0].param("digest")),
+        ("PUT", Some(big.clone()))
+    );
+    let ranges: Vec<String> = log
         .iter()
-        .filter(|(_, _, status)| *status == 413)
-        .count();
-    assert_eq!(refused, 1, "one whole-body PUT refused");
-    let patches = proxy.requests("PATCH ");
-    assert_eq!(patches as u64, size.div_ceil(256 * 1024), "PATCH per chunk");
-    let dir = t.join("copy");
-    run(StdCommand::new("skopeo").args([
-        "copy",
-        "--src-tls-verify=false",
-        &format!("docker://{reg}/{repo_name}/core/busybox-static:latest"),
-        &format!("oci:{}:x", dir.display()),
-    ]));
-}
-
-/// A small token server for the registry on 127.0.0.1:5001 (scripts/services.sh): checks the
-/// Basic credentials, and answers `GET /token?service=…&scope=repository:NAME:ACTIONS` with a
-/// JWT (RS256 via `openssl dgst`, the signing certificate in `x5c`) granting what was asked.
-struct TokenServer {
-    requests: std::sync::Arc<std::sync::atomic::AtomicUsize>,
-    /// The next this many tokens are issued already expired (as after a long upload, or
-    /// with clocks that disagree).
-    expired: std::sync::Arc<std::sync::atomic::AtomicUsize>,
-}
-
-fn percent_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::new();
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%'
-            && i + 2 < b.len()
-            && let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16)
-        {
-            out.push(v);
-            i += 3;
-            continue;
-        }
-        out.push(if b[i] == b'+' { b' ' } else { b[i] });
-        i += 1;
+        .filter(|r| r.method == "PATCH")
+        .map(|r| r.header("content-range").unwrap_or_default().to_owned())
+        .collect();
+    let chunk = 256 * 1024;
+    let expected: Vec<String> = (0..size)
+        .step_by(chunk as usize)
+        .map(|o| format!("{o}-{}", (o + chunk).min(size) - 1))
+        .collect();
+    assert_eq!(ranges, expected, "a PATCH per 256 KiB chunk");
+    assert_eq!(
+        reg.blob(&big).map(|b| b.len() as u64),
+        Some(size),
+        "{big} assembled"
+    );
+    // The tag names an image whose every blob is in the repository.
+    let repo_name = "chunks/core/busybox-static";
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&reg.manifest(repo_name, "latest").expect("latest"))
+            .expect("manifest json");
+    let layers: Vec<String> = manifest["layers"]
+        .as_array()
+        .expect("layers")
+        .iter()
+        .map(|l| l["digest"].as_str().expect("digest").to_owned())
+        .collect();
+    assert_eq!(layers, layer_digests(&report));
+    let config = manifest["config"]["digest"].as_str().expect("config");
+    for d in layers.iter().map(String::as_str).chain([config]) {
+        assert!(reg.has_blob(repo_name, d), "{d}");
     }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-impl TokenServer {
-    fn start(key: std::path::PathBuf, cert: std::path::PathBuf) -> Option<TokenServer> {
-        use base64::Engine as _;
-        use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
-        use std::io::{Read, Write};
-        use std::sync::Arc;
-        use std::sync::atomic::{AtomicUsize, Ordering};
-        let listener = std::net::TcpListener::bind("127.0.0.1:5002").ok()?;
-        let der = StdCommand::new("openssl")
-            .args(["x509", "-outform", "DER", "-in"])
-            .arg(&cert)
-            .output()
-            .expect("openssl");
-        let x5c = STANDARD.encode(der.stdout);
-        let requests = Arc::new(AtomicUsize::new(0));
-        let count = requests.clone();
-        let expired = Arc::new(AtomicUsize::new(0));
-        let expire = expired.clone();
-        std::thread::spawn(move || {
-            for conn in listener.incoming() {
-                let Ok(mut conn) = conn else { continue };
-                let mut head = Vec::new();
-                let mut byte = [0u8; 1];
-                while !head.ends_with(b"\r\n\r\n") {
-                    match conn.read(&mut byte) {
-                        Ok(1) => head.push(byte[0]),
-                        _ => break,
-                    }
-                }
-                count.fetch_add(1, Ordering::SeqCst);
-                let text = String::from_utf8_lossy(&head).into_owned();
-                let target = text
-                    .lines()
-                    .next()
-                    .and_then(|l| l.split(' ').nth(1))
-                    .unwrap_or_default()
-                    .to_owned();
-                let authorized = text.lines().any(|l| {
-                    l.to_ascii_lowercase().starts_with("authorization: basic ")
-                        && l[21..].trim() == STANDARD.encode("testuser:testpassword")
-                });
-                if !authorized {
-                    let _ = conn.write_all(b"HTTP/1.1 401 Unauthorized\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
-                    continue;
-                }
-                let query = target.split_once('?').map(|(_, q)| q).unwrap_or_default();
-                let access: Vec<serde_json::Value> = query
-                    .split('&')
-                    .filter_map(|kv| kv.strip_prefix("scope="))
-                    .map(percent_decode)
-                    .filter_map(|scope| {
-                        let mut parts = scope.splitn(3, ':');
-                        let (kind, name, actions) = (parts.next()?, parts.next()?, parts.next()?);
-                        Some(serde_json::json!({"type": kind, "name": name, "actions": actions.split(',').collect::<Vec<_>>()}))
-                    })
-                    .collect();
-                let now = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .expect("time")
-                    .as_secs();
-                let exp = if expire
-                    .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-                    .is_ok()
-                {
-                    now - 3600
-                } else {
-                    now + 300
-                };
-                let header = serde_json::json!({"alg": "RS256", "typ": "JWT", "x5c": [x5c]});
-                let claims = serde_json::json!({
-                    "iss": "hab-oci-test-issuer", "sub": "testuser", "aud": "hab-oci-test",
-                    "exp": exp, "nbf": now - 7200, "iat": now,
-                    "jti": format!("t{}", count.load(Ordering::SeqCst)), "access": access,
-                });
-                let signing_input = format!(
-                    "{}.{}",
-                    URL_SAFE_NO_PAD.encode(header.to_string()),
-                    URL_SAFE_NO_PAD.encode(claims.to_string())
-                );
-                let mut openssl = std::process::Command::new("openssl")
-                    .args(["dgst", "-sha256", "-sign"])
-                    .arg(&key)
-                    .stdin(std::process::Stdio::piped())
-                    .stdout(std::process::Stdio::piped())
-                    .spawn()
-                    .expect("openssl");
-                openssl
-                    .stdin
-                    .take()
-                    .expect("stdin")
-                    .write_all(signing_input.as_bytes())
-                    .expect("sign input");
-                let sig = openssl.wait_with_output().expect("signature").stdout;
-                let token = format!("{signing_input}.{}", URL_SAFE_NO_PAD.encode(sig));
-                let body =
-                    serde_json::json!({"token": token, "access_token": token, "expires_in": 300})
-                        .to_string();
-                let _ = conn.write_all(
-                    format!("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len())
-                        .as_bytes(),
-                );
-            }
-        });
-        Some(TokenServer { requests, expired })
-    }
+    assert_tags_last(&log);
 }
 
 fn bearer_token_flow() {
-    let (reg, key, cert) = token_registry();
-    let server = TokenServer::start(key, cert).expect("port 5002 for the token server");
+    let reg = FakeRegistry::start_with(RegistryConfig {
+        auth: Auth::Bearer(TokenAuth {
+            credentials: Some(("testuser".into(), "testpassword".into())),
+            ..TokenAuth::default()
+        }),
+        ..RegistryConfig::default()
+    })
+    .expect("fake registry");
     let tmp = tempfile::tempdir().expect("tmp");
     let t = tmp.path();
     let ex = repo("examples").display().to_string();
-    let prefix = format!("{reg}/token-{}", std::process::id());
+    let url = reg.repository("team");
     let args = [
         "--source",
         &ex,
         "--no-supervisor",
         "--registry-url",
-        &prefix,
+        &url,
         "example/hello",
         "--username",
         "testuser",
@@ -1142,30 +924,67 @@ fn bearer_token_flow() {
         (5, 3),
         "{first}"
     );
-    let tokens_first = server.requests.load(std::sync::atomic::Ordering::SeqCst);
     // One token for the repository's pull+push scope serves every request of the push.
-    assert!(
-        tokens_first <= 2,
-        "{tokens_first} token requests for one push"
+    assert_eq!(
+        (reg.token_requests(), reg.tokens_issued()),
+        (1, 1),
+        "{:#?}",
+        lines(&reg.log())
     );
+    let token = reg
+        .log()
+        .into_iter()
+        .find(|r| r.path == "/token")
+        .expect("the token request");
+    assert_eq!(
+        token.param("scope").as_deref(),
+        Some(format!("repository:{HELLO}:pull,push").as_str())
+    );
+    assert_eq!(reg.tag(HELLO, "latest"), Some(pushed_digest(&first)));
+
+    // A no-op push: the handshake (401, token, retry) and one HEAD per tag, as the registry
+    // saw it too.
+    reg.clear_log();
     let again = push(t, &t.join("2"), &args);
     assert_eq!(n(&again, "tags_unchanged"), 3, "{again}");
-    // A no-op push: the handshake (401, token, retry) and one HEAD per tag.
     assert_eq!(n(&again, "requests"), 3 + 3, "{again}");
+    assert_eq!(reg.log().len(), 3 + 3, "{:#?}", lines(&reg.log()));
 
     // A token the registry no longer accepts is renewed once, and the push goes on.
-    use std::sync::atomic::Ordering::SeqCst;
-    server.expired.store(1, SeqCst);
-    let before = server.requests.load(SeqCst);
+    reg.clear_log();
+    reg.set_faults(Faults {
+        expired_tokens: 1,
+        ..Faults::default()
+    });
     let renewed = push(t, &t.join("3"), &args);
     assert_eq!(n(&renewed, "tags_unchanged"), 3, "{renewed}");
-    assert_eq!(
-        server.requests.load(SeqCst) - before,
-        2,
-        "expired token, then a good one"
+    let log = reg.log();
+    assert_eq!(reg.token_requests(), 2, "expired token, then a good one");
+    let refused = log
+        .iter()
+        .position(|r| {
+            r.status == 401
+                && r.header("authorization")
+                    .is_some_and(|a| a.starts_with("Bearer "))
+        })
+        .expect("a request refused with the expired token");
+    let after = lines(&log[refused + 1..]);
+    assert!(
+        after.first().is_some_and(|l| l == "GET /token -> 200")
+            && after.get(1).is_some_and(|l| {
+                l.starts_with(&format!("{} {}", log[refused].method, log[refused].path))
+                    && !l.ends_with("401")
+            }),
+        "renewed, then the same request again: {:#?}",
+        lines(&log)
     );
-    // Tokens that are always expired: a clear error naming the token service.
-    server.expired.store(usize::MAX, SeqCst);
+
+    // Tokens that are always refused: a clear error naming the token service.
+    reg.clear_log();
+    reg.set_faults(Faults {
+        expired_tokens: usize::MAX,
+        ..Faults::default()
+    });
     let out = hab_oci(t)
         .current_dir(t)
         .args(["export", "--push-image"])
@@ -1174,16 +993,22 @@ fn bearer_token_flow() {
         .code(1)
         .get_output()
         .clone();
-    server.expired.store(0, SeqCst);
+    reg.set_faults(Faults::default());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("refused the token issued by http://127.0.0.1:5002/token")
-            && err.contains("expired")
+        err.contains(&format!(
+            "refused the token issued by {}",
+            reg.token_realm()
+        )) && err.contains("expired")
             && !err.contains("testpassword"),
         "{err}"
     );
+    assert_eq!(reg.count("PUT", "/manifests/"), 0);
 
-    // Wrong credentials: the token server refuses them, a clear error without the password.
+    // Wrong credentials: the token service refuses them, a clear error without the password,
+    // and nothing else is asked of the registry.
+    reg.clear_log();
+    let issued = reg.tokens_issued();
     hab_oci(t)
         .current_dir(t)
         .args([
@@ -1193,7 +1018,7 @@ fn bearer_token_flow() {
             &ex,
             "--no-supervisor",
             "--registry-url",
-            &prefix,
+            &url,
             "example/hello",
         ])
         .args(["--username", "testuser", "--password", "wrong-secret-xyz"])
@@ -1203,6 +1028,23 @@ fn bearer_token_flow() {
             predicate::str::contains("authentication to")
                 .and(predicate::str::contains("wrong-secret-xyz").not()),
         );
+    let log = reg.log();
+    assert!(
+        log.iter().any(|r| r.path == "/token" && r.status == 401),
+        "{:#?}",
+        lines(&log)
+    );
+    assert_eq!(
+        reg.tokens_issued(),
+        issued,
+        "no token for wrong credentials"
+    );
+    assert!(
+        !log.iter().any(|r| r.is_upload() || r.is_manifest_put()),
+        "{:#?}",
+        lines(&log)
+    );
+    assert_eq!(reg.tag(HELLO, "latest"), Some(pushed_digest(&first)));
 }
 
 tests![
@@ -1212,19 +1054,13 @@ tests![
         Need::Tool("skopeo"),
         Need::Docker,
     ],
-    a_registry_that_rejects_the_manifest_or_an_unknown_host_is_a_clear_error => [Need::Registry],
+    a_registry_that_rejects_the_manifest_or_an_unknown_host_is_a_clear_error,
     push_errors_are_clear_and_leave_no_tag,
     basic_auth_behind_tls_with_a_private_ca => [Need::TlsRegistry],
     credentials_come_from_docker_config_helpers_and_registry_auth_file => [Need::TlsRegistry],
-    uploads_survive_dropped_connections_and_500s_or_fail_without_a_tag => [
-        Need::Registry,
-        Need::Tool("skopeo"),
-    ],
-    sigterm_during_a_push_leaves_the_tags_as_they_were => [Need::Registry],
-    retry_after_is_honoured_and_an_overlong_one_is_a_clear_error => [Need::Registry],
-    a_registry_refusing_large_bodies_gets_the_blob_in_chunks => [
-        Need::Registry,
-        Need::Tool("skopeo"),
-    ],
-    bearer_token_flow => [Need::TokenRegistry],
+    uploads_survive_dropped_connections_and_500s_or_fail_without_a_tag,
+    sigterm_during_a_push_leaves_the_tags_as_they_were,
+    retry_after_is_honoured_and_an_overlong_one_is_a_clear_error,
+    a_registry_refusing_large_bodies_gets_the_blob_in_chunks,
+    bearer_token_flow,
 ];
