@@ -68,34 +68,3 @@ YML
     || { echo "TLS docker-registry did not start:" >&2; tail -20 "$state/registry-tls.log" >&2; exit 1; }
 fi
 export HAB_OCI_TEST_TLS_REGISTRY=$tls_registry HAB_OCI_TEST_CA=$tls/ca.crt
-
-# A third registry using the bearer-token flow. Its token server is not here: the tests run a
-# small one on 127.0.0.1:5002, signing JWTs with this key (the registry trusts its certificate).
-token_registry=127.0.0.1:5001
-tok="$state/token"
-if ! curl -sS -o /dev/null -w '%{http_code}' "http://$token_registry/v2/" 2>/dev/null | grep -q 401; then
-  echo "starting docker-registry with token auth on $token_registry" >&2
-  rm -rf "$tok" && mkdir -p "$tok"
-  openssl req -x509 -newkey rsa:2048 -nodes -keyout "$tok/token.key" -out "$tok/token.crt" \
-    -days 3650 -subj "/CN=hab-oci test token issuer" >/dev/null 2>&1
-  cat >"$state/registry-token.yml" <<YML
-version: 0.1
-log: { level: warn }
-storage: { filesystem: { rootdirectory: $state/registry-token }, delete: { enabled: true } }
-http: { addr: $token_registry }
-auth:
-  token:
-    realm: http://127.0.0.1:5002/token
-    service: hab-oci-test
-    issuer: hab-oci-test-issuer
-    rootcertbundle: $tok/token.crt
-YML
-  nohup docker-registry serve "$state/registry-token.yml" >"$state/registry-token.log" 2>&1 &
-  for _ in $(seq 30); do
-    curl -sS -o /dev/null -w '%{http_code}' "http://$token_registry/v2/" 2>/dev/null | grep -q 401 && break
-    sleep 0.5
-  done
-  curl -sS -o /dev/null -w '%{http_code}' "http://$token_registry/v2/" | grep -q 401 \
-    || { echo "token docker-registry did not start:" >&2; tail -20 "$state/registry-token.log" >&2; exit 1; }
-fi
-export HAB_OCI_TEST_TOKEN_REGISTRY=$token_registry HAB_OCI_TEST_TOKEN_KEY=$tok/token.key HAB_OCI_TEST_TOKEN_CERT=$tok/token.crt

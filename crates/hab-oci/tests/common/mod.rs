@@ -16,7 +16,8 @@ use std::sync::{Mutex, OnceLock};
 use assert_cmd::Command;
 
 /// A service a test needs, declared up front in its file's [`tests!`] list; the test body then
-/// uses it unconditionally ([`registry`], [`tls_registry`], [`token_registry`], `docker`, ...).
+/// uses it unconditionally ([`registry`], [`tls_registry`], `docker`, ...). Bearer-token flows
+/// and injected faults need no service: they run against testkit's in-process fake registry.
 /// `. scripts/services.sh` starts the daemons and registries; scripts/test.sh installs the tools.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub(crate) enum Need {
@@ -26,8 +27,6 @@ pub(crate) enum Need {
     Registry,
     /// The docker-registry with TLS and basic auth, and its CA ([`tls_registry`]).
     TlsRegistry,
-    /// The docker-registry with bearer-token auth, and its token key ([`token_registry`]).
-    TokenRegistry,
     /// A program that answers `NAME --version` (skopeo, umoci, buildah, dockerd).
     Tool(&'static str),
     /// A file that must exist, e.g. one particular docker client.
@@ -45,11 +44,6 @@ impl Need {
                 "a docker-registry with TLS and basic auth at {} (CA {})",
                 tls_registry().0,
                 tls_registry().1.display()
-            ),
-            Need::TokenRegistry => format!(
-                "a docker-registry with token auth at {} (key {})",
-                token_registry().0,
-                token_registry().1.display()
             ),
             Need::Tool(name) => format!("`{name}` (`{name} --version`)"),
             Need::File(path) => format!("the file {path}"),
@@ -84,15 +78,6 @@ impl Need {
                         .arg(&ca)
                         .arg(format!("https://{addr}/v2/")),
                 )
-            }
-            Need::TokenRegistry => {
-                let (addr, key, _) = token_registry();
-                let unauthorized = StdCommand::new("curl")
-                    .args(["-sS", "-o", "/dev/null", "-w", "%{http_code}"])
-                    .arg(format!("http://{addr}/v2/"))
-                    .output()
-                    .is_ok_and(|o| String::from_utf8_lossy(&o.stdout) == "401");
-                unauthorized && key.exists()
             }
             Need::Tool(name) => succeeds(StdCommand::new(name).arg("--version")),
             Need::File(path) => Path::new(path).exists(),
@@ -320,22 +305,6 @@ pub(crate) fn tls_registry() -> (String, PathBuf) {
             .unwrap_or_else(|_| "/tmp/hab-oci-services/tls/ca.crt".into()),
     );
     (addr, ca)
-}
-
-/// The registry with bearer-token auth (scripts/services.sh), the key its token issuer signs
-/// with and that issuer's certificate ([`Need::TokenRegistry`]).
-pub(crate) fn token_registry() -> (String, PathBuf, PathBuf) {
-    let addr =
-        std::env::var("HAB_OCI_TEST_TOKEN_REGISTRY").unwrap_or_else(|_| "127.0.0.1:5001".into());
-    let key = PathBuf::from(
-        std::env::var("HAB_OCI_TEST_TOKEN_KEY")
-            .unwrap_or_else(|_| "/tmp/hab-oci-services/token/token.key".into()),
-    );
-    let cert = PathBuf::from(
-        std::env::var("HAB_OCI_TEST_TOKEN_CERT")
-            .unwrap_or_else(|_| "/tmp/hab-oci-services/token/token.crt".into()),
-    );
-    (addr, key, cert)
 }
 
 /// A second Docker daemon with its own empty data root, as on a fresh CI runner; stopped
