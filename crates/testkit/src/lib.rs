@@ -6,8 +6,12 @@
 //! Everything is a pure function of the spec (seed included), so two runs produce the same
 //! package directories; the harts differ only if the key does.
 //!
-//! [`registry`] is an in-process fake OCI registry (auth, faults, a request log) for push tests.
+//! [`registry`] is an in-process fake OCI registry (auth, faults, a request log) for push tests;
+//! [`builder`] an in-process fake Habitat Builder (packages in channels, origin keys, bearer
+//! token, faults, a request log) for download tests.
 
+pub mod builder;
+mod http;
 pub mod registry;
 
 use std::fs;

@@ -15,13 +15,14 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use sha2::Digest as _;
+
+use crate::http::{Head, Server, percent_decode, query_pairs, read_body, read_head, reason};
 
 /// How clients must authenticate.
 #[derive(Debug, Clone, Default)]
@@ -193,8 +194,8 @@ pub fn sha256_digest(data: &[u8]) -> String {
 pub struct FakeRegistry {
     addr: SocketAddr,
     shared: Arc<Shared>,
-    stop: Arc<AtomicBool>,
-    acceptor: Option<JoinHandle<()>>,
+    /// Stops accepting when dropped.
+    _server: Server,
 }
 
 impl FakeRegistry {
@@ -218,31 +219,14 @@ impl FakeRegistry {
             upload_bytes: AtomicU64::new(0),
             tokens_issued: AtomicU64::new(0),
         });
-        let stop = Arc::new(AtomicBool::new(false));
-        let (s, st) = (shared.clone(), stop.clone());
-        let acceptor = std::thread::Builder::new()
-            .name("fake-registry".into())
-            .spawn(move || {
-                for conn in listener.incoming() {
-                    if st.load(Ordering::SeqCst) {
-                        break;
-                    }
-                    let Ok(conn) = conn else { continue };
-                    let s = s.clone();
-                    // A connection whose thread cannot start is dropped: the client sees a
-                    // closed connection, as from an overloaded server.
-                    let _ = std::thread::Builder::new()
-                        .name("fake-registry-conn".into())
-                        .spawn(move || {
-                            let _ = s.serve(conn);
-                        });
-                }
-            })?;
+        let s = shared.clone();
+        let server = Server::spawn(listener, "fake-registry", move |conn| {
+            let _ = s.serve(conn);
+        })?;
         Ok(FakeRegistry {
             addr,
             shared,
-            stop,
-            acceptor: Some(acceptor),
+            _server: server,
         })
     }
 
@@ -370,17 +354,6 @@ impl FakeRegistry {
     }
 }
 
-impl Drop for FakeRegistry {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        // `accept` blocks: one connection of our own wakes it to see the flag.
-        let _ = TcpStream::connect(self.addr);
-        if let Some(t) = self.acceptor.take() {
-            let _ = t.join();
-        }
-    }
-}
-
 // ---------------------------------------------------------------------------------------
 // State.
 
@@ -445,39 +418,6 @@ struct Shared {
 // ---------------------------------------------------------------------------------------
 // HTTP.
 
-struct Head {
-    method: String,
-    path: String,
-    query: String,
-    headers: Vec<(String, String)>,
-}
-
-impl Head {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-
-    fn param(&self, name: &str) -> Option<String> {
-        query_pairs(&self.query)
-            .into_iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v)
-    }
-
-    fn content_length(&self) -> Option<u64> {
-        self.header("content-length")
-            .and_then(|v| v.trim().parse().ok())
-    }
-
-    fn chunked(&self) -> bool {
-        self.header("transfer-encoding")
-            .is_some_and(|v| v.to_ascii_lowercase().contains("chunked"))
-    }
-}
-
 struct Reply {
     status: u16,
     headers: Vec<(String, String)>,
@@ -521,125 +461,12 @@ enum Outcome {
     Cut,
 }
 
-const MAX_HEAD: usize = 64 * 1024;
-
-/// Reads a request head; `None` at a clean end of the connection.
-fn read_head(r: &mut impl BufRead) -> io::Result<Option<Head>> {
-    let mut lines = Vec::new();
-    let mut size = 0;
-    loop {
-        let mut line = String::new();
-        let n = r.read_line(&mut line)?;
-        if n == 0 {
-            if lines.is_empty() {
-                return Ok(None);
-            }
-            return Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "truncated request head",
-            ));
-        }
-        size += n;
-        if size > MAX_HEAD {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                "request head too large",
-            ));
-        }
-        let line = line.trim_end_matches(['\r', '\n']).to_owned();
-        if line.is_empty() {
-            // Stray empty lines between requests are allowed before a request line.
-            if lines.is_empty() {
-                continue;
-            }
-            break;
-        }
-        lines.push(line);
-    }
-    let mut first = lines[0].split(' ');
-    let (Some(method), Some(target)) = (first.next(), first.next()) else {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            "bad request line",
-        ));
-    };
-    let (path, query) = target.split_once('?').unwrap_or((target, ""));
-    let headers = lines[1..]
-        .iter()
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
-        .collect();
-    Ok(Some(Head {
-        method: method.to_owned(),
-        path: path.to_owned(),
-        query: query.to_owned(),
-        headers,
-    }))
-}
-
-/// The whole body (`Content-Length` or chunked transfer coding).
-fn read_body(r: &mut impl BufRead, head: &Head) -> io::Result<Vec<u8>> {
-    let mut body = Vec::new();
-    if head.chunked() {
-        loop {
-            let mut line = String::new();
-            r.read_line(&mut line)?;
-            let size_text = line.trim().split(';').next().unwrap_or_default();
-            let size = usize::from_str_radix(size_text, 16)
-                .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "bad chunk size"))?;
-            if size == 0 {
-                // Trailers, up to the empty line.
-                loop {
-                    let mut t = String::new();
-                    if r.read_line(&mut t)? == 0 || t.trim().is_empty() {
-                        return Ok(body);
-                    }
-                }
-            }
-            let start = body.len();
-            body.resize(start + size, 0);
-            r.read_exact(&mut body[start..])?;
-            let mut crlf = [0u8; 2];
-            r.read_exact(&mut crlf)?;
-        }
-    }
-    let len = head.content_length().unwrap_or(0);
-    r.take(len).read_to_end(&mut body)?;
-    if (body.len() as u64) < len {
-        return Err(io::Error::new(
-            io::ErrorKind::UnexpectedEof,
-            "body shorter than Content-Length",
-        ));
-    }
-    Ok(body)
-}
-
 /// Part of the body before a cut: half of it, at most 64 KiB, so the client is mid-send.
 fn read_some(r: &mut impl BufRead, head: &Head) -> u64 {
     let want = head
         .content_length()
         .map_or(4096, |l| (l / 2).min(64 * 1024));
     io::copy(&mut r.take(want), &mut io::sink()).unwrap_or(0)
-}
-
-fn reason(status: u16) -> &'static str {
-    match status {
-        200 => "OK",
-        201 => "Created",
-        202 => "Accepted",
-        204 => "No Content",
-        400 => "Bad Request",
-        401 => "Unauthorized",
-        403 => "Forbidden",
-        404 => "Not Found",
-        405 => "Method Not Allowed",
-        413 => "Payload Too Large",
-        416 => "Range Not Satisfiable",
-        429 => "Too Many Requests",
-        500 => "Internal Server Error",
-        503 => "Service Unavailable",
-        _ => "",
-    }
 }
 
 fn write_reply(w: &mut impl Write, reply: &Reply, head_only: bool, close: bool) -> io::Result<()> {
@@ -659,51 +486,6 @@ fn write_reply(w: &mut impl Write, reply: &Reply, head_only: bool, close: bool) 
         w.write_all(&reply.body)?;
     }
     w.flush()
-}
-
-fn percent_decode(s: &str, plus_is_space: bool) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        match b[i] {
-            b'%' if i + 2 < b.len() => {
-                match std::str::from_utf8(&b[i + 1..i + 3])
-                    .ok()
-                    .and_then(|h| u8::from_str_radix(h, 16).ok())
-                {
-                    Some(v) => {
-                        out.push(v);
-                        i += 3;
-                    }
-                    None => {
-                        out.push(b'%');
-                        i += 1;
-                    }
-                }
-            }
-            b'+' if plus_is_space => {
-                out.push(b' ');
-                i += 1;
-            }
-            c => {
-                out.push(c);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-/// `a=b&c=d`, decoded (as a form: `+` is a space).
-fn query_pairs(q: &str) -> Vec<(String, String)> {
-    q.split('&')
-        .filter(|kv| !kv.is_empty())
-        .map(|kv| {
-            let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
-            (percent_decode(k, true), percent_decode(v, true))
-        })
-        .collect()
 }
 
 // ---------------------------------------------------------------------------------------
