@@ -100,6 +100,31 @@ pub enum DepotError {
     },
     #[error(transparent)]
     Hart(#[from] HartError),
+    #[error(transparent)]
+    Builder(#[from] crate::builder::BuilderError),
+    #[error(
+        "no package matching {ident} for {target} in the '{channel}' channel of {url}{}",
+        if elsewhere.is_empty() { String::new() } else { format!(" (channels that have it: {})", elsewhere.join(", ")) }
+    )]
+    NotInChannel {
+        ident: PackageIdent,
+        target: PackageTarget,
+        channel: String,
+        url: String,
+        elsewhere: Vec<String>,
+    },
+    #[error("{url}: the download of {ident} is refused: {problem}")]
+    BadDownload {
+        ident: PackageIdent,
+        url: String,
+        problem: String,
+    },
+    #[error("{url}: the download of {ident} is refused")]
+    DownloadUnverified {
+        ident: PackageIdent,
+        url: String,
+        source: Box<DepotError>,
+    },
 }
 
 struct Cycle<'a>(&'a [PackageIdent]);

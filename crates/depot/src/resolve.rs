@@ -3,12 +3,13 @@
 //! leaves first, ties by origin/name then version/release, requested packages last in
 //! argument order).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 use hart::{IdentError, PackageIdent, PackageMetadata, PackageTarget, VerifiedHart};
 use rayon::prelude::*;
 
+use crate::builder::Origin;
 use crate::error::{DepotError, Missing};
 use crate::source::{Depot, Loaded};
 
@@ -57,8 +58,15 @@ pub struct ResolvedClosure {
 }
 
 impl Depot {
-    /// The latest package satisfying `ident` for the depot's target, verified.
+    /// The package `ident` means for the depot's target, verified: with Builder configured,
+    /// the channel's latest unless a local one is newer (see `remote.rs`); else the latest
+    /// in the local sources.
     pub fn find_latest(&self, ident: &PackageIdent) -> Result<Loaded, DepotError> {
+        self.find_for(ident, Origin::Main)
+    }
+
+    /// The latest package satisfying `ident` in the local sources, verified.
+    pub(crate) fn find_local(&self, ident: &PackageIdent) -> Result<Loaded, DepotError> {
         let mut matches: Vec<(PackageIdent, PathBuf)> = Vec::new();
         let mut others: Vec<(PathBuf, PackageTarget)> = Vec::new();
         for c in &self.candidates {
@@ -143,9 +151,9 @@ impl Depot {
     }
 
     /// Loads a requested package and checks its target.
-    fn load_request(&self, r: &Request) -> Result<Loaded, DepotError> {
+    fn load_request(&self, r: &Request, origin: Origin) -> Result<Loaded, DepotError> {
         let l = match r {
-            Request::Ident(id) => self.find_latest(id)?,
+            Request::Ident(id) => self.find_for(id, origin)?,
             Request::Hart(p) => self.load(p)?,
         };
         if l.metadata.target != self.target {
@@ -171,23 +179,22 @@ impl Depot {
         base: &[Request],
         requests: &[Request],
     ) -> Result<ResolvedClosure, DepotError> {
-        let all: Vec<(bool, &Request)> = base
+        let all: Vec<(Origin, &Request)> = base
             .iter()
-            .map(|r| (false, r))
-            .chain(requests.iter().map(|r| (true, r)))
+            .map(|r| (Origin::Base, r))
+            .chain(requests.iter().map(|r| (Origin::Main, r)))
             .collect();
-        let requested: Vec<(bool, Loaded)> = all
+        let requested: Vec<(Origin, Loaded)> = all
             .par_iter()
-            .map(|(primary, r)| self.load_request(r).map(|l| (*primary, l)))
+            .map(|(origin, r)| self.load_request(r, *origin).map(|l| (*origin, l)))
             .collect::<Result<_, _>>()?;
-        let mut primary: Vec<PackageIdent> = Vec::new();
-        let mut members: BTreeMap<String, Loaded> = BTreeMap::new();
-        for (is_primary, l) in requested {
+        let mut c = Closure::default();
+        for (origin, l) in requested {
             let id = l.metadata.ident.clone();
-            if is_primary && !primary.contains(&id) {
-                primary.push(id.clone());
+            if origin == Origin::Main && !c.primary.contains(&id) {
+                c.primary.push(id.clone());
             }
-            if let Some(existing) = members.get(&id.to_string())
+            if let Some(existing) = c.members.get(&id.to_string())
                 && existing.hart.checksum() != l.hart.checksum()
             {
                 return Err(DepotError::Conflict {
@@ -196,87 +203,147 @@ impl Depot {
                     paths: vec![existing.hart.path().to_owned(), l.hart.path().to_owned()],
                 });
             }
-            members.insert(id.to_string(), l);
+            c.add(l, origin);
         }
+        self.load_dependencies(&mut c)?;
+        // Cycles first: a cycle also makes TDEPS inconsistent, and the cycle says more.
+        let heights = heights(&c.members)?;
+        check_consistency(&c.members)?;
+        Ok(ResolvedClosure {
+            target: self.target.clone(),
+            packages: c.ordered(&heights),
+        })
+    }
 
-        // Breadth-first over DEPS and TDEPS, loading each wave in parallel.
+    /// Breadth-first over DEPS and TDEPS, each wave loaded in parallel; every dependency
+    /// missing is reported at once, with who needs it.
+    fn load_dependencies(&self, c: &mut Closure) -> Result<(), DepotError> {
         let mut missing: BTreeMap<String, Missing> = BTreeMap::new();
-        let mut frontier: Vec<PackageIdent> = members.values().flat_map(deps_of).collect();
+        let mut frontier: Vec<(PackageIdent, Origin)> = c
+            .members
+            .values()
+            .flat_map(|l| c.deps_with_origin(l))
+            .collect();
         while !frontier.is_empty() {
-            let wave: BTreeSet<String> = frontier
-                .iter()
-                .map(ToString::to_string)
-                .filter(|k| !members.contains_key(k) && !missing.contains_key(k))
-                .collect();
-            let wave: Vec<PackageIdent> = frontier
-                .into_iter()
-                .filter(|d| wave.contains(&d.to_string()))
-                .fold(Vec::new(), |mut v, d| {
-                    if !v.contains(&d) {
-                        v.push(d);
-                    }
-                    v
-                });
-            let loaded: Vec<(PackageIdent, Option<Loaded>)> = wave
+            // One entry per package not known yet; asked for by the requested side wins.
+            let mut wave: Vec<(PackageIdent, Origin)> = Vec::new();
+            for (d, o) in frontier {
+                let key = d.to_string();
+                if c.members.contains_key(&key) || missing.contains_key(&key) {
+                    continue;
+                }
+                match wave.iter_mut().find(|(u, _)| *u == d) {
+                    Some((_, uo)) if o == Origin::Main => *uo = Origin::Main,
+                    Some(_) => {}
+                    None => wave.push((d, o)),
+                }
+            }
+            let loaded: Vec<(PackageIdent, Origin, Option<Loaded>)> = wave
                 .into_par_iter()
-                .map(|d| self.find_exact(&d).map(|l| (d, l)))
+                .map(|(d, o)| self.find_dependency(&d, o).map(|l| (d, o, l)))
                 .collect::<Result<_, _>>()?;
             frontier = Vec::new();
-            for (d, l) in loaded {
+            for (d, o, l) in loaded {
                 match l {
                     Some(l) => {
-                        frontier.extend(deps_of(&l));
-                        members.insert(d.to_string(), l);
+                        frontier.extend(deps_of(&l).into_iter().map(|dep| (dep, o)));
+                        c.add(l, o);
                     }
                     None => {
+                        let needed_by = Vec::new();
                         missing.insert(
                             d.to_string(),
                             Missing {
                                 ident: d,
-                                needed_by: Vec::new(),
+                                needed_by,
                             },
                         );
                     }
                 }
             }
         }
-        if !missing.is_empty() {
-            for m in missing.values_mut() {
-                let direct: Vec<PackageIdent> = members
-                    .values()
-                    .filter(|l| l.metadata.deps.contains(&m.ident))
-                    .map(|l| l.metadata.ident.clone())
-                    .collect();
-                m.needed_by = if direct.is_empty() {
-                    members
-                        .values()
-                        .filter(|l| l.metadata.tdeps.contains(&m.ident))
-                        .map(|l| l.metadata.ident.clone())
-                        .collect()
-                } else {
-                    direct
-                };
-            }
-            return Err(DepotError::Missing {
-                missing: missing.into_values().collect(),
-                searched: self.searched.clone(),
-            });
+        if missing.is_empty() {
+            return Ok(());
         }
-        // Cycles first: a cycle also makes TDEPS inconsistent, and the cycle says more.
-        let heights = heights(&members)?;
-        check_consistency(&members)?;
+        for m in missing.values_mut() {
+            let by = |f: &dyn Fn(&PackageMetadata) -> &Vec<PackageIdent>| -> Vec<PackageIdent> {
+                c.members
+                    .values()
+                    .filter(|l| f(&l.metadata).contains(&m.ident))
+                    .map(|l| l.metadata.ident.clone())
+                    .collect()
+            };
+            let direct = by(&|md| &md.deps);
+            m.needed_by = if direct.is_empty() {
+                by(&|md| &md.tdeps)
+            } else {
+                direct
+            };
+        }
+        Err(DepotError::Missing {
+            missing: missing.into_values().collect(),
+            searched: self.searched.clone(),
+        })
+    }
 
-        let mut packages: Vec<ResolvedPackage> = members
+    /// The package with exactly this fully qualified ident, from the sources or Builder.
+    pub fn find_exact(&self, ident: &PackageIdent) -> Result<Option<Loaded>, DepotError> {
+        self.find_dependency(ident, Origin::Main)
+    }
+
+    /// The package with exactly this fully qualified ident, if the local sources have it.
+    pub(crate) fn find_exact_local(
+        &self,
+        ident: &PackageIdent,
+    ) -> Result<Option<Loaded>, DepotError> {
+        match self.find_local(ident) {
+            Ok(l) => Ok(Some(l)),
+            Err(DepotError::NotFound { .. }) | Err(DepotError::OnlyOtherTargets { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// A closure being gathered: its members, which of them were asked for, and where each
+/// came from (its dependencies are downloaded from the same place).
+#[derive(Default)]
+struct Closure {
+    primary: Vec<PackageIdent>,
+    members: BTreeMap<String, Loaded>,
+    origins: HashMap<String, Origin>,
+}
+
+impl Closure {
+    fn add(&mut self, l: Loaded, origin: Origin) {
+        let key = l.metadata.ident.to_string();
+        let o = self.origins.entry(key.clone()).or_insert(origin);
+        if origin == Origin::Main {
+            *o = Origin::Main;
+        }
+        self.members.insert(key, l);
+    }
+
+    fn deps_with_origin(&self, l: &Loaded) -> Vec<(PackageIdent, Origin)> {
+        let o = self
+            .origins
+            .get(&l.metadata.ident.to_string())
+            .copied()
+            .unwrap_or(Origin::Main);
+        deps_of(l).into_iter().map(|d| (d, o)).collect()
+    }
+
+    /// Layer order: by height (leaves first), ties by ident; the requested packages last,
+    /// in argument order.
+    fn ordered(self, heights: &HashMap<String, usize>) -> Vec<ResolvedPackage> {
+        let primary = self.primary;
+        let mut packages: Vec<ResolvedPackage> = self
+            .members
             .into_values()
-            .map(|l| {
-                let height = heights[&l.metadata.ident.to_string()];
-                let requested = primary.contains(&l.metadata.ident);
-                ResolvedPackage {
-                    hart: l.hart,
-                    metadata: l.metadata,
-                    height,
-                    requested,
-                }
+            .map(|l| ResolvedPackage {
+                height: heights[&l.metadata.ident.to_string()],
+                requested: primary.contains(&l.metadata.ident),
+                hart: l.hart,
+                metadata: l.metadata,
             })
             .collect();
         packages.sort_by(|a, b| {
@@ -291,19 +358,7 @@ impl Depot {
                 .then(a.height.cmp(&b.height))
                 .then_with(|| a.ident().total_cmp(b.ident()))
         });
-        Ok(ResolvedClosure {
-            target: self.target.clone(),
-            packages,
-        })
-    }
-
-    /// The package with exactly this fully qualified ident, if the sources have it.
-    pub fn find_exact(&self, ident: &PackageIdent) -> Result<Option<Loaded>, DepotError> {
-        match self.find_latest(ident) {
-            Ok(l) => Ok(Some(l)),
-            Err(DepotError::NotFound { .. }) | Err(DepotError::OnlyOtherTargets { .. }) => Ok(None),
-            Err(e) => Err(e),
-        }
+        packages
     }
 }
 

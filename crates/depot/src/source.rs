@@ -6,10 +6,9 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use hart::{
-    DecodeOptions, Hart, KeyDirs, MetadataRecord, PackageMetadata, PackageTarget, VerifiedHart,
-};
+use hart::{DecodeOptions, KeyDirs, MetadataRecord, PackageMetadata, PackageTarget, VerifiedHart};
 
+use crate::builder::{BuilderClient, BuilderSettings, DownloadProgress};
 use crate::error::DepotError;
 
 /// Where to look, resolved by the caller (flags, environment, defaults).
@@ -31,6 +30,8 @@ pub struct DepotSettings {
     pub metadata_cache: Option<PathBuf>,
     /// Bytes one payload may decode to (a bound against decompression bombs).
     pub max_unpacked: u64,
+    /// Habitat Builder, for what the local sources lack (`None`: local sources only).
+    pub builder: Option<BuilderSettings>,
 }
 
 impl Default for DepotSettings {
@@ -43,6 +44,7 @@ impl Default for DepotSettings {
             decode_threads: 1,
             metadata_cache: None,
             max_unpacked: hart::DEFAULT_MAX_UNPACKED,
+            builder: None,
         }
     }
 }
@@ -112,6 +114,8 @@ pub struct Depot {
     metadata_cache: Option<PathBuf>,
     max_unpacked: u64,
     tap: Option<Arc<dyn PayloadTap>>,
+    pub(crate) builder: Option<BuilderClient>,
+    pub(crate) downloads: Option<Arc<dyn DownloadProgress>>,
 }
 
 /// Something that wants the decoded payload of packages whose metadata is being read, so
@@ -159,6 +163,21 @@ impl Depot {
             }
         }
         key_dirs.extend(settings.key_dirs.iter().cloned());
+        // Downloads land in the artifact cache, where the next run finds them; fetched keys
+        // in the key cache, searched last.
+        let builder = match &settings.builder {
+            Some(b) => {
+                if b.artifact_cache.is_dir() && !searched.contains(&b.artifact_cache) {
+                    scan(&b.artifact_cache, &mut candidates)?;
+                    searched.push(b.artifact_cache.clone());
+                }
+                if !key_dirs.contains(&b.key_cache) {
+                    key_dirs.push(b.key_cache.clone());
+                }
+                Some(BuilderClient::new(b.clone())?)
+            }
+            None => None,
+        };
         Ok(Depot {
             candidates,
             searched,
@@ -174,6 +193,8 @@ impl Depot {
             metadata_cache: settings.metadata_cache.clone(),
             max_unpacked: settings.max_unpacked,
             tap: None,
+            builder,
+            downloads: None,
         })
     }
 
@@ -191,6 +212,12 @@ impl Depot {
         self
     }
 
+    /// Downloads report their progress to `progress`.
+    pub fn with_downloads(mut self, progress: Arc<dyn DownloadProgress>) -> Depot {
+        self.downloads = Some(progress);
+        self
+    }
+
     pub fn searched(&self) -> &[PathBuf] {
         &self.searched
     }
@@ -200,9 +227,7 @@ impl Depot {
         if let Some(l) = self.loaded.lock().ok().and_then(|m| m.get(path).cloned()) {
             return Ok(l);
         }
-        let hart = Hart::open(path)?
-            .verify(&self.keys)?
-            .with_max_unpacked(self.max_unpacked);
+        let hart = self.verify(path)?.with_max_unpacked(self.max_unpacked);
         let metadata = match self.cached_metadata(hart.checksum()) {
             Some(m) => m,
             None => {

@@ -26,6 +26,10 @@ pub trait Events: Progress + EngineHost {
     fn status(&self, _message: &str) {}
     /// A directory this run owns until it ends; an interrupted run must remove it.
     fn owns(&self, _path: &Path) {}
+    /// Where package downloads from Builder report their progress.
+    fn downloads(&self) -> Option<Arc<dyn depot::DownloadProgress>> {
+        None
+    }
 }
 
 /// [`Events`] that go nowhere.
@@ -117,6 +121,9 @@ fn resolve(
     let mut depot = Depot::open(&settings.depot)?;
     if let Some(tap) = layers.prebuild_tap(!settings.per_package_layers()) {
         depot = depot.with_tap(tap);
+    }
+    if let Some(d) = events.downloads() {
+        depot = depot.with_downloads(d);
     }
     events.status("Resolving and verifying packages");
     Ok(depot.resolve_with_base(&base, &settings.packages)?)

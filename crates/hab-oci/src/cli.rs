@@ -63,6 +63,39 @@ pub(crate) struct SourceArgs {
     /// is refused (a decompression bomb cannot fill the disk).
     #[arg(long, value_name = "SIZE", default_value = "8G", value_parser = parse_size)]
     pub(crate) max_unpacked_size: u64,
+    #[command(flatten)]
+    pub(crate) builder: BuilderArgs,
+}
+
+/// Habitat Builder, for what the local sources lack. Builder is consulted when --url (or
+/// HAB_BLDR_URL / HAB_DEPOT_URL) is set, or when no --source is given (as `hab` does);
+/// downloads go to the Habitat artifact cache, fetched origin keys to the key cache.
+#[derive(Debug, Args, Clone)]
+pub(crate) struct BuilderArgs {
+    /// Builder URL (else $HAB_BLDR_URL, else $HAB_DEPOT_URL, else https://bldr.habitat.sh).
+    #[arg(long, short = 'u', value_name = "URL")]
+    pub(crate) url: Option<String>,
+    /// Channel that fuzzy idents are looked up in; also {{channel}} in name templates.
+    #[arg(long, short = 'c', env = "HAB_BLDR_CHANNEL", default_value = "base")]
+    pub(crate) channel: String,
+    /// Builder URL of the Supervisor packages (default: as --url).
+    #[arg(long, value_name = "URL")]
+    pub(crate) base_pkgs_url: Option<String>,
+    /// Channel of the Supervisor packages.
+    #[arg(long, value_name = "CHANNEL", default_value = "base")]
+    pub(crate) base_pkgs_channel: String,
+    /// Builder token, sent on lookups and downloads (never on key fetches, never printed).
+    #[arg(
+        long,
+        short = 'z',
+        env = "HAB_AUTH_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
+    pub(crate) auth: Option<String>,
+    /// No network at all: only the sources and caches; say what is missing.
+    #[arg(long, env = "HAB_OCI_OFFLINE")]
+    pub(crate) offline: bool,
 }
 
 #[derive(Debug, Args, Clone)]
@@ -138,9 +171,6 @@ pub(crate) struct ExportArgs {
     /// An extra tag, a template like --image-name.
     #[arg(long, value_name = "TAG_CUSTOM")]
     pub(crate) tag_custom: Option<String>,
-    /// Channel name, for templates ({{channel}}).
-    #[arg(long, short = 'c', default_value = "base")]
-    pub(crate) channel: String,
     /// Accepted for compatibility: one layer per package is the native default.
     #[arg(long, conflicts_with = "single_layer")]
     pub(crate) multi_layer: bool,
@@ -282,14 +312,6 @@ pub(crate) struct ExportArgs {
     /// docker/buildah: memory limit of the build (e.g. 2g), as in Habitat.
     #[arg(long, short = 'm', value_name = "MEMORY")]
     pub(crate) memory: Option<String>,
-    #[arg(long, short = 'u', hide = true)]
-    pub(crate) url: Option<String>,
-    #[arg(long, hide = true)]
-    pub(crate) base_pkgs_url: Option<String>,
-    #[arg(long, hide = true)]
-    pub(crate) base_pkgs_channel: Option<String>,
-    #[arg(long, short = 'z', hide = true)]
-    pub(crate) auth: Option<String>,
     /// Print the report JSON on stdout instead of the references.
     #[arg(long)]
     pub(crate) json: bool,

@@ -61,7 +61,18 @@ pub(crate) fn hint_for(err: &anyhow::Error) -> Option<String> {
 }
 
 fn depot_hint(e: &depot::DepotError) -> Option<String> {
+    use depot::builder::BuilderError;
     match e {
+        depot::DepotError::Builder(BuilderError::Unauthorized { .. }) => {
+            Some("check the token given with --auth or $HAB_AUTH_TOKEN".to_owned())
+        }
+        depot::DepotError::Builder(BuilderError::Transport { .. }) => Some(
+            "check --url (or $HAB_BLDR_URL); --offline uses only the local sources and caches"
+                .to_owned(),
+        ),
+        depot::DepotError::NotInChannel { .. } => {
+            Some("pick the channel with --channel (or $HAB_BLDR_CHANNEL)".to_owned())
+        }
         depot::DepotError::Missing { missing, .. } => Some(format!(
             "download them (keys included) with `hab pkg download --download-directory DIR {}` and pass --source DIR",
             missing

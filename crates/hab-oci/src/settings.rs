@@ -82,7 +82,61 @@ pub(crate) fn depot(args: &SourceArgs, use_cache: bool) -> Result<DepotSettings>
         decode_threads: 1,
         metadata_cache: cache_root().filter(|_| use_cache).map(|r| metadata_dir(&r)),
         max_unpacked: args.max_unpacked_size,
+        builder: builder(args),
     })
+}
+
+/// Habitat's default Builder.
+const DEFAULT_BLDR_URL: &str = "https://bldr.habitat.sh";
+
+/// The Builder URL as the exporter finds it: the flag, `$HAB_BLDR_URL`, `$HAB_DEPOT_URL`.
+fn configured_url(flag: Option<&str>) -> Option<String> {
+    let env = |v: &str| std::env::var(v).ok().filter(|s| !s.trim().is_empty());
+    flag.map(str::to_owned)
+        .or_else(|| env("HAB_BLDR_URL"))
+        .or_else(|| env("HAB_DEPOT_URL"))
+}
+
+/// Where Habitat writes `sub` ("artifacts", "keys"): `$env_var`, else `/hab/cache/SUB` as
+/// root, else `~/.hab/cache/SUB`.
+fn habitat_cache_for_writing(env_var: &str, sub: &str) -> PathBuf {
+    if let Some(p) = std::env::var_os(env_var).filter(|p| !p.is_empty()) {
+        return PathBuf::from(p);
+    }
+    if rustix::process::geteuid().is_root() {
+        return PathBuf::from("/hab/cache").join(sub);
+    }
+    home_hab(sub).unwrap_or_else(|| PathBuf::from("/hab/cache").join(sub))
+}
+
+/// Builder settings, when Builder is to be consulted: a URL was given (flag or
+/// environment), or no `--source` was (then the packages can only come from Builder and the
+/// caches, as with `hab`). `--offline` keeps the settings (downloads go nowhere, and the
+/// messages can say so) but no request is made.
+fn builder(args: &SourceArgs) -> Option<depot::BuilderSettings> {
+    let b = &args.builder;
+    let url = configured_url(b.url.as_deref());
+    if url.is_none() && !args.sources.is_empty() {
+        return None;
+    }
+    let url = url.unwrap_or_else(|| DEFAULT_BLDR_URL.to_owned());
+    let mut s = depot::BuilderSettings::new(
+        &url,
+        &b.channel,
+        habitat_cache_for_writing("HAB_CACHE_ARTIFACT_PATH", "artifacts"),
+        habitat_cache_for_writing("HAB_CACHE_KEY_PATH", "keys"),
+    );
+    s.base_url = b.base_pkgs_url.clone().unwrap_or_else(|| url.clone());
+    s.base_channel = b.base_pkgs_channel.clone();
+    s.token = b.auth.clone().filter(|t| !t.is_empty());
+    s.offline = b.offline;
+    if let Some(secs) = std::env::var("HAB_CLIENT_SOCKET_TIMEOUT")
+        .ok()
+        .and_then(|v| v.trim().parse::<u64>().ok())
+    {
+        s.timeout = std::time::Duration::from_secs(secs);
+    }
+    Some(s)
 }
 
 /// `SOURCE_DATE_EPOCH`, the reproducible-builds convention for "the time to use".
@@ -127,19 +181,10 @@ pub(crate) struct PushSettings {
 /// Flags of `hab pkg export container` we accept but do not implement yet: refused, never
 /// ignored silently. Engine flags given to the native engine are refused the same way.
 fn refuse_unsupported(a: &ExportArgs) -> Result<()> {
-    let unsupported: [(bool, &str); 5] = [
-        (
-            a.registry_type.as_deref().is_some_and(|t| t != "docker"),
-            "--registry-type",
-        ),
-        (
-            a.url.is_some(),
-            "--url (Builder downloads; use --source with `hab pkg download` output)",
-        ),
-        (a.base_pkgs_url.is_some(), "--base-pkgs-url"),
-        (a.base_pkgs_channel.is_some(), "--base-pkgs-channel"),
-        (a.auth.is_some(), "--auth"),
-    ];
+    let unsupported: [(bool, &str); 1] = [(
+        a.registry_type.as_deref().is_some_and(|t| t != "docker"),
+        "--registry-type",
+    )];
     if let Some((_, flag)) = unsupported.iter().find(|(given, _)| *given) {
         bail!("{flag} is not supported yet by hab-oci");
     }
@@ -310,7 +355,7 @@ fn plan_options(a: &ExportArgs) -> Result<PlanOptions> {
             tag_version: !a.no_tag_version,
             tag_version_release: !a.no_tag_version_release,
             tag_custom: a.tag_custom.clone(),
-            channel: a.channel.clone(),
+            channel: a.source.builder.channel.clone(),
         },
     })
 }
@@ -408,4 +453,33 @@ pub(crate) fn export(a: &ExportArgs) -> Result<(ExportSettings, Option<PushSetti
         mount_from: a.mount_from.clone(),
     });
     Ok((settings, push))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cmd_splits_like_a_shell_and_entrypoint_stays_whole() {
+        let words = |s: &str| parse_words("--cmd", s, true).expect(s);
+        assert_eq!(words(r#"sh -c "a b""#), ["sh", "-c", "a b"]);
+        assert_eq!(words("/x  y"), ["/x", "y"]);
+        assert_eq!(words(r"a\ b 'c d'"), ["a b", "c d"]);
+        assert_eq!(words(r#"["/bin/x", "a b"]"#), ["/bin/x", "a b"]);
+        assert!(parse_words("--cmd", r#"sh -c "a b"#, true).is_err());
+        assert!(parse_words("--cmd", "[not json", true).is_err());
+        assert_eq!(
+            parse_words("--entrypoint", "/bin/x y", false).expect("one word"),
+            ["/bin/x y"]
+        );
+    }
+
+    #[test]
+    fn key_values() {
+        let kv = parse_kv("--env", &["A=1".into(), "B=x=y".into()]).expect("ok");
+        assert_eq!(kv, [("A".into(), "1".into()), ("B".into(), "x=y".into())]);
+        for bad in ["A", "=1"] {
+            assert!(parse_kv("--env", &[bad.to_owned()]).is_err(), "{bad}");
+        }
+    }
 }

@@ -446,7 +446,7 @@ fn habitat_caches_are_sources() {
         .env("HAB_CACHE_ARTIFACT_PATH", examples.join("artifacts"))
         .env("HAB_CACHE_KEY_PATH", examples.join("keys"))
         .env("HAB_OCI_CACHE", tmp.path().join("cache"))
-        .args(["resolve", "example/hello/0.2.0"])
+        .args(["resolve", "--offline", "example/hello/0.2.0"])
         .assert()
         .success()
         .stdout(predicate::str::ends_with(

@@ -103,7 +103,71 @@ impl EngineHost for Bars<'_> {
     }
 }
 
+/// A bar per download from Builder and a running total, in the export's bars.
+#[derive(Debug)]
+pub(crate) struct DownloadBars {
+    multi: MultiProgress,
+    bars: Mutex<HashMap<String, ProgressBar>>,
+    /// Drawn from the first download on (an export from local packages shows none).
+    total: Mutex<Option<ProgressBar>>,
+}
+
+impl DownloadBars {
+    pub(crate) fn new(multi: &MultiProgress) -> DownloadBars {
+        DownloadBars {
+            multi: multi.clone(),
+            bars: Mutex::new(HashMap::new()),
+            total: Mutex::new(None),
+        }
+    }
+}
+
+impl depot::DownloadProgress for DownloadBars {
+    fn started(&self, what: &str, total: Option<u64>) {
+        if let Ok(mut t) = self.total.lock()
+            && t.is_none()
+        {
+            let bar = self.multi.add(ProgressBar::new_spinner());
+            bar.set_style(
+                ProgressStyle::with_template("{prefix:>10} {pos} packages from Builder")
+                    .unwrap_or_else(|_| ProgressStyle::default_bar()),
+            );
+            bar.set_prefix("Downloaded");
+            *t = Some(bar);
+        }
+        let bar = self.multi.add(ProgressBar::new(total.unwrap_or(0)));
+        bar.set_style(
+            ProgressStyle::with_template(
+                "  download {msg:40!} {bytes:>10}/{total_bytes:<10} {bytes_per_sec}",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        bar.set_message(what.to_owned());
+        if let Ok(mut b) = self.bars.lock()
+            && let Some(old) = b.insert(what.to_owned(), bar)
+        {
+            old.finish_and_clear();
+        }
+    }
+    fn advanced(&self, what: &str, bytes: u64) {
+        if let Some(b) = self.bars.lock().ok().and_then(|b| b.get(what).cloned()) {
+            b.inc(bytes);
+        }
+    }
+    fn finished(&self, what: &str, ok: bool) {
+        if let Some(b) = self.bars.lock().ok().and_then(|mut b| b.remove(what)) {
+            b.finish_and_clear();
+        }
+        if ok && let Some(t) = self.total.lock().ok().and_then(|t| t.clone()) {
+            t.inc(1);
+        }
+    }
+}
+
 impl Events for Bars<'_> {
+    fn downloads(&self) -> Option<std::sync::Arc<dyn depot::DownloadProgress>> {
+        Some(std::sync::Arc::new(DownloadBars::new(&self.multi)))
+    }
     fn status(&self, message: &str) {
         self.printer.status(message);
     }

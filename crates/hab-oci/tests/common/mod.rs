@@ -209,6 +209,12 @@ pub(crate) fn hab_oci(empty: &Path) -> Command {
     c.env("HAB_CACHE_KEY_PATH", empty.join("keys"))
         .env("HAB_CACHE_ARTIFACT_PATH", empty.join("artifacts"))
         .env("HAB_OCI_CACHE", empty.join("hab-oci-cache"))
+        // Local packages only, unless a test about Builder removes it: no test may reach
+        // the public Builder by accident.
+        .env("HAB_OCI_OFFLINE", "1")
+        .env_remove("HAB_BLDR_URL")
+        .env_remove("HAB_DEPOT_URL")
+        .env_remove("HAB_AUTH_TOKEN")
         .env_remove("SOURCE_DATE_EPOCH");
     c
 }
@@ -220,6 +226,12 @@ pub(crate) fn hab_oci_process(empty: &Path) -> StdCommand {
     c.env("HAB_CACHE_KEY_PATH", empty.join("keys"))
         .env("HAB_CACHE_ARTIFACT_PATH", empty.join("artifacts"))
         .env("HAB_OCI_CACHE", empty.join("hab-oci-cache"))
+        // Local packages only, unless a test about Builder removes it: no test may reach
+        // the public Builder by accident.
+        .env("HAB_OCI_OFFLINE", "1")
+        .env_remove("HAB_BLDR_URL")
+        .env_remove("HAB_DEPOT_URL")
+        .env_remove("HAB_AUTH_TOKEN")
         .env_remove("SOURCE_DATE_EPOCH");
     c
 }
