@@ -1,5 +1,6 @@
 //! Packages from Habitat Builder, as `hab pkg install` gets them (the contract is the one
-//! recorded in docs/builder-api.md): a fuzzy ident is looked up in a channel, whose server
+//! recorded in the module documentation of crates/testkit/src/builder.rs, the fake Builder
+//! the tests use): a fuzzy ident is looked up in a channel, whose server
 //! picks the latest (`GET /v1/depot/channels/O/C/pkgs/N[/V]/latest?target=T`); a fully
 //! qualified one is downloaded without a lookup (`GET /v1/depot/pkgs/O/N/V/R/download`,
 //! named by `x-filename`); a missing origin key is fetched without the token
