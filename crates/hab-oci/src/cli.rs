@@ -304,8 +304,11 @@ pub(crate) struct ExportArgs {
     /// them (repeatable), e.g. registry.example.com/team/base.
     #[arg(long, value_name = "REPOSITORY")]
     pub(crate) mount_from: Vec<String>,
-    #[arg(long, short = 'R', hide = true)]
-    pub(crate) registry_type: Option<String>,
+    /// The registry's kind, as in Habitat: `docker` and `azure` (username/password as
+    /// given) work alike; `amazon` (ECR's login from AWS credentials) is refused with what to
+    /// do instead.
+    #[arg(long, short = 'R', value_enum, default_value_t = RegistryTypeArg::Docker)]
+    pub(crate) registry_type: RegistryTypeArg,
     /// docker/buildah: remove the image from the engine's store after pushing it.
     #[arg(long)]
     pub(crate) rm_image: bool,
@@ -322,6 +325,13 @@ pub(crate) struct ExportArgs {
     /// Size bound of the layer cache; least recently used layers go first.
     #[arg(long, value_name = "SIZE", default_value = "10G", value_parser = parse_size)]
     pub(crate) cache_max_size: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum RegistryTypeArg {
+    Docker,
+    Amazon,
+    Azure,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -17,7 +17,8 @@ use hart::{KeyDirs, PackageTarget};
 use oci_image::Compression;
 
 use crate::cli::{
-    CompressionArg, DockerBuilderArg, EngineArg, ExportArgs, FormatArg, KeysArgs, SourceArgs,
+    CompressionArg, DockerBuilderArg, EngineArg, ExportArgs, FormatArg, KeysArgs, RegistryTypeArg,
+    SourceArgs,
 };
 
 fn home_hab(sub: &str) -> Option<PathBuf> {
@@ -181,12 +182,10 @@ pub(crate) struct PushSettings {
 /// Flags of `hab pkg export container` we accept but do not implement yet: refused, never
 /// ignored silently. Engine flags given to the native engine are refused the same way.
 fn refuse_unsupported(a: &ExportArgs) -> Result<()> {
-    let unsupported: [(bool, &str); 1] = [(
-        a.registry_type.as_deref().is_some_and(|t| t != "docker"),
-        "--registry-type",
-    )];
-    if let Some((_, flag)) = unsupported.iter().find(|(given, _)| *given) {
-        bail!("{flag} is not supported yet by hab-oci");
+    if a.registry_type == RegistryTypeArg::Amazon {
+        bail!(
+            "--registry-type amazon is not supported yet: hab-oci does not make ECR's login from AWS credentials itself\nhint: pass it as a password: `aws ecr get-login-password --region REGION | hab-oci export --push-image --registry-url ACCOUNT.dkr.ecr.REGION.amazonaws.com --username AWS --password-stdin ...`"
+        );
     }
     if a.engine == EngineArg::Native {
         let engine_only: [(bool, &str); 11] = [
