@@ -70,6 +70,14 @@ enum Command {
         #[arg(long)]
         release: String,
     },
+    /// Serve a directory of harts (DIR/artifacts, keys in DIR/keys) as a fake Habitat
+    /// Builder on 127.0.0.1 (every package in CHANNEL), printing its URL, until killed.
+    ServeBuilder {
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long, default_value = "stable")]
+        channel: String,
+    },
 }
 
 #[allow(clippy::print_stdout)] // the generated idents are this tool's output
@@ -101,6 +109,27 @@ fn main() -> Result<()> {
             for n in hab_oci_testkit::rebuild_specs(&specs, &package, &release) {
                 println!("{}", n.ident);
                 hab_oci_testkit::add_package(&mut c, n, closure.block_kb * 1024)?;
+            }
+        }
+        Command::ServeBuilder { dir, channel } => {
+            use hab_oci_testkit::builder::{BuilderConfig, BuilderServer, Framing};
+            let mut packages = Vec::new();
+            for e in std::fs::read_dir(dir.join("artifacts"))? {
+                let p = e?.path();
+                if p.extension().is_some_and(|x| x == "hart") {
+                    packages.push((p, vec![channel.clone()]));
+                }
+            }
+            let server = BuilderServer::start(BuilderConfig {
+                packages,
+                keys_dir: dir.join("keys"),
+                framing: Framing::ContentLength,
+                ..BuilderConfig::default()
+            })?;
+            println!("{}", server.url());
+            std::io::Write::flush(&mut std::io::stdout())?;
+            loop {
+                std::thread::park();
             }
         }
     }
