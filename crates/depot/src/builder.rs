@@ -73,8 +73,11 @@ pub enum Origin {
 /// Why talking to Builder failed. Messages name the package and the URL; never the token.
 #[derive(Debug, thiserror::Error)]
 pub enum BuilderError {
-    #[error("{url}: Builder refused the token (401)")]
-    Unauthorized { url: String },
+    #[error(
+        "{url}: Builder {} (401)",
+        if *sent_token { "refused the token" } else { "requires a token" }
+    )]
+    Unauthorized { url: String, sent_token: bool },
     #[error("{url}: Builder answered {status}")]
     Status { url: String, status: u16 },
     #[error("{url}: {problem} (after {attempts} attempts)")]
@@ -252,6 +255,7 @@ impl BuilderClient {
                 retry: false,
                 error: BuilderError::Unauthorized {
                     url: url.to_owned(),
+                    sent_token: with_token && self.settings.token.is_some(),
                 },
             }),
             _ => Err(Failure {

@@ -103,6 +103,15 @@ pub enum DepotError {
     #[error(transparent)]
     Builder(#[from] crate::builder::BuilderError),
     #[error(
+        "no package matching {ident} for {target} in {}, and Builder is not asked (offline)",
+        dirs(searched)
+    )]
+    NotFoundOffline {
+        ident: PackageIdent,
+        target: PackageTarget,
+        searched: Vec<PathBuf>,
+    },
+    #[error(
         "no package matching {ident} for {target} in the '{channel}' channel of {url}{}",
         if elsewhere.is_empty() { String::new() } else { format!(" (channels that have it: {})", elsewhere.join(", ")) }
     )]

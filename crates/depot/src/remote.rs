@@ -32,6 +32,12 @@ impl Depot {
                     }
                     .into());
                 };
+                // One fetch per key: packages of one origin are verified in parallel, and
+                // the second waits here, then finds the key the first one fetched.
+                let _one_at_a_time = self.key_fetch.lock().unwrap_or_else(|e| e.into_inner());
+                if let Ok(v) = Hart::open(path)?.verify(&self.keys) {
+                    return Ok(v);
+                }
                 b.fetch_key(&signer, Origin::Main).or_else(|e| {
                     if b.url(Origin::Base) == b.url(Origin::Main) {
                         Err(e)
@@ -53,9 +59,23 @@ impl Depot {
         ident: &PackageIdent,
         origin: Origin,
     ) -> Result<Loaded, DepotError> {
-        let Some(b) = self.builder.as_ref().filter(|b| !b.settings().offline) else {
+        let Some(b) = self.builder.as_ref() else {
             return self.find_local(ident);
         };
+        if b.settings().offline {
+            return self.find_local(ident).map_err(|e| match e {
+                DepotError::NotFound {
+                    ident,
+                    target,
+                    searched,
+                } => DepotError::NotFoundOffline {
+                    ident,
+                    target,
+                    searched,
+                },
+                other => other,
+            });
+        }
         if ident.fully_qualified() {
             return match self.find_exact_local(ident)? {
                 Some(l) => Ok(l),

@@ -116,6 +116,8 @@ pub struct Depot {
     tap: Option<Arc<dyn PayloadTap>>,
     pub(crate) builder: Option<BuilderClient>,
     pub(crate) downloads: Option<Arc<dyn DownloadProgress>>,
+    /// Held while an origin key is fetched (see `remote.rs`).
+    pub(crate) key_fetch: Mutex<()>,
 }
 
 /// Something that wants the decoded payload of packages whose metadata is being read, so
@@ -167,8 +169,10 @@ impl Depot {
         // in the key cache, searched last.
         let builder = match &settings.builder {
             Some(b) => {
-                if b.artifact_cache.is_dir() && !searched.contains(&b.artifact_cache) {
-                    scan(&b.artifact_cache, &mut candidates)?;
+                if !searched.contains(&b.artifact_cache) {
+                    if b.artifact_cache.is_dir() {
+                        scan(&b.artifact_cache, &mut candidates)?;
+                    }
                     searched.push(b.artifact_cache.clone());
                 }
                 if !key_dirs.contains(&b.key_cache) {
@@ -195,6 +199,7 @@ impl Depot {
             tap: None,
             builder,
             downloads: None,
+            key_fetch: Mutex::new(()),
         })
     }
 

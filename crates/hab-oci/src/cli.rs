@@ -94,7 +94,7 @@ pub(crate) struct BuilderArgs {
     )]
     pub(crate) auth: Option<String>,
     /// No network at all: only the sources and caches; say what is missing.
-    #[arg(long, env = "HAB_OCI_OFFLINE")]
+    #[arg(long, env = "HAB_OCI_OFFLINE", value_parser = clap::builder::FalseyValueParser::new())]
     pub(crate) offline: bool,
 }
 

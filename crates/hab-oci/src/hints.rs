@@ -70,9 +70,12 @@ fn depot_hint(e: &depot::DepotError) -> Option<String> {
             "check --url (or $HAB_BLDR_URL); --offline uses only the local sources and caches"
                 .to_owned(),
         ),
-        depot::DepotError::NotInChannel { .. } => {
+        depot::DepotError::NotInChannel { elsewhere, .. } if !elsewhere.is_empty() => {
             Some("pick the channel with --channel (or $HAB_BLDR_CHANNEL)".to_owned())
         }
+        depot::DepotError::NotFoundOffline { .. } => Some(
+            "drop --offline (or $HAB_OCI_OFFLINE) to download it from Builder (--url)".to_owned(),
+        ),
         depot::DepotError::Missing { missing, .. } => Some(format!(
             "download them (keys included) with `hab pkg download --download-directory DIR {}` and pass --source DIR",
             missing

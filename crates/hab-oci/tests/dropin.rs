@@ -41,8 +41,7 @@ fn exporter(tmp: &Path) -> PathBuf {
     let link = tmp.join("bin/hab-pkg-export-container");
     if !link.exists() {
         std::fs::create_dir_all(link.parent().expect("parent")).expect("bin dir");
-        std::os::unix::fs::symlink(assert_cmd::cargo::cargo_bin("hab-oci"), &link)
-            .expect("link");
+        std::os::unix::fs::symlink(assert_cmd::cargo::cargo_bin("hab-oci"), &link).expect("link");
     }
     link
 }
