@@ -142,7 +142,9 @@ fn acme_builder(token: Option<&str>, framing: Framing) -> (Packages, BuilderServ
 /// The binary with empty caches in `run`, allowed to reach Builder.
 fn bldr(run: &Path) -> assert_cmd::Command {
     let mut c = hab_oci(run);
-    c.env_remove("HAB_OCI_OFFLINE");
+    // Exports write Habitat's results/ into the working directory: keep it in the run's.
+    std::fs::create_dir_all(run).expect("run dir");
+    c.env_remove("HAB_OCI_OFFLINE").current_dir(run);
     c
 }
 
