@@ -1,9 +1,11 @@
 //! Packages from Habitat Builder through the real binary, against testkit's in-process fake
 //! Builder (`hab_oci_testkit::builder`): channel lookups, downloads into the artifact cache,
 //! origin keys fetched without the token, the caches and `--offline` on later runs, faults
-//! (5xx, cut connections, corrupted bodies, bad `x-filename`, a wrong token), and a
-//! Supervisor image built only from Builder packages. Assertions are on the binary's
-//! output and exit code, the caches' files and the fake's request log.
+//! (5xx, cut connections, corrupted bodies, bad `x-filename`, a wrong token), bad input
+//! (lookup answers of the wrong shape, bodies longer than their `Content-Length`, bad origin
+//! keys, a download holding another package), and a Supervisor image built only from
+//! Builder packages. Assertions are on the binary's output and exit code, the caches' files
+//! and the fake's request log.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
@@ -12,7 +14,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command as StdCommand;
 
 use hab_oci_testkit::builder::{
-    BuilderConfig, BuilderFaults, BuilderRequest, BuilderServer, Framing, RouteKind,
+    BadKey, BuilderConfig, BuilderFaults, BuilderRequest, BuilderServer, Framing, LookupBody,
+    Overlong, RouteKind,
 };
 use hab_oci_testkit::{PackageSpec, write_package_dir};
 use hart::{PackOptions, PackageIdent, SecretKey};
@@ -858,6 +861,369 @@ fn a_redirected_download_leaves_the_token_behind() {
 }
 
 // ---------------------------------------------------------------------------------------
+// 3b. bad input: answers of the wrong shape, keys and packages that are not what was asked
+
+/// `export --auth TOKEN` of `pkg`, expected to fail with exit 1: stderr names every one of
+/// `parts`, the token is nowhere in the output, and nothing is left half-written: no image,
+/// no `.hab-oci-` temporaries, no hart at all in the artifact cache (these faults all hit
+/// the first package), and nothing in the key cache but `good_keys` (genuine keys fetched
+/// on the way). Returns stderr, or every problem found at once (with the output and the
+/// Builder log).
+fn refused(
+    r: &Path,
+    b: &BuilderServer,
+    pkg: &str,
+    parts: &[&str],
+    good_keys: &BTreeSet<String>,
+    case: &str,
+) -> Result<String, String> {
+    let a = bldr(r)
+        .args([
+            "export",
+            "--url",
+            &b.url(),
+            "--channel",
+            "stable",
+            "--no-supervisor",
+            "--auth",
+            TOKEN,
+            pkg,
+        ])
+        .arg("-o")
+        .arg(format!("oci:{}", r.join("failed-img").display()))
+        .assert();
+    let (out, err) = (stdout_of(&a), stderr_of(&a));
+    let mut problems = Vec::new();
+    let code = a.get_output().status.code();
+    if code != Some(1) {
+        problems.push(format!("exit {code:?}, not 1"));
+    }
+    for part in parts {
+        if !err.contains(part) {
+            problems.push(format!("{part:?} missing from stderr"));
+        }
+    }
+    if err.contains(TOKEN) || out.contains(TOKEN) {
+        problems.push("the token is in the output".to_owned());
+    }
+    if r.join("failed-img").exists() {
+        problems.push("an image was written".to_owned());
+    }
+    if !temporaries(r).is_empty() {
+        problems.push(format!("temporaries left: {:?}", temporaries(r)));
+    }
+    let artifacts = entries(&r.join("artifacts"));
+    if !artifacts.is_empty() {
+        problems.push(format!("the artifact cache holds {artifacts:?}"));
+    }
+    let keys = entries(&r.join("keys"));
+    if !keys.is_subset(good_keys) {
+        problems.push(format!(
+            "the key cache holds {keys:?}, only {good_keys:?} may be there"
+        ));
+    }
+    if problems.is_empty() {
+        return Ok(err);
+    }
+    Err(format!(
+        "{case}:\n- {}\nstdout: {out}\nstderr: {err}\nBuilder log: {:#?}",
+        problems.join("\n- "),
+        summary(&b.log())
+    ))
+}
+
+/// Fails with every case's problems, if any.
+fn all_ok(failures: &[String]) {
+    assert!(
+        failures.is_empty(),
+        "{} failing case(s):\n\n{}",
+        failures.len(),
+        failures.join("\n\n")
+    );
+}
+
+/// The hart `b` publishes as `ident`.
+fn published_path(b: &BuilderServer, ident: &str) -> PathBuf {
+    b.published()
+        .into_iter()
+        .find(|p| p.ident.to_string() == ident)
+        .map(|p| p.path)
+        .expect("published")
+}
+
+/// A lookup answered 200 with something that is not the package record Builder promises —
+/// JSON without `checksum`, an ident without a release, an HTML page, or a record of
+/// another package (`acme/other/…` for `acme/app`) — fails the export with exit 1, naming
+/// `acme/app` and the lookup URL; nothing is downloaded and both caches stay empty.
+fn a_lookup_answer_of_the_wrong_shape_is_refused_naming_the_package_and_url() {
+    let (_pk, b) = acme_builder(Some(TOKEN), Framing::Chunked);
+    let lookup_url = format!("{}/v1/depot/channels/acme/stable/pkgs/app/latest", b.url());
+    let other = "acme/other/1.0.0/20240201000000";
+    let mut failures = Vec::new();
+    for body in [
+        LookupBody::MissingChecksum,
+        LookupBody::NoRelease,
+        LookupBody::NotJson,
+        LookupBody::OtherIdent(other.to_owned()),
+    ] {
+        b.clear_log();
+        b.set_faults(BuilderFaults {
+            bad_lookups: 1,
+            bad_lookup: body.clone(),
+            ..BuilderFaults::default()
+        });
+        let run = tempfile::tempdir().expect("tmp");
+        let case = format!("{body:?}");
+        let mut parts = vec!["acme/app", lookup_url.as_str()];
+        if let LookupBody::OtherIdent(o) = &body {
+            parts.push(o);
+        }
+        if let Err(e) = refused(run.path(), &b, "acme/app", &parts, &BTreeSet::new(), &case) {
+            failures.push(e);
+        }
+        let log = b.log();
+        assert_eq!(b.faults().bad_lookups, 0, "{case}: the fault hit");
+        assert_eq!(
+            summary(&log).len(),
+            1,
+            "{case}: the lookup only, not retried, nothing downloaded: {:#?}",
+            summary(&log)
+        );
+    }
+    all_ok(&failures);
+}
+
+/// A download whose body is longer than its `Content-Length` said. HTTP/1.1 frames a body
+/// by `Content-Length`: the client reads that many bytes and no more (the fake closes the
+/// connection after the rest), so what it gets is never "the longer body" but the announced
+/// prefix. What protects the user is therefore the verification of that prefix:
+/// - `Understated` (the whole hart sent, `Content-Length` 1024 bytes short): the client holds
+///   a truncated hart, refused by the channel's checksum (`acme/app`) or the signature (the
+///   fully qualified ident, no lookup) — exit 1 naming the package and its URL, nothing in
+///   the artifact cache.
+/// - `TrailingJunk` (`Content-Length` the hart's length, junk after it): the client holds
+///   exactly the published hart, which verifies; the export works and the cached file is
+///   byte for byte the published one, without the junk.
+fn a_download_longer_than_its_content_length_is_never_taken_whole() {
+    // The fault always frames with Content-Length, whatever the server's framing.
+    let (mut pk, b) = acme_builder(Some(TOKEN), Framing::Chunked);
+    let download_url = format!("{}/v1/depot/pkgs/{APP}/download", b.url());
+    let good_keys = set(&[pk.public_key_file("acme")]);
+    let mut failures = Vec::new();
+    for pkg in ["acme/app", APP] {
+        b.clear_log();
+        b.set_faults(BuilderFaults {
+            overlong_downloads: 1,
+            overlong: Overlong::Understated(1024),
+            ..BuilderFaults::default()
+        });
+        let run = tempfile::tempdir().expect("tmp");
+        let case = format!("{pkg} Understated");
+        if let Err(e) = refused(
+            run.path(),
+            &b,
+            pkg,
+            &[APP, download_url.as_str()],
+            &good_keys,
+            &case,
+        ) {
+            failures.push(e);
+        }
+        let log = b.log();
+        let app = downloads_of(&log, APP);
+        assert_eq!(
+            app.iter().map(|q| q.faults.clone()).collect::<Vec<_>>(),
+            [vec!["overlong_downloads"]],
+            "{case}: {:#?}",
+            summary(&log)
+        );
+    }
+
+    b.clear_log();
+    b.set_faults(BuilderFaults {
+        overlong_downloads: 1,
+        overlong: Overlong::TrailingJunk(4096),
+        ..BuilderFaults::default()
+    });
+    let run = tempfile::tempdir().expect("tmp");
+    let r = run.path();
+    export_ok(r, &b, "acme/app", "img", &["--auth", TOKEN]);
+    let log = b.log();
+    let app = downloads_of(&log, APP);
+    assert_eq!(app.len(), 1, "{:#?}", summary(&log));
+    assert_eq!(app[0].faults, ["overlong_downloads"]);
+    let published = fs::read(published_path(&b, APP)).expect("published");
+    assert_eq!(
+        app[0].body_bytes,
+        published.len() as u64 + 4096,
+        "the junk went out"
+    );
+    let cached = fs::read(r.join("artifacts").join(hart_name(APP))).expect("cached");
+    assert!(
+        cached == published,
+        "the cached hart is the published one ({} bytes cached, {} published)",
+        cached.len(),
+        published.len()
+    );
+    assert!(temporaries(r).is_empty(), "{:?}", temporaries(r));
+    all_ok(&failures);
+}
+
+/// An export in `r` without faults, after a refused one: the caches did not keep anything
+/// that stops it. `Err` with the output when it fails.
+fn works_again(r: &Path, b: &BuilderServer, case: &str) -> Result<(), String> {
+    b.set_faults(BuilderFaults::default());
+    let a = bldr(r)
+        .args([
+            "export",
+            "--url",
+            &b.url(),
+            "--channel",
+            "stable",
+            "--no-supervisor",
+            "--auth",
+            TOKEN,
+            "acme/app",
+        ])
+        .arg("-o")
+        .arg(format!("oci:{}", r.join("again-img").display()))
+        .assert();
+    if a.get_output().status.success() {
+        return Ok(());
+    }
+    Err(format!(
+        "{case}: the next export, without the fault, in the same caches:\n- exit {:?}\nstderr: {}\nkey cache: {:?}",
+        a.get_output().status.code(),
+        stderr_of(&a),
+        entries(&r.join("keys"))
+    ))
+}
+
+/// The origin key fetched to verify `acme/app` is not the key asked for: text that is no
+/// key, or a key naming another origin or another revision. The export fails with exit 1
+/// naming the package, the key (`acme-REV`) and the key's URL, no key file is left in the
+/// key cache, and the next export without the fault works.
+fn a_bad_origin_key_is_refused_naming_the_key_and_url_and_not_cached() {
+    let (mut pk, b) = acme_builder(Some(TOKEN), Framing::Chunked);
+    let acme_key = pk.public_key_file("acme");
+    let key_name = acme_key.trim_end_matches(".pub").to_owned();
+    let rev = key_name.trim_start_matches("acme-").to_owned();
+    let key_url = format!("{}/v1/depot/origins/acme/keys/{rev}", b.url());
+    let mut failures = Vec::new();
+    for bad in [
+        BadKey::Garbage,
+        BadKey::OtherName(format!("evil-{rev}")),
+        BadKey::OtherName("acme-20000101000000".to_owned()),
+    ] {
+        let case = format!("{bad:?}");
+        bad_key_case(&b, bad, &[APP, &key_name, &key_url], &case, &mut failures);
+    }
+    all_ok(&failures);
+}
+
+/// A well-formed key of the right name and revision whose bytes are another key's (what a
+/// Builder serving a replaced key would send): it cannot verify the package. The export
+/// fails with exit 1 naming the package, the key and the key's URL; the key is not kept in
+/// the key cache, where it would refuse every later package of the origin without Builder
+/// being asked again; the next export without the fault works.
+fn a_key_that_does_not_verify_the_package_is_not_kept() {
+    let (mut pk, b) = acme_builder(Some(TOKEN), Framing::Chunked);
+    let acme_key = pk.public_key_file("acme");
+    let key_name = acme_key.trim_end_matches(".pub").to_owned();
+    let rev = key_name.trim_start_matches("acme-").to_owned();
+    let key_url = format!("{}/v1/depot/origins/acme/keys/{rev}", b.url());
+    let mut failures = Vec::new();
+    bad_key_case(
+        &b,
+        BadKey::OtherKey,
+        &[APP, &key_name, &key_url],
+        "OtherKey",
+        &mut failures,
+    );
+    all_ok(&failures);
+}
+
+/// `export acme/app` from empty caches with the first key answer `bad`: refused with
+/// `parts` and an empty key cache, then an export without the fault works. Problems go to
+/// `failures`.
+fn bad_key_case(
+    b: &BuilderServer,
+    bad: BadKey,
+    parts: &[&str],
+    case: &str,
+    failures: &mut Vec<String>,
+) {
+    b.clear_log();
+    b.set_faults(BuilderFaults {
+        bad_keys: 1,
+        bad_key: bad,
+        ..BuilderFaults::default()
+    });
+    let run = tempfile::tempdir().expect("tmp");
+    let r = run.path();
+    // No good key either: the one fetch of the key is the bad one.
+    if let Err(e) = refused(r, b, "acme/app", parts, &BTreeSet::new(), case) {
+        failures.push(e);
+    }
+    let log = b.log();
+    assert_eq!(b.faults().bad_keys, 0, "{case}: the fault hit");
+    assert!(
+        log.iter()
+            .filter(|q| q.route == RouteKind::Key)
+            .all(|q| !q.authorization),
+        "{case}: {:#?}",
+        summary(&log)
+    );
+    if let Err(e) = works_again(r, b, case) {
+        failures.push(e);
+    }
+}
+
+/// The download of one ident serves another package's hart (under the asked ident's
+/// `x-filename`): an older release of the same package, or another package of the origin.
+/// For `acme/app` the channel's checksum refuses it, for the fully qualified ident (no
+/// lookup) its IDENT does; either way exit 1 naming the ident asked for and the download
+/// URL, and nothing in the artifact cache (neither name).
+fn a_download_holding_another_package_is_refused_naming_the_one_asked_for() {
+    let (mut pk, b) = acme_builder(Some(TOKEN), Framing::Chunked);
+    let download_url = format!("{}/v1/depot/pkgs/{APP}/download", b.url());
+    let good_keys = set(&[pk.public_key_file("acme")]);
+    let mut failures = Vec::new();
+    for served in [APP_OLD, LIB] {
+        for pkg in ["acme/app", APP] {
+            b.clear_log();
+            b.set_faults(BuilderFaults {
+                swapped_downloads: 1,
+                swap_download: Some((APP.to_owned(), published_path(&b, served))),
+                ..BuilderFaults::default()
+            });
+            let run = tempfile::tempdir().expect("tmp");
+            let case = format!("{pkg} served {served}");
+            if let Err(e) = refused(
+                run.path(),
+                &b,
+                pkg,
+                &[APP, download_url.as_str()],
+                &good_keys,
+                &case,
+            ) {
+                failures.push(e);
+            }
+            assert_eq!(b.faults().swapped_downloads, 0, "{case}: the fault hit");
+            let log = b.log();
+            let app = downloads_of(&log, APP);
+            assert_eq!(app.len(), 1, "{case}: not retried: {:#?}", summary(&log));
+            assert!(
+                downloads_of(&log, served).is_empty(),
+                "{case}: {:#?}",
+                summary(&log)
+            );
+        }
+    }
+    all_ok(&failures);
+}
+
+// ---------------------------------------------------------------------------------------
 // 4. A Supervisor image from Builder only
 
 /// Writes and packs a package directory with `files` (relative path, content, mode).
@@ -1083,5 +1449,10 @@ tests![
     an_x_filename_with_a_path_is_refused,
     a_wrong_token_gets_a_clear_401_without_the_token,
     a_redirected_download_leaves_the_token_behind,
+    a_lookup_answer_of_the_wrong_shape_is_refused_naming_the_package_and_url,
+    a_download_longer_than_its_content_length_is_never_taken_whole,
+    a_bad_origin_key_is_refused_naming_the_key_and_url_and_not_cached,
+    a_key_that_does_not_verify_the_package_is_not_kept,
+    a_download_holding_another_package_is_refused_naming_the_one_asked_for,
     supervisor_image_from_builder_runs_in_docker => [Need::Docker],
 ];

@@ -99,7 +99,10 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use hart::{DecodeOptions, Hart, KeyDirs, PackageIdent, PackageMetadata, PackageTarget, PublicKey};
+use hart::{
+    DecodeOptions, Hart, KeyDirs, PackageIdent, PackageMetadata, PackageTarget, PublicKey,
+    SecretKey,
+};
 use serde_json::{Map, Value, json};
 
 use crate::http::{Head, Server, percent_decode, query_pairs, read_body, read_head, reason};
@@ -135,6 +138,40 @@ pub enum Overlong {
     /// sent: a client reading exactly `Content-Length` bytes gets a truncated hart.
     Understated(u64),
 }
+
+/// What [`BuilderFaults::bad_lookups`] answers (200, in place of the package's JSON).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum LookupBody {
+    /// The package's JSON without `checksum`.
+    #[default]
+    MissingChecksum,
+    /// The package's JSON with `ident` lacking `release` (not fully qualified).
+    NoRelease,
+    /// Not JSON at all: an HTML page (`Content-Type: text/html`), as a proxy or a captive
+    /// portal might answer.
+    NotJson,
+    /// The package's JSON made to say it is this fully qualified ident (`o/n/v/r`: `ident`,
+    /// `ident_array`, `origin` and `name`), whatever was asked; the rest (the checksum
+    /// included) is the found package's.
+    OtherIdent(String),
+}
+
+/// What [`BuilderFaults::bad_keys`] answers (200, the right `x-filename`, in place of the
+/// key's text).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum BadKey {
+    /// Text that is no key file: [`GARBAGE_KEY`].
+    #[default]
+    Garbage,
+    /// The asked key's text with its name line (`ORIGIN-REV`) replaced by this one.
+    OtherName(String),
+    /// A well-formed key of the asked name and revision whose bytes are another key's (a
+    /// fresh key pair, so nothing it signed exists).
+    OtherKey,
+}
+
+/// The body of [`BadKey::Garbage`].
+pub const GARBAGE_KEY: &str = "SIG-PUB-1\nnot a key at all\n\n%%% not base64 %%%";
 
 /// Where [`BuilderFaults::redirect_downloads`] sends the client.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -193,6 +230,19 @@ pub struct BuilderFaults {
     /// `redirect_to` (after the token check, as Builder itself would redirect).
     pub redirect_downloads: usize,
     pub redirect_to: RedirectTo,
+    /// The next this many Route A lookups that find a package are answered 200 with
+    /// `bad_lookup` instead of its JSON.
+    pub bad_lookups: usize,
+    pub bad_lookup: LookupBody,
+    /// The next this many Route C answers of a key that exists carry `bad_key` instead of
+    /// the key's text (headers as Builder sends them, `x-filename` the asked key's).
+    pub bad_keys: usize,
+    pub bad_key: BadKey,
+    /// The next this many successful downloads of the ident `swap_download.0` (`o/n/v/r`)
+    /// send the file `swap_download.1` (another package's hart) instead, under the asked
+    /// ident's `x-filename`. Downloads of other idents are not counted.
+    pub swapped_downloads: usize,
+    pub swap_download: Option<(String, PathBuf)>,
 }
 
 impl Default for BuilderFaults {
@@ -214,6 +264,12 @@ impl Default for BuilderFaults {
             overlong: Overlong::Understated(1024),
             redirect_downloads: 0,
             redirect_to: RedirectTo::OtherHost,
+            bad_lookups: 0,
+            bad_lookup: LookupBody::MissingChecksum,
+            bad_keys: 0,
+            bad_key: BadKey::Garbage,
+            swapped_downloads: 0,
+            swap_download: None,
         }
     }
 }
@@ -1017,6 +1073,34 @@ fn take(count: &mut usize) -> bool {
     }
 }
 
+/// Spoils Route A's JSON as [`LookupBody`] says (not [`LookupBody::NotJson`], which is no
+/// JSON at all).
+fn bad_record(m: &mut Map<String, Value>, bad: &LookupBody) {
+    match bad {
+        LookupBody::MissingChecksum => {
+            m.remove("checksum");
+        }
+        LookupBody::NoRelease => {
+            if let Some(Value::Object(ident)) = m.get_mut("ident") {
+                ident.remove("release");
+            }
+        }
+        LookupBody::OtherIdent(other) => {
+            let parts: Vec<&str> = other.split('/').collect();
+            if let [o, n, v, r] = parts.as_slice() {
+                m.insert(
+                    "ident".into(),
+                    json!({"origin": o, "name": n, "version": v, "release": r}),
+                );
+                m.insert("ident_array".into(), json!(parts));
+                m.insert("origin".into(), json!(o));
+                m.insert("name".into(), json!(n));
+            }
+        }
+        LookupBody::NotJson => {}
+    }
+}
+
 /// Where a hart's payload starts: after the empty line that ends its header.
 fn payload_start(hart: &[u8]) -> usize {
     hart.windows(2)
@@ -1238,7 +1322,7 @@ impl Shared {
         if PackageTarget::parse(&target).is_err() {
             return Answer::empty(500);
         }
-        let st = self.state();
+        let mut st = self.state();
         let mut asked = vec![origin, name];
         asked.extend(version);
         asked.extend(release);
@@ -1265,14 +1349,30 @@ impl Shared {
                 best = Some((v, p));
             }
         }
-        match best {
-            Some((_, p)) => {
-                let mut a = Answer::empty(200).json(&p.json());
-                a.ident = Some(p.ident.to_string());
-                a
-            }
-            None => Answer::empty(404),
+        let Some((_, p)) = best else {
+            return Answer::empty(404);
+        };
+        let (mut json, ident) = (p.json(), p.ident.to_string());
+        let f = &mut st.faults;
+        if !take(&mut f.bad_lookups) {
+            let mut a = Answer::empty(200).json(&json);
+            a.ident = Some(ident);
+            return a;
         }
+        let mut a = match &f.bad_lookup {
+            LookupBody::NotJson => Answer::empty(200)
+                .header("content-type", "text/html")
+                .body(b"<html><body><h1>Sign in to continue</h1></body></html>\n".to_vec()),
+            bad => {
+                if let Value::Object(m) = &mut json {
+                    bad_record(m, bad);
+                }
+                Answer::empty(200).json(&json)
+            }
+        };
+        a.ident = Some(ident);
+        a.faults.push("bad_lookups");
+        a
     }
 
     /// Route B (§4), with the download faults.
@@ -1316,6 +1416,17 @@ impl Shared {
             a.faults.push("redirect_downloads");
             return a;
         }
+        let mut swapped = false;
+        if let Some((asked, served)) = &f.swap_download
+            && *asked == ident.to_string()
+            && take(&mut f.swapped_downloads)
+        {
+            let Ok(other) = std::fs::read(served) else {
+                return Answer::empty(404);
+            };
+            bytes = other;
+            swapped = true;
+        }
         let mut a = Answer::empty(200)
             .header(
                 "content-disposition",
@@ -1333,6 +1444,9 @@ impl Shared {
             a.faults.push("hostile_filename");
         } else {
             a = a.header("x-filename", file);
+        }
+        if swapped {
+            a.faults.push("swapped_downloads");
         }
         if take(&mut f.corrupt_downloads) {
             let start = payload_start(&bytes);
@@ -1405,14 +1519,39 @@ impl Shared {
             return Answer::empty(404);
         };
         let file = format!("{origin}-{rev}.pub");
-        Answer::empty(200)
+        let mut text = key.to_file_text();
+        let mut faults = Vec::new();
+        {
+            let mut st = self.state();
+            let f = &mut st.faults;
+            if take(&mut f.bad_keys) {
+                text = match &f.bad_key {
+                    BadKey::Garbage => GARBAGE_KEY.to_owned(),
+                    BadKey::OtherName(name) => {
+                        text.replacen(&format!("\n{}\n", key.name), &format!("\n{name}\n"), 1)
+                    }
+                    BadKey::OtherKey => match SecretKey::generate(origin) {
+                        Ok(other) => {
+                            let mut other = other.public();
+                            other.name = key.name.clone();
+                            other.to_file_text()
+                        }
+                        Err(_) => return Answer::empty(500),
+                    },
+                };
+                faults.push("bad_keys");
+            }
+        }
+        let mut a = Answer::empty(200)
             .header(
                 "content-disposition",
                 format!("attachment; filename*=ISO-8859-1''{file}"),
             )
             .header("x-filename", file)
             .header("cache-control", "private, no-cache, no-store")
-            .body(key.to_file_text().into_bytes())
+            .body(text.into_bytes());
+        a.faults = faults;
+        a
     }
 
     /// The origin's keys, as `hab origin key download <origin>` lists them (§5).
@@ -1472,7 +1611,7 @@ impl Shared {
 mod tests {
     use std::io::Read;
 
-    use hart::{PackOptions, SecretKey};
+    use hart::PackOptions;
 
     use super::*;
     use crate::{PackageSpec, write_package_dir};
@@ -2312,5 +2451,154 @@ mod tests {
             404
         );
         assert_eq!(b.faults().redirect_downloads, 1);
+    }
+
+    #[test]
+    fn bad_lookup_bodies() {
+        let mut fx = Fixture::new();
+        let a = fx.pack("core/foo/1.0.0/20240101000000", &[]);
+        let b = fx.start(&[(&a, &["stable"])]);
+        let good = latest(&b, "stable", "foo").json();
+        let bad = |kind: LookupBody| {
+            b.set_faults(BuilderFaults {
+                bad_lookups: 1,
+                bad_lookup: kind,
+                ..BuilderFaults::default()
+            });
+            // A lookup that finds nothing is not counted.
+            assert_eq!(latest(&b, "stable", "nosuch").status, 404);
+            let r = latest(&b, "stable", "foo");
+            assert_eq!(r.status, 200);
+            assert_eq!(b.faults().bad_lookups, 0);
+            assert_eq!(latest(&b, "stable", "foo").json(), good, "once");
+            r
+        };
+        let v = bad(LookupBody::MissingChecksum).json();
+        assert!(v.get("checksum").is_none());
+        assert_eq!(v["ident"], good["ident"]);
+        assert_eq!(v["manifest"], good["manifest"]);
+        let v = bad(LookupBody::NoRelease).json();
+        assert_eq!(
+            v["ident"],
+            json!({"origin": "core", "name": "foo", "version": "1.0.0"})
+        );
+        assert_eq!(v["checksum"], good["checksum"]);
+        let r = bad(LookupBody::NotJson);
+        assert_eq!(r.header("content-type"), Some("text/html"));
+        assert!(serde_json::from_slice::<Value>(&r.body()).is_err());
+        let r = bad(LookupBody::OtherIdent(
+            "core/bar/2.0.0/20240202000000".into(),
+        ));
+        assert_eq!(ident_of(&r), "core/bar/2.0.0/20240202000000");
+        let v = r.json();
+        assert_eq!(
+            (&v["name"], &v["ident_array"], &v["checksum"]),
+            (
+                &json!("bar"),
+                &json!(["core", "bar", "2.0.0", "20240202000000"]),
+                &good["checksum"]
+            )
+        );
+        let faults: Vec<Vec<&str>> = b
+            .lookups()
+            .iter()
+            .filter(|r| r.status == 200)
+            .map(|r| r.faults.clone())
+            .collect();
+        assert_eq!(faults.iter().filter(|f| *f == &["bad_lookups"]).count(), 4);
+        assert_eq!(faults.len(), 9);
+    }
+
+    #[test]
+    fn bad_key_answers() {
+        let mut fx = Fixture::new();
+        let a = fx.pack("core/foo/1.0.0/20240101000000", &[]);
+        let b = fx.start(&[(&a, &[])]);
+        let key = fx.key("core").public();
+        let rev = key.name.revision.clone();
+        let file = format!("core-{rev}.pub");
+        let path = format!("/v1/depot/origins/core/keys/{rev}");
+        let dest = fx.tmp.path().join(&file);
+        let bad = |kind: BadKey| {
+            b.set_faults(BuilderFaults {
+                bad_keys: 1,
+                bad_key: kind,
+                ..BuilderFaults::default()
+            });
+            // A key that does not exist is not counted.
+            assert_eq!(
+                get(&b, "/v1/depot/origins/core/keys/20000101000000", &[]).status,
+                404
+            );
+            let r = get(&b, &path, &[]);
+            assert_eq!(
+                (r.status, r.header("x-filename")),
+                (200, Some(file.as_str()))
+            );
+            assert_eq!(b.faults().bad_keys, 0);
+            assert_eq!(get(&b, &path, &[]).body(), key.to_file_text().into_bytes());
+            String::from_utf8(r.body()).expect("text")
+        };
+        let text = bad(BadKey::Garbage);
+        assert_eq!(text, GARBAGE_KEY);
+        assert!(PublicKey::parse(&dest, &text).is_err());
+        let text = bad(BadKey::OtherName("evil-20200101000000".into()));
+        let parsed = PublicKey::parse(&dest, &text).expect("a key");
+        assert_eq!(parsed.name.to_string(), "evil-20200101000000");
+        assert_eq!(parsed.to_file_text().lines().last(), text.lines().last());
+        let text = bad(BadKey::OtherKey);
+        let parsed = PublicKey::parse(&dest, &text).expect("a key");
+        assert_eq!(parsed.name, key.name);
+        assert_ne!(text, key.to_file_text());
+        // What it signed does not exist: the hart fails verification with it.
+        let other_keys = fx.tmp.path().join("other-keys");
+        std::fs::create_dir_all(&other_keys).expect("mkdir");
+        std::fs::write(other_keys.join(&file), &text).expect("write");
+        let opened = Hart::open(&a).expect("open");
+        assert!(opened.verify(&KeyDirs::new(vec![other_keys])).is_err());
+        let faults: Vec<Vec<&str>> = b
+            .log()
+            .iter()
+            .filter(|r| r.status == 200)
+            .map(|r| r.faults.clone())
+            .collect();
+        assert_eq!(faults.iter().filter(|f| *f == &["bad_keys"]).count(), 3);
+        assert_eq!(faults.len(), 6);
+    }
+
+    #[test]
+    fn swapped_download() {
+        let mut fx = Fixture::new();
+        let a = fx.pack("core/foo/1.0.0/20240101000000", &[]);
+        let other = fx.pack("core/foo/1.0.0/20230101000000", &[]);
+        let bar = fx.pack("core/bar/1.0.0/20240101000000", &[]);
+        let b = fx.start(&[(&a, &[]), (&bar, &[])]);
+        let (a_bytes, other_bytes) = (
+            std::fs::read(&a).expect("read"),
+            std::fs::read(&other).expect("read"),
+        );
+        let file = "core-foo-1.0.0-20240101000000-x86_64-linux.hart";
+        b.set_faults(BuilderFaults {
+            swapped_downloads: 1,
+            swap_download: Some(("core/foo/1.0.0/20240101000000".into(), other.clone())),
+            ..BuilderFaults::default()
+        });
+        // Another ident is neither swapped nor counted.
+        let r = get(&b, &download_path("core/bar/1.0.0/20240101000000"), &[]);
+        assert!(r.body() == std::fs::read(&bar).expect("read"));
+        assert_eq!(b.faults().swapped_downloads, 1);
+        let foo = download_path("core/foo/1.0.0/20240101000000");
+        let r = get(&b, &foo, &[]);
+        assert_eq!((r.status, r.header("x-filename")), (200, Some(file)));
+        assert!(r.body() == other_bytes, "the other hart");
+        assert_eq!(b.faults().swapped_downloads, 0);
+        assert!(get(&b, &foo, &[]).body() == a_bytes, "once");
+        let log = b.log();
+        assert_eq!(log[1].faults, ["swapped_downloads"]);
+        assert_eq!(
+            log[1].ident.as_deref(),
+            Some("core/foo/1.0.0/20240101000000")
+        );
+        assert!(log[0].faults.is_empty() && log[2].faults.is_empty());
     }
 }
