@@ -88,6 +88,8 @@ pub enum BuilderError {
     },
     #[error("{url}: Builder's answer is not what the API promises: {problem}")]
     Answer { url: String, problem: String },
+    #[error("{url}: the key Builder sent does not parse")]
+    Key { url: String, source: hart::KeyError },
     #[error("{url}: writing {}", path.display())]
     Io {
         url: String,
@@ -278,6 +280,7 @@ impl BuilderClient {
     ) -> Result<Option<RemotePackage>, BuilderError> {
         let (api, channel) = self.base_and_channel(origin);
         let url = lookup_url(&api, channel, ident, target);
+        let asked = format!("{ident} in the '{channel}' channel");
         let found = self.retrying(|| match self.get(&url, true) {
             Ok(resp) => {
                 let body = resp.bytes().map_err(|e| Failure {
@@ -299,7 +302,7 @@ impl BuilderClient {
         let Some(body) = found else { return Ok(None) };
         let answer = |problem: String| BuilderError::Answer {
             url: url.clone(),
-            problem,
+            problem: format!("looking up {asked}: {problem}"),
         };
         let p: PackageJson = serde_json::from_slice(&body)
             .map_err(|e| answer(format!("not the package JSON: {e}")))?;
@@ -452,13 +455,14 @@ impl BuilderClient {
         Ok((file, hex::encode(hash.finalize().as_bytes())))
     }
 
-    /// Fetches the public key `signer` into the key cache (no token: Builder serves keys
-    /// to anyone, and `hab` sends none) and returns its path.
+    /// Fetches the public key `signer` (no token: Builder serves keys to anyone, and `hab`
+    /// sends none), checked to parse and to be the signer asked for. Not kept yet: see
+    /// [`BuilderClient::keep_key`].
     pub fn fetch_key(
         &self,
         signer: &NamedRevision,
         origin: Origin,
-    ) -> Result<PathBuf, BuilderError> {
+    ) -> Result<FetchedKey, BuilderError> {
         let (api, _) = self.base_and_channel(origin);
         let url = format!(
             "{api}/depot/origins/{}/keys/{}",
@@ -477,18 +481,34 @@ impl BuilderClient {
                 },
             })
         })?;
-        let dest = self.settings.key_cache.join(&name);
         let answer = |problem: String| BuilderError::Answer {
             url: url.clone(),
             problem,
         };
-        let text = std::str::from_utf8(&body).map_err(|_| answer("the key is not text".into()))?;
-        let key = hart::PublicKey::parse(&dest, text).map_err(|e| answer(e.to_string()))?;
+        let text = std::str::from_utf8(&body)
+            .map_err(|_| answer(format!("the key {signer} is not text")))?;
+        // Named by the file name Builder gave it: the key is not on disk anywhere yet.
+        let key =
+            hart::PublicKey::parse(Path::new(&name), text).map_err(|source| BuilderError::Key {
+                url: url.clone(),
+                source,
+            })?;
         if key.name != *signer {
             return Err(answer(format!("asked for key {signer}, got {}", key.name)));
         }
+        Ok(FetchedKey {
+            name,
+            text: text.to_owned(),
+            url,
+        })
+    }
+
+    /// Writes a fetched key into the key cache (read-only, as `hab` does); call it once the
+    /// key verified the package it was fetched for, so a key that does not is never kept.
+    pub fn keep_key(&self, key: &FetchedKey) -> Result<PathBuf, BuilderError> {
+        let dest = self.settings.key_cache.join(&key.name);
         let io = |source| BuilderError::Io {
-            url: url.clone(),
+            url: key.url.clone(),
             path: dest.clone(),
             source,
         };
@@ -497,9 +517,18 @@ impl BuilderClient {
             mode: 0o444,
             ..hab_oci_fs::Persist::DURABLE
         };
-        hab_oci_fs::write(&dest, "key", text.as_bytes(), how).map_err(io)?;
+        hab_oci_fs::write(&dest, "key", key.text.as_bytes(), how).map_err(io)?;
         Ok(dest)
     }
+}
+
+/// An origin public key from Builder, parsed and named as asked, not yet kept.
+#[derive(Debug, Clone)]
+pub struct FetchedKey {
+    /// `ORIGIN-REVISION.pub`.
+    pub name: String,
+    pub text: String,
+    pub url: String,
 }
 
 fn lookup_url(api: &str, channel: &str, ident: &PackageIdent, target: &PackageTarget) -> String {

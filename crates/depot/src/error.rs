@@ -128,6 +128,12 @@ pub enum DepotError {
         url: String,
         problem: String,
     },
+    #[error("{url}: the key {signer} Builder sent does not verify the package")]
+    KeyRefused {
+        signer: String,
+        url: String,
+        source: Box<HartError>,
+    },
     #[error("{url}: the download of {ident} is refused")]
     DownloadUnverified {
         ident: PackageIdent,

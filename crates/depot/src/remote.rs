@@ -6,7 +6,7 @@
 
 use std::path::Path;
 
-use hart::{Hart, HartError, KeyLookupError, PackageIdent, VerifiedHart};
+use hart::{Hart, HartError, KeyDirs, KeyLookupError, PackageIdent, VerifiedHart};
 
 use crate::builder::{DownloadProgress, Origin};
 use crate::error::DepotError;
@@ -38,14 +38,36 @@ impl Depot {
                 if let Ok(v) = Hart::open(path)?.verify(&self.keys) {
                     return Ok(v);
                 }
-                b.fetch_key(&signer, Origin::Main).or_else(|e| {
+                let key = b.fetch_key(&signer, Origin::Main).or_else(|e| {
                     if b.url(Origin::Base) == b.url(Origin::Main) {
                         Err(e)
                     } else {
                         b.fetch_key(&signer, Origin::Base)
                     }
                 })?;
-                Ok(Hart::open(path)?.verify(&self.keys)?)
+                // Kept only if it verifies this package: a key that does not would stay in
+                // the key cache and fail every later export of the origin.
+                let cache = &b.settings().key_cache;
+                let trial = std::fs::create_dir_all(cache)
+                    .and_then(|()| hab_oci_fs::temp::dir_in(cache, "key"))
+                    .map_err(|source| DepotError::Io {
+                        path: cache.clone(),
+                        source,
+                    })?;
+                let trial_key = trial.path().join(&key.name);
+                std::fs::write(&trial_key, &key.text).map_err(|source| DepotError::Io {
+                    path: trial_key.clone(),
+                    source,
+                })?;
+                let verified = Hart::open(path)?
+                    .verify(&KeyDirs::new(vec![trial.path().to_owned()]))
+                    .map_err(|e| DepotError::KeyRefused {
+                        signer: signer.to_string(),
+                        url: key.url.clone(),
+                        source: Box::new(e),
+                    })?;
+                b.keep_key(&key)?;
+                Ok(verified)
             }
             other => Ok(other?),
         }

@@ -199,6 +199,10 @@ fn watch_temporaries(s: &ExportSettings) {
     if let Some(m) = &s.depot.metadata_cache {
         crate::interrupt::watch(m);
     }
+    if let Some(b) = &s.depot.builder {
+        crate::interrupt::watch(&b.artifact_cache);
+        crate::interrupt::watch(&b.key_cache);
+    }
 }
 
 /// The Supervisor packages' absence gets its own hint: where they come from.

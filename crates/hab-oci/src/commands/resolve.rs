@@ -32,6 +32,10 @@ pub(crate) fn run(args: &ResolveArgs, printer: &Printer) -> Result<ExitCode> {
     if let Some(m) = &depot_settings.metadata_cache {
         crate::interrupt::watch(m);
     }
+    if let Some(b) = &depot_settings.builder {
+        crate::interrupt::watch(&b.artifact_cache);
+        crate::interrupt::watch(&b.key_cache);
+    }
     let depot = Depot::open(&depot_settings)?;
     printer.verbose(&format!(
         "package sources: {}; key directories: {}",
