@@ -17,7 +17,7 @@ use hart::{NamedRevision, PackageIdent, PackageTarget};
 use serde::Deserialize;
 
 /// Where Builder is and how to talk to it, resolved by the caller.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct BuilderSettings {
     /// Base URL of the packages asked for (`--url`), e.g. `https://bldr.habitat.sh`.
     pub url: String,
@@ -37,8 +37,29 @@ pub struct BuilderSettings {
     pub attempts: u32,
     /// Wait before the first retry; doubled for each further one.
     pub backoff: Duration,
-    /// Total time one request may take, body included.
+    /// Total time one request may take, body included (enforced while the body is read:
+    /// reqwest's own timeout restarts with every read).
     pub timeout: Duration,
+    /// Fetch origin keys missing locally (into `key_cache`, trusted from then on). Off when
+    /// the user named the key directories: then only those keys are trusted.
+    pub fetch_keys: bool,
+}
+
+/// The token stays out of debug output.
+impl std::fmt::Debug for BuilderSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BuilderSettings")
+            .field("url", &self.url)
+            .field("channel", &self.channel)
+            .field("base_url", &self.base_url)
+            .field("base_channel", &self.base_channel)
+            .field("token", &self.token.as_ref().map(|_| "***"))
+            .field("artifact_cache", &self.artifact_cache)
+            .field("key_cache", &self.key_cache)
+            .field("offline", &self.offline)
+            .field("fetch_keys", &self.fetch_keys)
+            .finish_non_exhaustive()
+    }
 }
 
 impl BuilderSettings {
@@ -57,6 +78,7 @@ impl BuilderSettings {
             attempts: 4,
             backoff: Duration::from_millis(250),
             timeout: Duration::from_secs(300),
+            fetch_keys: true,
         }
     }
 }
@@ -170,6 +192,7 @@ impl BuilderClient {
     pub fn new(settings: BuilderSettings) -> Result<BuilderClient, BuilderError> {
         let http = reqwest::blocking::Client::builder()
             .timeout(settings.timeout)
+            .connect_timeout(Duration::from_secs(30).min(settings.timeout))
             .user_agent(format!(
                 "hab-oci/{} ({})",
                 env!("CARGO_PKG_VERSION"),
@@ -237,6 +260,13 @@ impl BuilderClient {
         }
     }
 
+    /// Whether requests for `origin` carry the token: the Supervisor's packages from another
+    /// Builder get none (Habitat's exporter sends none there, and a token for one Builder
+    /// must not reach another).
+    fn token_for(&self, origin: Origin) -> bool {
+        origin == Origin::Main || self.settings.base_url == self.settings.url
+    }
+
     fn get(&self, url: &str, with_token: bool) -> Result<reqwest::blocking::Response, Failure> {
         let mut req = self.http.get(url);
         if with_token && let Some(t) = &self.settings.token {
@@ -281,7 +311,7 @@ impl BuilderClient {
         let (api, channel) = self.base_and_channel(origin);
         let url = lookup_url(&api, channel, ident, target);
         let asked = format!("{ident} in the '{channel}' channel");
-        let found = self.retrying(|| match self.get(&url, true) {
+        let found = self.retrying(|| match self.get(&url, self.token_for(origin)) {
             Ok(resp) => {
                 let body = resp.bytes().map_err(|e| Failure {
                     retry: true,
@@ -353,7 +383,7 @@ impl BuilderClient {
             .map(|c| c.name)
             .filter(|c| {
                 let url = lookup_url(&api, c, ident, target);
-                self.get(&url, true).is_ok()
+                self.get(&url, self.token_for(origin)).is_ok()
             })
             .collect()
     }
@@ -380,7 +410,7 @@ impl BuilderClient {
         })?;
         let what = ident.to_string();
         self.retrying(|| {
-            let resp = self.get(&url, true)?;
+            let resp = self.get(&url, self.token_for(origin))?;
             check_filename(&resp, &name, &url)?;
             let total = resp.content_length();
             progress.started(&what, total);
@@ -417,7 +447,21 @@ impl BuilderClient {
         let mut hash = blake2b_simd::Params::new().hash_length(32).to_state();
         let mut buf = vec![0u8; 1 << 16];
         let mut got: u64 = 0;
+        let started = std::time::Instant::now();
         loop {
+            if started.elapsed() > self.settings.timeout {
+                return Err(Failure {
+                    retry: true,
+                    error: BuilderError::Transport {
+                        url: url.to_owned(),
+                        problem: format!(
+                            "the download took longer than {} s ({got} bytes arrived)",
+                            self.settings.timeout.as_secs()
+                        ),
+                        attempts: 0,
+                    },
+                });
+            }
             let n = match resp.read(&mut buf) {
                 Ok(0) => break,
                 Ok(n) => n,

@@ -8,7 +8,7 @@ use std::path::Path;
 
 use hart::{Hart, HartError, KeyDirs, KeyLookupError, PackageIdent, VerifiedHart};
 
-use crate::builder::{DownloadProgress, Origin};
+use crate::builder::{BuilderClient, DownloadProgress, Origin};
 use crate::error::DepotError;
 use crate::source::{Depot, Loaded};
 
@@ -24,7 +24,9 @@ impl Depot {
             Err(HartError::UnknownKey {
                 problem, signer, ..
             }) if matches!(*problem, KeyLookupError::NotFound { .. }) => {
-                let Some(b) = self.builder.as_ref().filter(|b| !b.settings().offline) else {
+                let fetching =
+                    |b: &&BuilderClient| !b.settings().offline && b.settings().fetch_keys;
+                let Some(b) = self.builder.as_ref().filter(fetching) else {
                     return Err(HartError::UnknownKey {
                         path: path.to_owned(),
                         signer,
@@ -104,7 +106,10 @@ impl Depot {
                 None => self.fetch(ident, origin, None),
             };
         }
-        let local = match self.find_local(ident) {
+        // `hab pkg install` weighs the channel against installed packages only, never cached
+        // artifacts; here that is the `--source` directories. (Counting the artifact cache
+        // would let one run's channel or URL decide the next run's.)
+        let local = match self.find_local_in(ident, true) {
             Ok(l) => Some(l),
             Err(DepotError::NotFound { .. }) | Err(DepotError::OnlyOtherTargets { .. }) => None,
             Err(e) => return Err(e),
@@ -200,10 +205,18 @@ impl Depot {
                 source,
             }
         })?;
-        let l = self.load(&dest)?;
-        if l.metadata.ident != *ident {
-            return Err(bad(format!("it holds {}", l.metadata.ident)));
+        // Checked in full before it was named; should loading it still fail (its metadata,
+        // the unpack bound), it does not stay in the cache either.
+        let loaded = self.load(&dest).and_then(|l| {
+            if l.metadata.ident == *ident {
+                Ok(l)
+            } else {
+                Err(bad(format!("it holds {}", l.metadata.ident)))
+            }
+        });
+        if loaded.is_err() {
+            let _ = std::fs::remove_file(&dest);
         }
-        Ok(l)
+        loaded
     }
 }

@@ -67,9 +67,22 @@ impl Depot {
 
     /// The latest package satisfying `ident` in the local sources, verified.
     pub(crate) fn find_local(&self, ident: &PackageIdent) -> Result<Loaded, DepotError> {
+        self.find_local_in(ident, false)
+    }
+
+    /// Like [`Depot::find_local`]; with `sources_only`, the artifact caches do not count.
+    pub(crate) fn find_local_in(
+        &self,
+        ident: &PackageIdent,
+        sources_only: bool,
+    ) -> Result<Loaded, DepotError> {
         let mut matches: Vec<(PackageIdent, PathBuf)> = Vec::new();
         let mut others: Vec<(PathBuf, PackageTarget)> = Vec::new();
-        for c in &self.candidates {
+        for c in self
+            .candidates
+            .iter()
+            .filter(|c| c.from_source || !sources_only)
+        {
             let (claimed, target) = match &c.claim {
                 Some(claim) => {
                     let Some(version) = claim.version_for(&ident.origin, &ident.name) else {

@@ -93,6 +93,9 @@ impl NameClaim {
 pub(crate) struct Candidate {
     pub(crate) path: PathBuf,
     pub(crate) claim: Option<NameClaim>,
+    /// In a `--source` directory (not an artifact cache): only these count as "a newer
+    /// local version" against a channel's latest (see `remote.rs`).
+    pub(crate) from_source: bool,
 }
 
 /// A verified package with its metadata.
@@ -148,7 +151,7 @@ impl Depot {
             }
             for dir in [src.clone(), src.join("artifacts")] {
                 if dir.is_dir() {
-                    scan(&dir, &mut candidates)?;
+                    scan(&dir, true, &mut candidates)?;
                     searched.push(dir);
                 }
             }
@@ -160,7 +163,7 @@ impl Depot {
         }
         for cache in &settings.artifact_caches {
             if cache.is_dir() {
-                scan(cache, &mut candidates)?;
+                scan(cache, false, &mut candidates)?;
                 searched.push(cache.clone());
             }
         }
@@ -171,11 +174,11 @@ impl Depot {
             Some(b) => {
                 if !searched.contains(&b.artifact_cache) {
                     if b.artifact_cache.is_dir() {
-                        scan(&b.artifact_cache, &mut candidates)?;
+                        scan(&b.artifact_cache, false, &mut candidates)?;
                     }
                     searched.push(b.artifact_cache.clone());
                 }
-                if !key_dirs.contains(&b.key_cache) {
+                if b.fetch_keys && !key_dirs.contains(&b.key_cache) {
                     key_dirs.push(b.key_cache.clone());
                 }
                 Some(BuilderClient::new(b.clone())?)
@@ -295,7 +298,7 @@ impl Depot {
     }
 }
 
-fn scan(dir: &Path, out: &mut Vec<Candidate>) -> Result<(), DepotError> {
+fn scan(dir: &Path, from_source: bool, out: &mut Vec<Candidate>) -> Result<(), DepotError> {
     let io = |source| DepotError::Io {
         path: dir.to_owned(),
         source,
@@ -311,6 +314,7 @@ fn scan(dir: &Path, out: &mut Vec<Candidate>) -> Result<(), DepotError> {
         found.push(Candidate {
             path: entry.path(),
             claim: NameClaim::parse(name),
+            from_source,
         });
     }
     // Directory order differs between machines; the index must not.

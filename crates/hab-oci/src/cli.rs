@@ -67,18 +67,21 @@ pub(crate) struct SourceArgs {
     pub(crate) builder: BuilderArgs,
 }
 
-/// Habitat Builder, for what the local sources lack. Builder is consulted when --url (or
-/// HAB_BLDR_URL / HAB_DEPOT_URL) is set, or when no --source is given (as `hab` does);
-/// downloads go to the Habitat artifact cache, fetched origin keys to the key cache.
+/// Habitat Builder, for what the local sources lack. Builder is consulted when --url or
+/// --base-pkgs-url is given, or when no --source is given (as `hab` does; then
+/// HAB_BLDR_URL / HAB_DEPOT_URL apply); downloads go to the Habitat artifact cache, fetched
+/// origin keys to the key cache (not with --keys: then only those keys are trusted).
 #[derive(Debug, Args, Clone)]
 pub(crate) struct BuilderArgs {
-    /// Builder URL (else $HAB_BLDR_URL, else $HAB_DEPOT_URL, else https://bldr.habitat.sh).
+    /// Builder URL (else $HAB_BLDR_URL, else $HAB_DEPOT_URL, else https://bldr.habitat.sh;
+    /// with --source, only this flag or --base-pkgs-url makes hab-oci ask Builder).
     #[arg(long, short = 'u', value_name = "URL")]
     pub(crate) url: Option<String>,
     /// Channel that fuzzy idents are looked up in; also {{channel}} in name templates.
     #[arg(long, short = 'c', env = "HAB_BLDR_CHANNEL", default_value = "base")]
     pub(crate) channel: String,
-    /// Builder URL of the Supervisor packages (default: as --url).
+    /// Builder URL of the Supervisor packages (default: as --url). The token is not sent
+    /// there unless it is the same URL.
     #[arg(long, value_name = "URL")]
     pub(crate) base_pkgs_url: Option<String>,
     /// Channel of the Supervisor packages.

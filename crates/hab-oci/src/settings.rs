@@ -83,7 +83,7 @@ pub(crate) fn depot(args: &SourceArgs, use_cache: bool) -> Result<DepotSettings>
         decode_threads: 1,
         metadata_cache: cache_root().filter(|_| use_cache).map(|r| metadata_dir(&r)),
         max_unpacked: args.max_unpacked_size,
-        builder: builder(args),
+        builder: builder(args)?,
     })
 }
 
@@ -110,17 +110,29 @@ fn habitat_cache_for_writing(env_var: &str, sub: &str) -> PathBuf {
     home_hab(sub).unwrap_or_else(|| PathBuf::from("/hab/cache").join(sub))
 }
 
-/// Builder settings, when Builder is to be consulted: a URL was given (flag or
-/// environment), or no `--source` was (then the packages can only come from Builder and the
-/// caches, as with `hab`). `--offline` keeps the settings (downloads go nowhere, and the
-/// messages can say so) but no request is made.
-fn builder(args: &SourceArgs) -> Option<depot::BuilderSettings> {
+/// Builder settings, when Builder is to be consulted: `--url` or `--base-pkgs-url` was
+/// given, or no `--source` was (then the packages can only come from Builder and the caches,
+/// as with `hab`, and `$HAB_BLDR_URL`/`$HAB_DEPOT_URL` apply). With `--source` and no URL
+/// flag an export stays local, whatever the environment says. `--offline` keeps the
+/// settings (the messages can say so) but no request is made.
+fn builder(args: &SourceArgs) -> Result<Option<depot::BuilderSettings>> {
     let b = &args.builder;
-    let url = configured_url(b.url.as_deref());
-    if url.is_none() && !args.sources.is_empty() {
-        return None;
+    let asked = b.url.is_some() || b.base_pkgs_url.is_some();
+    if !asked && !args.sources.is_empty() {
+        return Ok(None);
     }
-    let url = url.unwrap_or_else(|| DEFAULT_BLDR_URL.to_owned());
+    let url = configured_url(b.url.as_deref()).unwrap_or_else(|| DEFAULT_BLDR_URL.to_owned());
+    for (what, u) in [
+        ("--url", Some(&url)),
+        ("--base-pkgs-url", b.base_pkgs_url.as_ref()),
+    ] {
+        if let Some(u) = u {
+            let ok = url::Url::parse(u).is_ok_and(|p| matches!(p.scheme(), "http" | "https"));
+            if !ok {
+                bail!("{what} '{u}' is not an http:// or https:// URL");
+            }
+        }
+    }
     let mut s = depot::BuilderSettings::new(
         &url,
         &b.channel,
@@ -131,13 +143,16 @@ fn builder(args: &SourceArgs) -> Option<depot::BuilderSettings> {
     s.base_channel = b.base_pkgs_channel.clone();
     s.token = b.auth.clone().filter(|t| !t.is_empty());
     s.offline = b.offline;
+    // `--keys` names the only keys to trust: none is fetched then.
+    s.fetch_keys = args.keys.keys.is_empty();
     if let Some(secs) = std::env::var("HAB_CLIENT_SOCKET_TIMEOUT")
         .ok()
         .and_then(|v| v.trim().parse::<u64>().ok())
+        .filter(|s| *s > 0)
     {
         s.timeout = std::time::Duration::from_secs(secs);
     }
-    Some(s)
+    Ok(Some(s))
 }
 
 /// `SOURCE_DATE_EPOCH`, the reproducible-builds convention for "the time to use".

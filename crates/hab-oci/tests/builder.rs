@@ -1436,7 +1436,186 @@ fn supervisor_image_from_builder_runs_in_docker() {
     );
 }
 
+// ---------------------------------------------------------------------------------------
+// Review findings, kept fixed
+
+/// The token of `--url` never reaches a different `--base-pkgs-url` (Habitat's exporter
+/// sends none there).
+fn the_token_is_not_sent_to_another_base_url() {
+    let (_pk, main) = acme_builder(Some(TOKEN), Framing::Chunked);
+    // No token is valid there: one that arrived would be refused with 401.
+    let (_pk2, base) = acme_builder(None, Framing::Chunked);
+    let run = tempfile::tempdir().expect("tmp");
+    let r = run.path();
+    // The base Builder has the packages; asking it for a Supervisor that is not there is
+    // enough to see what was sent.
+    let out = bldr(r)
+        .args(["resolve", "--url", &main.url(), "--channel", "stable"])
+        .args(["--base-pkgs-url", &base.url(), "--auth", TOKEN])
+        .arg("acme/app")
+        .output()
+        .expect("run");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let x = bldr(r)
+        .args(["export", "--url", &main.url(), "--channel", "stable"])
+        .args([
+            "--base-pkgs-url",
+            &base.url(),
+            "--base-pkgs-channel",
+            "stable",
+        ])
+        .args([
+            "--auth",
+            TOKEN,
+            "--hab-pkg",
+            "acme/lib",
+            "--sup-pkg",
+            "acme/lib",
+        ])
+        .args(["--launcher-pkg", "acme/lib", "acme/app", "-o"])
+        .arg(format!("oci:{}", r.join("img").display()))
+        .output()
+        .expect("run");
+    // Whatever the export's outcome (the stand-ins are no Supervisor), the base Builder was
+    // asked, and never with the token; the main one always with it.
+    let _ = x;
+    let base_log = base.log();
+    assert!(!base_log.is_empty(), "the base Builder was asked");
+    assert!(
+        base_log.iter().all(|q| !q.authorization),
+        "{:#?}",
+        summary(&base_log)
+    );
+    let main_log = main.log();
+    assert!(
+        main_log
+            .iter()
+            .filter(|q| q.route != RouteKind::Key)
+            .all(|q| q.authorization),
+        "{:#?}",
+        summary(&main_log)
+    );
+}
+
+/// A release in the artifact cache does not outrank the channel's latest (only `--source`
+/// directories do, as installed packages do for `hab`): one run's channel does not decide
+/// the next run's.
+fn the_artifact_cache_does_not_outrank_the_channel() {
+    let (_pk, b) = acme_builder(None, Framing::Chunked);
+    let run = tempfile::tempdir().expect("tmp");
+    let r = run.path();
+    let resolve = |channel: &str| {
+        let out = bldr(r)
+            .args([
+                "resolve",
+                "--url",
+                &b.url(),
+                "--channel",
+                channel,
+                "acme/app",
+            ])
+            .output()
+            .expect("run");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .last()
+            .unwrap_or_default()
+            .to_owned()
+    };
+    assert_eq!(resolve("unstable"), APP_NEXT);
+    // APP_NEXT is in the artifact cache now; stable still means stable's latest.
+    assert_eq!(resolve("stable"), APP);
+}
+
+/// `--keys` names the only keys to trust: no key is fetched, and the error says which is
+/// missing.
+fn with_keys_given_no_key_is_fetched() {
+    let (_pk, b) = acme_builder(None, Framing::Chunked);
+    let run = tempfile::tempdir().expect("tmp");
+    let r = run.path();
+    let mine = r.join("my-keys");
+    fs::create_dir_all(&mine).expect("keys dir");
+    let out = bldr(r)
+        .args([
+            "resolve",
+            "--url",
+            &b.url(),
+            "--channel",
+            "stable",
+            "--keys",
+        ])
+        .arg(&mine)
+        .arg("acme/app")
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no public key file acme-"), "{err}");
+    assert_eq!(
+        b.log().iter().filter(|q| q.route == RouteKind::Key).count(),
+        0
+    );
+    assert!(
+        entries(&r.join("keys")).is_empty(),
+        "nothing in the key cache"
+    );
+}
+
+/// A download slower than `$HAB_CLIENT_SOCKET_TIMEOUT` in all is cut off (reqwest's own
+/// timeout restarts with every read), tried again, and fails naming the URL.
+fn a_stalling_download_is_cut_off() {
+    let (_pk, b) = acme_builder(None, Framing::Chunked);
+    b.set_faults(BuilderFaults {
+        slow_downloads: usize::MAX,
+        slow_delay: std::time::Duration::from_millis(700),
+        slow_chunk: 64,
+        ..BuilderFaults::default()
+    });
+    let run = tempfile::tempdir().expect("tmp");
+    let r = run.path();
+    let out = bldr(r)
+        .env("HAB_CLIENT_SOCKET_TIMEOUT", "1")
+        .args([
+            "export",
+            "--url",
+            &b.url(),
+            "--channel",
+            "stable",
+            "--no-supervisor",
+        ])
+        .arg("acme/app/1.0.0/20240201000000")
+        .arg("-o")
+        .arg(format!("oci:{}", r.join("img").display()))
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("took longer than 1 s") && err.contains("/download"),
+        "{err}"
+    );
+    assert!(
+        entries(&r.join("artifacts"))
+            .iter()
+            .all(|n| !n.ends_with(".hart") && !n.starts_with(".hab-oci-")),
+        "nothing left in the artifact cache"
+    );
+}
+
 tests![
+    the_token_is_not_sent_to_another_base_url,
+    the_artifact_cache_does_not_outrank_the_channel,
+    with_keys_given_no_key_is_fetched,
+    a_stalling_download_is_cut_off,
     resolve_prints_the_latest_release_of_the_channel,
     resolve_of_a_package_missing_from_the_channel_names_channel_target_url_and_where_it_is,
     export_downloads_each_package_and_key_once_then_uses_the_caches,
