@@ -166,6 +166,37 @@ pub struct Downloaded {
     pub url: String,
 }
 
+/// Most bytes a lookup answer may have (real ones are a few KiB, a large MANIFEST included):
+/// a server that sends more is not one to hold in memory for.
+const MAX_LOOKUP_BODY: u64 = 8 << 20;
+/// Most bytes of a channel list or a key answer (a key file is under 200 bytes).
+const MAX_SMALL_BODY: u64 = 64 << 10;
+
+/// Reads at most `max` bytes of `resp`; more is an answer of the wrong shape.
+fn read_capped(resp: reqwest::blocking::Response, max: u64, url: &str) -> Result<Vec<u8>, Failure> {
+    let mut body = Vec::new();
+    resp.take(max + 1)
+        .read_to_end(&mut body)
+        .map_err(|e| Failure {
+            retry: true,
+            error: BuilderError::Transport {
+                url: url.to_owned(),
+                problem: format!("reading the answer: {e}"),
+                attempts: 0,
+            },
+        })?;
+    if body.len() as u64 > max {
+        return Err(Failure {
+            retry: false,
+            error: BuilderError::Answer {
+                url: url.to_owned(),
+                problem: format!("the answer is larger than {max} bytes"),
+            },
+        });
+    }
+    Ok(body)
+}
+
 /// A blocking Builder client.
 #[derive(Debug)]
 pub struct BuilderClient {
@@ -312,17 +343,14 @@ impl BuilderClient {
         let url = lookup_url(&api, channel, ident, target);
         let asked = format!("{ident} in the '{channel}' channel");
         let found = self.retrying(|| match self.get(&url, self.token_for(origin)) {
-            Ok(resp) => {
-                let body = resp.bytes().map_err(|e| Failure {
-                    retry: true,
-                    error: BuilderError::Transport {
-                        url: url.clone(),
-                        problem: transport_text(&e),
-                        attempts: 0,
-                    },
-                })?;
-                Ok(Some(body))
-            }
+            Ok(resp) => read_capped(resp, MAX_LOOKUP_BODY, &url)
+                .map(Some)
+                .map_err(|mut f| {
+                    if let BuilderError::Answer { problem, .. } = &mut f.error {
+                        *problem = format!("looking up {asked}: {problem}");
+                    }
+                    f
+                }),
             Err(Failure {
                 error: BuilderError::Status { status: 404, .. },
                 ..
@@ -371,8 +399,7 @@ impl BuilderClient {
         let Ok(resp) = self.get(&url, false) else {
             return Vec::new();
         };
-        let Ok(channels) = resp
-            .bytes()
+        let Ok(channels) = read_capped(resp, MAX_SMALL_BODY, &url)
             .map_err(drop)
             .and_then(|b| serde_json::from_slice::<Vec<ChannelJson>>(&b).map_err(drop))
         else {
@@ -516,14 +543,7 @@ impl BuilderClient {
         let body = self.retrying(|| {
             let resp = self.get(&url, false)?;
             check_filename(&resp, &name, &url)?;
-            resp.bytes().map_err(|e| Failure {
-                retry: true,
-                error: BuilderError::Transport {
-                    url: url.clone(),
-                    problem: transport_text(&e),
-                    attempts: 0,
-                },
-            })
+            read_capped(resp, MAX_SMALL_BODY, &url)
         })?;
         let answer = |problem: String| BuilderError::Answer {
             url: url.clone(),

@@ -1611,7 +1611,28 @@ fn a_stalling_download_is_cut_off() {
     );
 }
 
+/// A lookup answer larger than any real one (8 MiB) is not read whole: refused, naming the
+/// package and the URL.
+fn an_oversized_lookup_answer_is_refused() {
+    let (_pk, b) = acme_builder(None, Framing::Chunked);
+    b.set_faults(BuilderFaults {
+        bad_lookups: 1,
+        bad_lookup: LookupBody::Huge(9 << 20),
+        ..BuilderFaults::default()
+    });
+    let run = tempfile::tempdir().expect("tmp");
+    let err = export_fails(run.path(), &b, "acme/app", &[]);
+    assert!(
+        err.contains("larger than 8388608 bytes")
+            && err.contains("looking up acme/app")
+            && err.contains("/latest"),
+        "{err}"
+    );
+    assert!(entries(&run.path().join("artifacts")).is_empty());
+}
+
 tests![
+    an_oversized_lookup_answer_is_refused,
     the_token_is_not_sent_to_another_base_url,
     the_artifact_cache_does_not_outrank_the_channel,
     with_keys_given_no_key_is_fetched,

@@ -154,6 +154,9 @@ pub enum LookupBody {
     /// `ident_array`, `origin` and `name`), whatever was asked; the rest (the checksum
     /// included) is the found package's.
     OtherIdent(String),
+    /// The package's JSON with a `manifest` of this many bytes: an answer no client should
+    /// hold in memory whole.
+    Huge(usize),
 }
 
 /// What [`BuilderFaults::bad_keys`] answers (200, the right `x-filename`, in place of the
@@ -1096,6 +1099,9 @@ fn bad_record(m: &mut Map<String, Value>, bad: &LookupBody) {
                 m.insert("origin".into(), json!(o));
                 m.insert("name".into(), json!(n));
             }
+        }
+        LookupBody::Huge(n) => {
+            m.insert("manifest".into(), json!("x".repeat(*n)));
         }
         LookupBody::NotJson => {}
     }
