@@ -9,7 +9,6 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command as StdCommand;
 
@@ -1226,29 +1225,6 @@ fn a_download_holding_another_package_is_refused_naming_the_one_asked_for() {
 // ---------------------------------------------------------------------------------------
 // 4. A Supervisor image from Builder only
 
-/// Writes and packs a package directory with `files` (relative path, content, mode).
-fn pack_simple(
-    tmp: &Path,
-    key: &SecretKey,
-    out: &Path,
-    ident: &str,
-    files: &[(&str, &str, u32)],
-) -> PathBuf {
-    let dir = tmp.join("simple").join(ident);
-    fs::create_dir_all(&dir).expect("mkdir");
-    fs::write(dir.join("IDENT"), format!("{ident}\n")).expect("IDENT");
-    fs::write(dir.join("TARGET"), format!("{TARGET}\n")).expect("TARGET");
-    for (path, content, mode) in files {
-        let p = dir.join(path);
-        fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
-        fs::write(&p, content).expect("write");
-        fs::set_permissions(&p, fs::Permissions::from_mode(*mode)).expect("chmod");
-    }
-    hart::pack(&dir, key, None, out, &hart::PackOptions::default())
-        .expect("pack")
-        .path
-}
-
 fn harts_in(dir: &Path) -> Vec<PathBuf> {
     let mut v: Vec<PathBuf> = fs::read_dir(dir)
         .expect("artifacts")
@@ -1282,44 +1258,7 @@ fn supervisor_image_from_builder_runs_in_docker() {
         .expect("core secret key");
     let core = SecretKey::from_file(&core_key).expect("core key");
     let art = t.join("sup-artifacts");
-    let busybox_sh = "/hab/pkgs/core/busybox-static/1.36.1/20240101000000/bin/sh";
-    let fake_hab = format!(
-        "#!{busybox_sh}\nif [ \"$1\" = sup ] && [ \"$2\" = run ]; then\n  for d in /hab/pkgs/$3/*/*; do exec \"$d/run\"; done\nfi\necho \"hab $*\"\n"
-    );
-    let hab_id = "chef/hab/1.6.0/20240101000000";
-    let mut base_harts = vec![
-        pack_simple(
-            t,
-            &chef,
-            &art,
-            hab_id,
-            &[
-                ("bin/hab", &fake_hab, 0o755),
-                ("PATH", &format!("/hab/pkgs/{hab_id}/bin\n"), 0o644),
-            ],
-        ),
-        pack_simple(
-            t,
-            &chef,
-            &art,
-            "chef/hab-sup/1.6.0/20240101000000",
-            &[("bin/hab-sup", "#!/bin/sh\n", 0o755)],
-        ),
-        pack_simple(
-            t,
-            &chef,
-            &art,
-            "chef/hab-launcher/1.6.0/20240101000000",
-            &[("bin/hab-launch", "#!/bin/sh\n", 0o755)],
-        ),
-        pack_simple(
-            t,
-            &core,
-            &art,
-            "core/cacerts/2024.01.01/20240101000000",
-            &[("ssl/cert.pem", "-----BEGIN CERTIFICATE-----\n", 0o644)],
-        ),
-    ];
+    let mut base_harts = supervisor_stand_ins(t, &chef, &core, &art);
     base_harts.extend(harts_in(&bb.join("artifacts")));
     let base = BuilderServer::start(BuilderConfig {
         keys_dir: base_keys,

@@ -767,27 +767,6 @@ fn bad_flags_fail_before_any_work() {
         );
 }
 
-/// Writes and packs a package directory with `files` (relative path, content, mode).
-fn pack_simple(
-    tmp: &Path,
-    key: &hart::SecretKey,
-    out: &Path,
-    ident: &str,
-    files: &[(&str, &str, u32)],
-) {
-    let dir = tmp.join("simple").join(ident);
-    fs::create_dir_all(&dir).expect("mkdir");
-    fs::write(dir.join("IDENT"), format!("{ident}\n")).expect("IDENT");
-    fs::write(dir.join("TARGET"), "x86_64-linux\n").expect("TARGET");
-    for (path, content, mode) in files {
-        let p = dir.join(path);
-        fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
-        fs::write(&p, content).expect("write");
-        fs::set_permissions(&p, fs::Permissions::from_mode(*mode)).expect("chmod");
-    }
-    hart::pack(&dir, key, None, out, &hart::PackOptions::default()).expect("pack");
-}
-
 /// With Supervisor packages in the sources (stand-ins for chef/hab, hab-sup, hab-launcher
 /// and core/cacerts, plus a real busybox), the image gets Habitat's /init.sh, /bin/hab, the
 /// /etc/ssl link and port 9631, and `docker run IMAGE` goes init.sh → hab sup run → run hook.
@@ -807,44 +786,9 @@ fn supervisor_images_dispatch_through_init_sh() {
         .expect("core secret key");
     let core = hart::SecretKey::from_file(&core_key).expect("core key");
     let art = sup.join("artifacts");
+    supervisor_stand_ins(t, &chef, &core, &art);
     let busybox_sh = "/hab/pkgs/core/busybox-static/1.36.1/20240101000000/bin/sh";
-    // A stand-in `hab`: `hab sup run ORIGIN/NAME` runs that package's `run` (the program its
-    // plan's pkg_svc_run names; example/hello's is a static binary, not a hook template).
-    let fake_hab = format!(
-        "#!{busybox_sh}\nif [ \"$1\" = sup ] && [ \"$2\" = run ]; then\n  for d in /hab/pkgs/$3/*/*; do exec \"$d/run\"; done\nfi\necho \"hab $*\"\n"
-    );
     let hab_id = "chef/hab/1.6.0/20240101000000";
-    pack_simple(
-        t,
-        &chef,
-        &art,
-        hab_id,
-        &[
-            ("bin/hab", &fake_hab, 0o755),
-            ("PATH", &format!("/hab/pkgs/{hab_id}/bin\n"), 0o644),
-        ],
-    );
-    pack_simple(
-        t,
-        &chef,
-        &art,
-        "chef/hab-sup/1.6.0/20240101000000",
-        &[("bin/hab-sup", "#!/bin/sh\n", 0o755)],
-    );
-    pack_simple(
-        t,
-        &chef,
-        &art,
-        "chef/hab-launcher/1.6.0/20240101000000",
-        &[("bin/hab-launch", "#!/bin/sh\n", 0o755)],
-    );
-    pack_simple(
-        t,
-        &core,
-        &art,
-        "core/cacerts/2024.01.01/20240101000000",
-        &[("ssl/cert.pem", "-----BEGIN CERTIFICATE-----\n", 0o644)],
-    );
     let name = format!("hab-oci-test/sup-{}", std::process::id());
     let args = [
         "--source",

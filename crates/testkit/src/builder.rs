@@ -105,7 +105,7 @@ use hart::{
 };
 use serde_json::{Map, Value, json};
 
-use crate::http::{Head, Server, percent_decode, query_pairs, read_body, read_head, reason};
+use crate::http::{Head, Server, percent_decode, read_body, read_head, reason};
 
 /// Builder's default `api.targets` (its `habitat/default.toml`): the targets Route B serves.
 pub const DEFAULT_TARGETS: [&str; 5] = [
@@ -379,18 +379,12 @@ pub struct BuilderRequest {
 impl BuilderRequest {
     /// The first header of that name (case-insensitive).
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        crate::http::header(&self.headers, name)
     }
 
     /// A query parameter, decoded.
     pub fn param(&self, name: &str) -> Option<String> {
-        query_pairs(&self.query)
-            .into_iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v)
+        crate::http::param(&self.query, name)
     }
 }
 

@@ -275,3 +275,19 @@ pub(crate) fn query_pairs(q: &str) -> Vec<(String, String)> {
         })
         .collect()
 }
+
+/// The first header of that name (case-insensitive), for the fakes' request logs.
+pub(crate) fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.as_str())
+}
+
+/// A query parameter, decoded, for the fakes' request logs.
+pub(crate) fn param(query: &str, name: &str) -> Option<String> {
+    query_pairs(query)
+        .into_iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v)
+}

@@ -157,18 +157,12 @@ pub struct LoggedRequest {
 impl LoggedRequest {
     /// The first header of that name (case-insensitive).
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        crate::http::header(&self.headers, name)
     }
 
     /// A query parameter, decoded.
     pub fn param(&self, name: &str) -> Option<String> {
-        query_pairs(&self.query)
-            .into_iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v)
+        crate::http::param(&self.query, name)
     }
 
     /// A request carrying blob bytes into an upload session (`PUT`/`PATCH`).

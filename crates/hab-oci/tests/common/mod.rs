@@ -398,3 +398,78 @@ pub(crate) fn registry_layers(reference: &str) -> Vec<String> {
         .map(|l| l.as_str().expect("digest").to_owned())
         .collect()
 }
+
+/// Writes and packs a package directory with `files` (relative path, content, mode) into
+/// `out`; returns the hart.
+pub(crate) fn pack_simple(
+    tmp: &Path,
+    key: &hart::SecretKey,
+    out: &Path,
+    ident: &str,
+    files: &[(&str, &str, u32)],
+) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tmp.join("simple").join(ident);
+    fs::create_dir_all(&dir).expect("mkdir");
+    fs::write(dir.join("IDENT"), format!("{ident}\n")).expect("IDENT");
+    fs::write(dir.join("TARGET"), "x86_64-linux\n").expect("TARGET");
+    for (path, content, mode) in files {
+        let p = dir.join(path);
+        fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
+        fs::write(&p, content).expect("write");
+        fs::set_permissions(&p, fs::Permissions::from_mode(*mode)).expect("chmod");
+    }
+    hart::pack(&dir, key, None, out, &hart::PackOptions::default())
+        .expect("pack")
+        .path
+}
+
+/// Stand-ins for the Supervisor packages (chef/hab, hab-sup, hab-launcher signed by `chef`,
+/// core/cacerts by `core`) packed into `out`. The stand-in `hab`: `hab sup run ORIGIN/NAME`
+/// runs that package's `run` (the program its plan's pkg_svc_run names; example/hello's is
+/// a static binary), anything else prints `hab ARGS`; it needs busybox's shell.
+pub(crate) fn supervisor_stand_ins(
+    tmp: &Path,
+    chef: &hart::SecretKey,
+    core: &hart::SecretKey,
+    out: &Path,
+) -> Vec<PathBuf> {
+    let busybox_sh = "/hab/pkgs/core/busybox-static/1.36.1/20240101000000/bin/sh";
+    let fake_hab = format!(
+        "#!{busybox_sh}\nif [ \"$1\" = sup ] && [ \"$2\" = run ]; then\n  for d in /hab/pkgs/$3/*/*; do exec \"$d/run\"; done\nfi\necho \"hab $*\"\n"
+    );
+    let hab_id = "chef/hab/1.6.0/20240101000000";
+    vec![
+        pack_simple(
+            tmp,
+            chef,
+            out,
+            hab_id,
+            &[
+                ("bin/hab", &fake_hab, 0o755),
+                ("PATH", &format!("/hab/pkgs/{hab_id}/bin\n"), 0o644),
+            ],
+        ),
+        pack_simple(
+            tmp,
+            chef,
+            out,
+            "chef/hab-sup/1.6.0/20240101000000",
+            &[("bin/hab-sup", "#!/bin/sh\n", 0o755)],
+        ),
+        pack_simple(
+            tmp,
+            chef,
+            out,
+            "chef/hab-launcher/1.6.0/20240101000000",
+            &[("bin/hab-launch", "#!/bin/sh\n", 0o755)],
+        ),
+        pack_simple(
+            tmp,
+            core,
+            out,
+            "core/cacerts/2024.01.01/20240101000000",
+            &[("ssl/cert.pem", "-----BEGIN CERTIFICATE-----\n", 0o644)],
+        ),
+    ]
+}
