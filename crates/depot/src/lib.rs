@@ -15,5 +15,5 @@ mod source;
 
 pub use builder::{BuilderSettings, DownloadProgress};
 pub use error::{DepotError, Missing};
-pub use resolve::{Request, ResolvedClosure, ResolvedPackage};
-pub use source::{Depot, DepotSettings, Loaded, PayloadTap};
+pub use resolve::{Request, Requested, ResolvedClosure, ResolvedPackage};
+pub use source::{Depot, DepotSettings, Loaded, PayloadTap, Records};

@@ -103,7 +103,10 @@ impl Depot {
         if ident.fully_qualified() {
             return match self.find_exact_local(ident)? {
                 Some(l) => Ok(l),
-                None => self.fetch(ident, origin, None),
+                None => match self.recorded(ident, None) {
+                    Some(l) => Ok(l),
+                    None => self.fetch(ident, origin, None),
+                },
             };
         }
         // `hab pkg install` weighs the channel against installed packages only, never cached
@@ -130,8 +133,20 @@ impl Depot {
         }
         match self.find_exact_local(&remote.ident)? {
             Some(l) => Ok(l),
-            None => self.fetch(&remote.ident, origin, Some(&remote.checksum)),
+            None => match self.recorded(&remote.ident, Some(&remote.checksum)) {
+                Some(l) => Ok(l),
+                None => self.fetch(&remote.ident, origin, Some(&remote.checksum)),
+            },
         }
+    }
+
+    /// The package a cache source recorded with exactly this ident (and, when the channel
+    /// says which, this checksum) for the depot's target.
+    fn recorded(&self, ident: &PackageIdent, checksum: Option<&str>) -> Option<Loaded> {
+        self.records.package(ident).filter(|l| {
+            l.metadata.target == self.target
+                && checksum.is_none_or(|c| c.eq_ignore_ascii_case(&l.checksum))
+        })
     }
 
     /// A dependency (fully qualified): the local one, else a download (never a lookup).
@@ -144,6 +159,20 @@ impl Depot {
         if let Some(l) = self.find_exact_local(ident)? {
             return Ok(Some(l));
         }
+        // A cache source holds its layer: neither its bytes nor its hart are needed.
+        if let Some(l) = self.recorded(ident, None) {
+            return Ok(Some(l));
+        }
+        self.fetch_dependency(ident, origin)
+    }
+
+    /// A dependency from Builder; `None` without Builder (or offline) or when Builder has
+    /// no such package.
+    pub(crate) fn fetch_dependency(
+        &self,
+        ident: &PackageIdent,
+        origin: Origin,
+    ) -> Result<Option<Loaded>, DepotError> {
         if self.builder.as_ref().is_none_or(|b| b.settings().offline) {
             return Ok(None);
         }

@@ -36,7 +36,11 @@ impl Request {
 /// One verified member of a closure.
 #[derive(Debug, Clone)]
 pub struct ResolvedPackage {
-    pub hart: VerifiedHart,
+    /// `None` for a package taken from a cache source's record: its layer is reused from
+    /// the registry and its hart is not on this machine (see [`crate::Records`]).
+    pub hart: Option<VerifiedHart>,
+    /// BLAKE2b-256 of the whole `.hart`.
+    pub checksum: String,
     pub metadata: PackageMetadata,
     /// 0 for packages without dependencies, else 1 + the highest dependency.
     pub height: usize,
@@ -47,6 +51,15 @@ pub struct ResolvedPackage {
 impl ResolvedPackage {
     pub fn ident(&self) -> &PackageIdent {
         &self.metadata.ident
+    }
+
+    pub fn checksum(&self) -> &str {
+        &self.checksum
+    }
+
+    /// The compressed payload's size; 0 for a recorded package (nothing to read).
+    pub fn payload_len(&self) -> u64 {
+        self.hart.as_ref().map_or(0, VerifiedHart::payload_len)
     }
 }
 
@@ -146,11 +159,11 @@ impl Depot {
             }
             match &chosen {
                 None => chosen = Some(l),
-                Some(c) if c.hart.checksum() != l.hart.checksum() => {
+                Some(c) if c.checksum != l.checksum => {
                     return Err(DepotError::Conflict {
                         ident: ident.clone(),
                         target: self.target.clone(),
-                        paths: vec![c.hart.path().to_owned(), path.to_path_buf()],
+                        paths: vec![c.origin_path(), path.to_path_buf()],
                     });
                 }
                 Some(_) => {}
@@ -171,7 +184,7 @@ impl Depot {
         };
         if l.metadata.target != self.target {
             return Err(DepotError::TargetMismatch {
-                path: l.hart.path().to_owned(),
+                path: l.origin_path(),
                 ident: l.metadata.ident.clone(),
                 found: l.metadata.target.clone(),
                 wanted: self.target.clone(),
@@ -192,32 +205,33 @@ impl Depot {
         base: &[Request],
         requests: &[Request],
     ) -> Result<ResolvedClosure, DepotError> {
-        let all: Vec<(Origin, &Request)> = base
-            .iter()
-            .map(|r| (Origin::Base, r))
-            .chain(requests.iter().map(|r| (Origin::Main, r)))
-            .collect();
-        let requested: Vec<(Origin, Loaded)> = all
-            .par_iter()
-            .map(|(origin, r)| self.load_request(r, *origin).map(|l| (*origin, l)))
-            .collect::<Result<_, _>>()?;
+        let requested = self.load_requested(base, requests)?;
+        self.complete(requested)
+    }
+
+    /// The first half of [`Depot::resolve_with_base`]: the requested packages themselves,
+    /// verified (looked up and downloaded as needed). A caller can learn the primary
+    /// package from them (say, to read a cache source named after it, then
+    /// [`Depot::set_records`]) before [`Depot::complete`] loads the `base` packages and
+    /// every dependency, taking recorded ones from their records.
+    pub fn load_requested(
+        &self,
+        base: &[Request],
+        requests: &[Request],
+    ) -> Result<Requested, DepotError> {
         let mut c = Closure::default();
-        for (origin, l) in requested {
-            let id = l.metadata.ident.clone();
-            if origin == Origin::Main && !c.primary.contains(&id) {
-                c.primary.push(id.clone());
-            }
-            if let Some(existing) = c.members.get(&id.to_string())
-                && existing.hart.checksum() != l.hart.checksum()
-            {
-                return Err(DepotError::Conflict {
-                    ident: id,
-                    target: self.target.clone(),
-                    paths: vec![existing.hart.path().to_owned(), l.hart.path().to_owned()],
-                });
-            }
-            c.add(l, origin);
-        }
+        self.add_requests(&mut c, requests, Origin::Main)?;
+        Ok(Requested {
+            closure: c,
+            base: base.to_vec(),
+        })
+    }
+
+    /// The second half of [`Depot::resolve_with_base`]: the base packages, every
+    /// dependency, then the checks and the layer order.
+    pub fn complete(&self, requested: Requested) -> Result<ResolvedClosure, DepotError> {
+        let mut c = requested.closure;
+        self.add_requests(&mut c, &requested.base, Origin::Base)?;
         self.load_dependencies(&mut c)?;
         // Cycles first: a cycle also makes TDEPS inconsistent, and the cycle says more.
         let heights = heights(&c.members)?;
@@ -226,6 +240,36 @@ impl Depot {
             target: self.target.clone(),
             packages: c.ordered(&heights),
         })
+    }
+
+    /// Loads `requests` (in parallel) into `c`; one ident given twice must be one package.
+    fn add_requests(
+        &self,
+        c: &mut Closure,
+        requests: &[Request],
+        origin: Origin,
+    ) -> Result<(), DepotError> {
+        let loaded: Vec<Loaded> = requests
+            .par_iter()
+            .map(|r| self.load_request(r, origin))
+            .collect::<Result<_, _>>()?;
+        for l in loaded {
+            let id = l.metadata.ident.clone();
+            if origin == Origin::Main && !c.primary.contains(&id) {
+                c.primary.push(id.clone());
+            }
+            if let Some(existing) = c.members.get(&id.to_string())
+                && existing.checksum != l.checksum
+            {
+                return Err(DepotError::Conflict {
+                    ident: id,
+                    target: self.target.clone(),
+                    paths: vec![existing.origin_path(), l.origin_path()],
+                });
+            }
+            c.add(l, origin);
+        }
+        Ok(())
     }
 
     /// Breadth-first over DEPS and TDEPS, each wave loaded in parallel; every dependency
@@ -304,6 +348,30 @@ impl Depot {
         self.find_dependency(ident, Origin::Main)
     }
 
+    /// Like [`Depot::find_exact`], but never from a record: the hart itself, for a
+    /// recorded package whose layer turned out to be needed after all. As a package of the
+    /// closure, with its height and whether it was requested kept.
+    pub fn materialize(&self, p: &ResolvedPackage) -> Result<ResolvedPackage, DepotError> {
+        let found = match self.find_exact_local(p.ident())? {
+            Some(l) => Some(l),
+            None => self.fetch_dependency(p.ident(), Origin::Main)?,
+        };
+        let l = found.ok_or_else(|| DepotError::Missing {
+            missing: vec![Missing {
+                ident: p.ident().clone(),
+                needed_by: Vec::new(),
+            }],
+            searched: self.searched.clone(),
+        })?;
+        Ok(ResolvedPackage {
+            hart: l.hart,
+            checksum: l.checksum,
+            metadata: l.metadata,
+            height: p.height,
+            requested: p.requested,
+        })
+    }
+
     /// The package with exactly this fully qualified ident, if the local sources have it.
     pub(crate) fn find_exact_local(
         &self,
@@ -314,6 +382,25 @@ impl Depot {
             Err(DepotError::NotFound { .. }) | Err(DepotError::OnlyOtherTargets { .. }) => Ok(None),
             Err(e) => Err(e),
         }
+    }
+}
+
+/// The requested packages of a resolution, loaded (see [`Depot::load_requested`]), and
+/// the base packages still to load.
+pub struct Requested {
+    closure: Closure,
+    base: Vec<Request>,
+}
+
+impl Requested {
+    /// The requested (primary) packages' metadata, in argument order.
+    pub fn primary(&self) -> Vec<&PackageMetadata> {
+        self.closure
+            .primary
+            .iter()
+            .filter_map(|id| self.closure.members.get(&id.to_string()))
+            .map(|l| &l.metadata)
+            .collect()
     }
 }
 
@@ -356,6 +443,7 @@ impl Closure {
                 height: heights[&l.metadata.ident.to_string()],
                 requested: primary.contains(&l.metadata.ident),
                 hart: l.hart,
+                checksum: l.checksum,
                 metadata: l.metadata,
             })
             .collect();
@@ -390,7 +478,7 @@ fn check_consistency(members: &BTreeMap<String, Loaded>) -> Result<(), DepotErro
     for l in members.values() {
         let m = &l.metadata;
         let inconsistent = |detail: String| DepotError::Inconsistent {
-            path: l.hart.path().to_owned(),
+            path: l.origin_path(),
             detail,
         };
         for d in &m.deps {

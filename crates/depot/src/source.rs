@@ -6,7 +6,10 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use hart::{DecodeOptions, KeyDirs, MetadataRecord, PackageMetadata, PackageTarget, VerifiedHart};
+use hart::{
+    DecodeOptions, KeyDirs, MetadataRecord, PackageIdent, PackageMetadata, PackageTarget,
+    VerifiedHart,
+};
 
 use crate::builder::{BuilderClient, BuilderSettings, DownloadProgress};
 use crate::error::DepotError;
@@ -98,11 +101,77 @@ pub(crate) struct Candidate {
     pub(crate) from_source: bool,
 }
 
-/// A verified package with its metadata.
+/// A verified package with its metadata, or a package known only from a cache source's
+/// record (see [`Records`]): then `hart` is `None` and nothing of it is on this machine.
 #[derive(Debug, Clone)]
 pub struct Loaded {
-    pub hart: VerifiedHart,
+    pub hart: Option<VerifiedHart>,
+    /// BLAKE2b-256 of the whole `.hart` (for a record: as the record says).
+    pub checksum: String,
     pub metadata: PackageMetadata,
+}
+
+impl Loaded {
+    fn local(hart: VerifiedHart, metadata: PackageMetadata) -> Loaded {
+        Loaded {
+            checksum: hart.checksum().to_owned(),
+            hart: Some(hart),
+            metadata,
+        }
+    }
+
+    /// Where it came from, for messages: the hart's path, or the record it was taken from.
+    pub fn origin_path(&self) -> PathBuf {
+        match &self.hart {
+            Some(h) => h.path().to_owned(),
+            None => PathBuf::from(format!("(cache source record of {})", self.metadata.ident)),
+        }
+    }
+}
+
+/// What cache sources recorded about packages whose layers they hold (hab-oci's layer
+/// annotations): metadata by hart checksum, and checksum by ident. A local hart whose
+/// checksum has a record is verified but not decoded; a dependency that no local source
+/// holds is taken from its record instead of being downloaded.
+#[derive(Debug, Clone, Default)]
+pub struct Records {
+    by_checksum: HashMap<String, PackageMetadata>,
+    by_ident: HashMap<String, String>,
+}
+
+impl Records {
+    /// Adds a record; the first one for a checksum or an ident wins (sources in order).
+    pub fn insert(&mut self, checksum: &str, metadata: PackageMetadata) {
+        self.by_ident
+            .entry(metadata.ident.to_string())
+            .or_insert_with(|| checksum.to_owned());
+        self.by_checksum
+            .entry(checksum.to_owned())
+            .or_insert(metadata);
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_checksum.is_empty()
+    }
+
+    pub fn len(&self) -> usize {
+        self.by_checksum.len()
+    }
+
+    /// The recorded package with exactly this ident.
+    pub(crate) fn package(&self, ident: &PackageIdent) -> Option<Loaded> {
+        let checksum = self.by_ident.get(&ident.to_string())?;
+        let metadata = self.by_checksum.get(checksum)?.clone();
+        (metadata.ident == *ident).then(|| Loaded {
+            hart: None,
+            checksum: checksum.clone(),
+            metadata,
+        })
+    }
+
+    pub(crate) fn metadata(&self, checksum: &str) -> Option<PackageMetadata> {
+        self.by_checksum.get(checksum).cloned()
+    }
 }
 
 /// An index of package sources plus a cache of verified packages.
@@ -117,6 +186,7 @@ pub struct Depot {
     metadata_cache: Option<PathBuf>,
     max_unpacked: u64,
     tap: Option<Arc<dyn PayloadTap>>,
+    pub(crate) records: Records,
     pub(crate) builder: Option<BuilderClient>,
     pub(crate) downloads: Option<Arc<dyn DownloadProgress>>,
     /// Held while an origin key is fetched (see `remote.rs`).
@@ -200,6 +270,7 @@ impl Depot {
             metadata_cache: settings.metadata_cache.clone(),
             max_unpacked: settings.max_unpacked,
             tap: None,
+            records: Records::default(),
             builder,
             downloads: None,
             key_fetch: Mutex::new(()),
@@ -220,6 +291,11 @@ impl Depot {
         self
     }
 
+    /// Packages cache sources recorded (see [`Records`]); replaces earlier ones.
+    pub fn set_records(&mut self, records: Records) {
+        self.records = records;
+    }
+
     /// Downloads report their progress to `progress`.
     pub fn with_downloads(mut self, progress: Arc<dyn DownloadProgress>) -> Depot {
         self.downloads = Some(progress);
@@ -236,7 +312,8 @@ impl Depot {
             return Ok(l);
         }
         let hart = self.verify(path)?.with_max_unpacked(self.max_unpacked);
-        let metadata = match self.cached_metadata(hart.checksum()) {
+        let recorded = || self.records.metadata(hart.checksum());
+        let metadata = match self.cached_metadata(hart.checksum()).or_else(recorded) {
             Some(m) => m,
             None => {
                 let m = match self.tap.as_ref() {
@@ -256,7 +333,7 @@ impl Depot {
                 m
             }
         };
-        let loaded = Loaded { hart, metadata };
+        let loaded = Loaded::local(hart, metadata);
         if let Ok(mut m) = self.loaded.lock() {
             m.insert(path.to_owned(), loaded.clone());
         }

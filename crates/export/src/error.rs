@@ -37,6 +37,10 @@ pub enum ExportError {
     },
     #[error("{0}")]
     Plan(String),
+    /// A layer had to be built from a package that only a cache source's record stands for
+    /// (an internal error: such packages are fetched before the build).
+    #[error("the hart of {0} is not on this machine (a cache source's record stood in for it)")]
+    NotLocal(String),
     #[error("the layer budget is {max} layers: {problem}")]
     LayerBudget { max: usize, problem: String },
     #[error(

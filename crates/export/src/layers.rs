@@ -6,7 +6,7 @@
 //! manifest annotations are derived from the typed members at the end
 //! (docs/layer-format-v1.md, "Annotations").
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::BufWriter;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -21,9 +21,10 @@ use rayon::prelude::*;
 use serde::Serialize;
 
 use crate::cache::{CacheStats, LayerCache};
+use crate::cache_source::SourceLayer;
 use crate::plan::ImagePlan;
 use crate::prebuild::PrebuildTap;
-use crate::{ExportError, LAYER_FORMAT, Progress, native, rewrite};
+use crate::{ExportError, LAYER_FORMAT, Progress, native, record, rewrite};
 
 /// Annotation keys on each layer descriptor: what a later run needs to reuse a layer
 /// without decoding its harts.
@@ -42,7 +43,7 @@ impl Member {
     fn of(p: &ResolvedPackage) -> Member {
         Member {
             ident: p.ident().clone(),
-            checksum: p.hart.checksum().to_owned(),
+            checksum: p.checksum().to_owned(),
         }
     }
 }
@@ -90,6 +91,8 @@ pub enum LayerSource {
     Regrouped,
     /// Built from the harts.
     Built,
+    /// Not built: a cache source in the registry holds it (no byte of it read or sent).
+    Registry,
 }
 
 /// A package layer is in the store: the event the push subscribes to.
@@ -100,12 +103,14 @@ pub struct LayerReady {
     pub members: Vec<Member>,
     pub digests: LayerDigests,
     pub source: LayerSource,
-    /// The blob in the store.
-    pub path: PathBuf,
+    /// The blob in the store; `None` for a layer reused from a cache source (only the
+    /// registry has its bytes).
+    pub path: Option<PathBuf>,
 }
 
-/// The manifest annotations of a layer, from its typed members.
-pub fn annotations(members: &[Member]) -> BTreeMap<String, String> {
+/// The manifest annotations of a layer, from its typed members and its packages' records
+/// (`record`: [`crate::record::encode`] of the same packages; `None` for the extras layer).
+pub fn annotations(members: &[Member], record: Option<String>) -> BTreeMap<String, String> {
     let join = |f: &dyn Fn(&Member) -> String| members.iter().map(f).collect::<Vec<_>>().join(",");
     let mut a = BTreeMap::from([
         (ANN_PACKAGES.to_owned(), join(&|m| m.ident.to_string())),
@@ -114,6 +119,9 @@ pub fn annotations(members: &[Member]) -> BTreeMap<String, String> {
     // The extras layer has no packages and so no checksums (layer format v1 writes none).
     if !members.is_empty() {
         a.insert(ANN_CHECKSUMS.to_owned(), join(&|m| m.checksum.clone()));
+    }
+    if let Some(r) = record {
+        a.insert(crate::record::ANN_RECORD.to_owned(), r);
     }
     a
 }
@@ -145,6 +153,12 @@ pub fn packages<'a>(
 pub struct Layers {
     cache: Option<Arc<LayerCache>>,
     compression: Compression,
+    /// Layers cache sources hold that the push's repository has (confirmed): used as they
+    /// are, by key.
+    remote: HashMap<LayerKey, SourceLayer>,
+    /// `--verify-cache-source`: layers of cache sources to compare with the local builds.
+    compare: HashMap<LayerKey, SourceLayer>,
+    verified: std::sync::atomic::AtomicUsize,
 }
 
 /// The image the native build produced, with each package layer's typed members.
@@ -157,7 +171,63 @@ pub struct BuiltLayers {
 
 impl Layers {
     pub fn new(cache: Option<Arc<LayerCache>>, compression: Compression) -> Layers {
-        Layers { cache, compression }
+        Layers {
+            cache,
+            compression,
+            remote: HashMap::new(),
+            compare: HashMap::new(),
+            verified: Default::default(),
+        }
+    }
+
+    /// Layers of cache sources to check: every layer is built, and [`Layers::verify`]
+    /// compares those a source holds with the local build.
+    pub fn verify_against(&mut self, layers: HashMap<LayerKey, SourceLayer>) {
+        self.compare = layers;
+    }
+
+    /// After the build: a warning for each layer a cache source holds with other bytes
+    /// than the local build (a record that lies, or a build that is not reproducible). The
+    /// image holds the local layers either way.
+    pub fn verify(&self, ready: &[LayerReady]) -> Vec<String> {
+        let mut warnings = Vec::new();
+        let mut checked = 0;
+        for l in ready {
+            let Some(s) = self.compare.get(&self.key(&l.members)) else {
+                continue;
+            };
+            checked += 1;
+            let (a, b) = (&l.digests, &s.digests);
+            if a.digest != b.digest || a.diff_id != b.diff_id || a.size != b.size {
+                warnings.push(format!(
+                    "cache source {} holds the layer of {} as {} (diff_id {}, {} bytes), but it builds here as {} (diff_id {}, {} bytes): the source's record is not to be trusted; the local layer is pushed",
+                    s.repository,
+                    l.members.iter().map(|m| m.ident.to_string()).collect::<Vec<_>>().join(", "),
+                    b.digest, b.diff_id, b.size, a.digest, a.diff_id, a.size
+                ));
+            }
+        }
+        if !self.compare.is_empty() && warnings.is_empty() {
+            self.verified
+                .store(checked, std::sync::atomic::Ordering::Relaxed);
+        }
+        warnings
+    }
+
+    /// Layers [`Layers::verify`] found equal to their cache source's.
+    pub fn verified(&self) -> usize {
+        self.verified.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Layers of cache sources confirmed in the push's repository: a planned layer with
+    /// one of these keys is not built.
+    pub fn set_remote(&mut self, remote: HashMap<LayerKey, SourceLayer>) {
+        self.remote = remote;
+    }
+
+    /// Is planned layer `members` held by a cache source?
+    pub fn in_registry(&self, members: &[Member]) -> bool {
+        self.remote.contains_key(&self.key(members))
     }
 
     pub fn compression(&self) -> Compression {
@@ -238,7 +308,7 @@ impl Layers {
             plan.layers[i]
                 .members
                 .iter()
-                .map(|&m| pkgs[m].hart.payload_len())
+                .map(|&m| pkgs[m].payload_len())
                 .sum()
         };
         order.sort_by_key(|&i| std::cmp::Reverse(size_of(i)));
@@ -255,13 +325,16 @@ impl Layers {
             .iter()
             .map(|l| LayerDescriptor {
                 digests: l.digests.clone(),
-                annotations: annotations(&l.members),
+                annotations: annotations(
+                    &l.members,
+                    Some(record::encode(&packages(closure, plan, l.index))),
+                ),
             })
             .collect();
         let extras = native::build_extras(plan, store, self.compression, progress)?;
         layers.push(LayerDescriptor {
             digests: extras,
-            annotations: annotations(&[]),
+            annotations: annotations(&[], None),
         });
         let image = build_image(&plan.config, &layers)?;
         store.put_blob(&image.config_digest, &image.config)?;
@@ -281,6 +354,17 @@ impl Layers {
         let pkgs = packages(closure, plan, index);
         let members: Vec<Member> = pkgs.iter().map(|p| Member::of(p)).collect();
         let compression = self.compression;
+        if let Some(l) = self.remote.get(&self.key(&members)) {
+            progress.layer_started(index, &format!("{} (in the registry)", label(&pkgs)), 0);
+            progress.layer_finished(index, &l.digests.digest, l.digests.size);
+            return Ok(LayerReady {
+                index,
+                members,
+                digests: l.digests.clone(),
+                source: LayerSource::Registry,
+                path: None,
+            });
+        }
         let (digests, source) = match self.cache.as_deref() {
             None => (
                 native::build_layer(&pkgs, index, store, compression, progress)?,
@@ -323,7 +407,7 @@ impl Layers {
             members,
             digests,
             source,
-            path,
+            path: Some(path),
         })
     }
 
@@ -342,7 +426,7 @@ impl Layers {
         if compression == Compression::None {
             return None;
         }
-        let key = LayerKey::new([member.hart.checksum()], Compression::None);
+        let key = LayerKey::new([member.checksum()], Compression::None);
         let (path, digest) = cache.blob_for(&key)?;
         progress.layer_started(index, &label(&[member]), member.metadata.unpacked_size);
         let advance = |n: u64| progress.layer_advanced(index, n);
@@ -386,7 +470,7 @@ impl Layers {
             .iter()
             .map(|p| {
                 [compression, Compression::None].into_iter().find_map(|c| {
-                    let key = LayerKey::new([p.hart.checksum()], c);
+                    let key = LayerKey::new([p.checksum()], c);
                     cache
                         .blob_for(&key)
                         .map(|(path, digest)| (key, path, digest, c))
@@ -495,15 +579,20 @@ mod tests {
             ident: PackageIdent::parse_fq(s).expect("ident"),
             checksum: c.to_owned(),
         };
-        let a = annotations(&[
-            m("a/b/1/20240101000000", "c1"),
-            m("a/c/2/20240101000000", "c2"),
-        ]);
+        let a = annotations(
+            &[
+                m("a/b/1/20240101000000", "c1"),
+                m("a/c/2/20240101000000", "c2"),
+            ],
+            Some("R".into()),
+        );
         assert_eq!(a[ANN_PACKAGES], "a/b/1/20240101000000,a/c/2/20240101000000");
         assert_eq!(a[ANN_CHECKSUMS], "c1,c2");
         assert_eq!(a[ANN_FORMAT], LAYER_FORMAT);
-        let extras = annotations(&[]);
+        assert_eq!(a[record::ANN_RECORD], "R");
+        let extras = annotations(&[], None);
         assert_eq!(extras[ANN_PACKAGES], "");
         assert!(!extras.contains_key(ANN_CHECKSUMS));
+        assert!(!extras.contains_key(record::ANN_RECORD));
     }
 }

@@ -9,6 +9,7 @@
 //! This crate never prints, never sees clap and never talks to a registry.
 
 pub mod cache;
+pub mod cache_source;
 pub mod engine;
 mod error;
 pub mod extras;
@@ -19,6 +20,7 @@ mod operation;
 pub mod output;
 pub mod plan;
 mod prebuild;
+pub mod record;
 pub mod report;
 mod rewrite;
 pub mod settings;
@@ -26,10 +28,12 @@ pub mod settings;
 pub use error::ExportError;
 pub use layers::{LayerKey, LayerReady, LayerSource, Layers, Member};
 pub use naming::{Naming, NamingOptions};
-pub use operation::{Events, Exported, NoEvents, PublishError, Publisher, PushSession, export};
+pub use operation::{
+    Events, Exported, NoEvents, PublishError, Publisher, PushSession, RemoteBlob, export,
+};
 pub use output::{Output, OutputSet};
 pub use plan::{ImagePlan, Layering, PlanOptions, PlannedLayer, Supervisor};
-pub use settings::{CacheSettings, Engine, ExportSettings, SupervisorPackages};
+pub use settings::{CacheSettings, CacheSources, Engine, ExportSettings, SupervisorPackages};
 
 /// The layer format version: part of every layer's annotations and of cache keys.
 pub const LAYER_FORMAT: &str = "1";

@@ -36,7 +36,7 @@ pub(crate) fn build_layer(
     for p in members {
         rewrite::write_package(
             &mut w,
-            &p.hart,
+            crate::native::local_hart(p)?,
             p.ident(),
             release_time(p.ident()),
             &mut emitted,
@@ -52,6 +52,14 @@ pub(crate) fn build_layer(
     blob.commit(&digests.digest)?;
     progress.layer_finished(index, &digests.digest, digests.size);
     Ok(digests)
+}
+
+/// The hart a layer is built from; only a package a cache source's record stands for has
+/// none (and its layer is never built: see `operation.rs`, `materialize`).
+pub(crate) fn local_hart(p: &depot::ResolvedPackage) -> Result<&hart::VerifiedHart, ExportError> {
+    p.hart
+        .as_ref()
+        .ok_or_else(|| ExportError::NotLocal(p.ident().to_string()))
 }
 
 /// The extras layer (users, `/bin` links, `/init.sh`, directories) of `plan`.

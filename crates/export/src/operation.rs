@@ -3,19 +3,22 @@
 //! push it through the caller's [`Publisher`], write the outputs and the report. The binary
 //! calls [`export`]; tests can call it in process.
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 
-use depot::{Depot, ResolvedClosure};
+use depot::{Depot, Records, ResolvedClosure};
 use oci_image::{BuiltImage, OciDir};
+use rayon::prelude::*;
 
 use crate::cache::LayerCache;
+use crate::cache_source::{self, Platform, RemoteImage, SourceLayer};
 use crate::engine::{self, EngineHost, EngineOptions, EngineReport};
-use crate::layers::{LayerReady, Layers};
-use crate::naming::Naming;
+use crate::layers::{LayerKey, LayerReady, Layers};
+use crate::naming::{self, Naming};
 use crate::output::OutputSet;
-use crate::plan::{ImagePlan, PlanOptions, Supervisor};
-use crate::report::{self, PushReport, Report};
+use crate::plan::{ImagePlan, PlanOptions, Supervisor, primary_of};
+use crate::report::{self, PushReport, Report, SourceReport};
 use crate::settings::{Engine, ExportSettings};
 use crate::{ExportError, Progress};
 
@@ -47,6 +50,23 @@ pub trait Publisher: Sync {
     /// Connects to the registry of `naming` (handshake, credentials) before any layer is
     /// built, so that a wrong password fails before the work.
     fn start(&self, naming: &Naming) -> Result<Box<dyn PushSession>, PublishError>;
+    /// A cache source: the manifest of `reference` (for `platform`, when it names an
+    /// index) and its config, never a layer blob. `None` when the registry has no such
+    /// image.
+    fn read_image(
+        &self,
+        reference: &str,
+        platform: &Platform,
+    ) -> Result<Option<RemoteImage>, PublishError>;
+}
+
+/// A blob a cache source holds, to be confirmed in the push's repository.
+#[derive(Debug, Clone)]
+pub struct RemoteBlob {
+    pub digest: String,
+    pub size: u64,
+    /// `registry/repository` of the cache source that holds it.
+    pub repository: String,
 }
 
 /// One push in progress: it hears of each package layer as it is built, then finishes.
@@ -54,6 +74,12 @@ pub trait PushSession: Send + Sync {
     /// A package layer is in the store (not one an earlier push confirmed in this
     /// repository): it may be uploaded now.
     fn layer_ready(&self, layer: &LayerReady);
+    /// Which of `blobs` the push's repository holds, made so without sending their bytes
+    /// where the registry allows: found (a `HEAD` reporting the size given), or mounted
+    /// from the cache source's repository when that is another repository of the same
+    /// registry (never across registries). A confirmed blob is not uploaded by
+    /// [`PushSession::finish`]; one not confirmed is built and uploaded instead.
+    fn confirm(&self, blobs: &[RemoteBlob]) -> Vec<bool>;
     /// The remaining blobs, then the manifest and the tags.
     fn finish(
         self: Box<Self>,
@@ -84,7 +110,7 @@ pub fn export(
     events: &dyn Events,
     publisher: Option<&dyn Publisher>,
 ) -> Result<Exported, ExportError> {
-    let layers = Layers::new(
+    let mut layers = Layers::new(
         match &settings.engine {
             Engine::Native { .. } => settings
                 .cache
@@ -94,30 +120,66 @@ pub fn export(
         },
         settings.compression,
     );
-    let closure = resolve(settings, &layers, events)?;
-    let plan = plan(settings, &closure)?;
-    warn_about_packages(&closure, events);
-    events.layers_planned(plan.layers.len() + 1);
-    match &settings.engine {
-        Engine::Native { outputs } => native(
-            settings, outputs, &closure, &plan, &layers, events, publisher,
-        ),
-        Engine::External(opts) => external(settings, opts, &closure, &plan, events),
-    }
-}
-
-/// The verified closure of the requested packages (and the Supervisor's). Packages decoded
-/// for their metadata have their layers built into the cache on the way.
-fn resolve(
-    settings: &ExportSettings,
-    layers: &Layers,
-    events: &dyn Events,
-) -> Result<ResolvedClosure, ExportError> {
+    let mut depot = open_depot(settings, &layers, events)?;
     let base = settings
         .base_packages()
         .iter()
         .map(|p| depot::Request::parse(p))
         .collect::<Result<Vec<_>, _>>()?;
+    events.status("Resolving and verifying packages");
+    let requested = depot.load_requested(&base, &settings.packages)?;
+    // The push starts before the dependencies are loaded: a wrong password fails before
+    // the work, and the cache sources (read through the same registry client) decide
+    // which packages need their harts at all.
+    let mut session = None;
+    let mut sources = Vec::new();
+    if let (Engine::Native { outputs }, true) = (&settings.engine, settings.push) {
+        let publisher = publisher.ok_or_else(|| {
+            ExportError::Plan(
+                "a push was asked for without a registry client (internal error)".into(),
+            )
+        })?;
+        let primary = primary_of(&requested.primary())
+            .map(|i| requested.primary()[i].ident.clone())
+            .ok_or_else(|| ExportError::Plan("no package was requested".into()))?;
+        let naming = naming::naming(&settings.plan.naming, &primary)?;
+        let s = publisher
+            .start(&naming)
+            .map_err(|source| ExportError::Push {
+                name: naming.name.clone(),
+                source,
+            })?;
+        let target = depot.target().clone();
+        let found = cache_sources(settings, outputs, publisher, &*s, &naming, &target, events);
+        if !settings.cache_sources.verify {
+            depot.set_records(found.records);
+            layers.set_remote(found.layers);
+        } else {
+            layers.verify_against(found.layers);
+        }
+        sources = found.reports;
+        session = Some(s);
+    }
+    let closure = depot.complete(requested)?;
+    let (closure, plan) = plan_with_harts(settings, &depot, closure, &layers, events)?;
+    warn_about_packages(&closure, events);
+    events.layers_planned(plan.layers.len() + 1);
+    match &settings.engine {
+        Engine::Native { outputs } => {
+            let push = Started { session, sources };
+            native(settings, outputs, &closure, &plan, &layers, events, push)
+        }
+        Engine::External(opts) => external(settings, opts, &closure, &plan, events),
+    }
+}
+
+/// The depot of the export's sources; packages decoded for their metadata have their
+/// layers built into the cache on the way.
+fn open_depot(
+    settings: &ExportSettings,
+    layers: &Layers,
+    events: &dyn Events,
+) -> Result<Depot, ExportError> {
     let mut depot = Depot::open(&settings.depot)?;
     if let Some(tap) = layers.prebuild_tap(!settings.per_package_layers()) {
         depot = depot.with_tap(tap);
@@ -125,8 +187,174 @@ fn resolve(
     if let Some(d) = events.downloads() {
         depot = depot.with_downloads(d);
     }
-    events.status("Resolving and verifying packages");
-    Ok(depot.resolve_with_base(&base, &settings.packages)?)
+    Ok(depot)
+}
+
+/// What the cache sources offer, confirmed in the push's repository.
+#[derive(Default)]
+struct Found {
+    records: Records,
+    layers: HashMap<LayerKey, SourceLayer>,
+    reports: Vec<SourceReport>,
+}
+
+/// Reads the cache sources (manifest and config only), keeps the layers the push's
+/// repository holds or could mount, and the package records they carry. Nothing here fails
+/// the export: a source that cannot be used is a note, and its layers are built.
+fn cache_sources(
+    settings: &ExportSettings,
+    outputs: &OutputSet,
+    publisher: &dyn Publisher,
+    session: &dyn PushSession,
+    naming: &Naming,
+    target: &hart::PackageTarget,
+    events: &dyn Events,
+) -> Found {
+    let cs = &settings.cache_sources;
+    let references = if !cs.references.is_empty() {
+        cs.references.clone()
+    } else if cs.auto {
+        vec![format!("{}:latest", naming.name)]
+    } else {
+        return Found::default();
+    };
+    if !outputs.outputs.is_empty() && !cs.verify {
+        events.status(&format!(
+            "Not reading cache sources ({}): local outputs need every layer's bytes, so every layer is built (from the layer cache where it has them)",
+            references.join(", ")
+        ));
+        return Found::default();
+    }
+    let Some(platform) = Platform::of(target) else {
+        return Found::default();
+    };
+    let mut parsed = Vec::new();
+    let mut reports = Vec::new();
+    for r in &references {
+        let mut report = SourceReport {
+            reference: r.clone(),
+            ..SourceReport::default()
+        };
+        events.status(&format!(
+            "Reading cache source {r} (its manifest and config, no layer)"
+        ));
+        match publisher.read_image(r, &platform) {
+            Ok(None) => report.notes.push("it does not exist".into()),
+            Ok(Some(image)) => {
+                report.manifest_digest = Some(image.manifest_digest.clone());
+                match cache_source::parse(&image, &platform, settings.compression) {
+                    Ok(p) => {
+                        report.layers = p.layers.len();
+                        report.notes.extend(p.notes.iter().cloned());
+                        parsed.push(p);
+                    }
+                    Err(problem) => report.notes.push(format!("not used: {problem}")),
+                }
+            }
+            Err(e) => report
+                .notes
+                .push(format!("could not be read: {}", error_chain(&*e))),
+        }
+        for n in &report.notes {
+            events.warning(&format!("cache source {r}: {n}"));
+        }
+        reports.push(report);
+    }
+    let mut layers = cache_source::by_key(parsed);
+    if cs.verify {
+        // Every layer is built and compared: nothing needs confirming.
+        return Found {
+            layers,
+            reports,
+            ..Found::default()
+        };
+    }
+    let mut keys: Vec<LayerKey> = layers.keys().cloned().collect();
+    keys.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+    let blobs: Vec<RemoteBlob> = keys
+        .iter()
+        .map(|k| {
+            let l = &layers[k];
+            RemoteBlob {
+                digest: l.digests.digest.clone(),
+                size: l.digests.size,
+                repository: l.repository.clone(),
+            }
+        })
+        .collect();
+    let confirmed = session.confirm(&blobs);
+    let mut missing = 0;
+    for (k, ok) in keys
+        .iter()
+        .zip(confirmed.iter().chain(std::iter::repeat(&false)))
+    {
+        if !ok {
+            missing += 1;
+            layers.remove(k);
+        }
+    }
+    if missing > 0 {
+        events.warning(&format!(
+            "{missing} layers of the cache sources are not in {} and could not be mounted (deleted or garbage-collected?): they are built and pushed",
+            naming.name
+        ));
+    }
+    let mut records = Records::default();
+    for l in layers.values() {
+        for r in &l.records {
+            records.insert(&r.checksum, r.metadata());
+        }
+    }
+    for report in &mut reports {
+        report.confirmed = layers
+            .values()
+            .filter(|l| report.reference.starts_with(&l.repository))
+            .count();
+    }
+    events.status(&format!(
+        "Cache sources: {} package layers in the registry already ({} packages recorded); they are neither built nor uploaded",
+        layers.len(),
+        records.len()
+    ));
+    Found {
+        records,
+        layers,
+        reports,
+    }
+}
+
+/// The plan, once every package of a layer that must be built has its hart: a package a
+/// record stood for whose layer the registry does not hold as planned (say, grouped
+/// differently) is fetched now, and the plan made again from what it really says.
+fn plan_with_harts(
+    settings: &ExportSettings,
+    depot: &Depot,
+    mut closure: ResolvedClosure,
+    layers: &Layers,
+    events: &dyn Events,
+) -> Result<(ResolvedClosure, ImagePlan), ExportError> {
+    loop {
+        let plan = plan(settings, &closure)?;
+        let needed: Vec<usize> = (0..plan.layers.len())
+            .filter(|&i| !layers.in_registry(&Layers::members(&closure, &plan, i)))
+            .flat_map(|i| plan.layers[i].members.iter().copied())
+            .filter(|&m| closure.packages[m].hart.is_none())
+            .collect();
+        if needed.is_empty() {
+            return Ok((closure, plan));
+        }
+        events.status(&format!(
+            "{} recorded packages are needed after all (their layer is not in the registry as planned): fetching them",
+            needed.len()
+        ));
+        let fetched = needed
+            .par_iter()
+            .map(|&m| depot.materialize(&closure.packages[m]))
+            .collect::<Result<Vec<_>, _>>()?;
+        for (m, p) in needed.into_iter().zip(fetched) {
+            closure.packages[m] = p;
+        }
+    }
 }
 
 fn plan(settings: &ExportSettings, closure: &ResolvedClosure) -> Result<ImagePlan, ExportError> {
@@ -177,6 +405,13 @@ fn warn_about_packages(closure: &ResolvedClosure, events: &dyn Events) {
     }
 }
 
+/// A native push as started before the dependencies were loaded: its session and what the
+/// cache sources gave.
+struct Started {
+    session: Option<Box<dyn PushSession>>,
+    sources: Vec<SourceReport>,
+}
+
 /// The native engine: layers (pushed as they are built), image, outputs, report.
 fn native(
     settings: &ExportSettings,
@@ -185,8 +420,9 @@ fn native(
     plan: &ImagePlan,
     layers: &Layers,
     events: &dyn Events,
-    publisher: Option<&dyn Publisher>,
+    push: Started,
 ) -> Result<Exported, ExportError> {
+    let Started { session, sources } = push;
     let naming = &plan.naming;
     events.status(&format!(
         "Building {} ({} packages in {} layers + extras, {})",
@@ -204,29 +440,24 @@ fn native(
         name: naming.name.clone(),
         source,
     };
-    // The push starts with the build: each package layer goes up as soon as it is built,
-    // unless an earlier push confirmed it in this repository (then the final push finds it
-    // with one HEAD, or not at all when the tags already point at this image).
-    let session = match (settings.push, publisher) {
-        (false, _) => None,
-        (true, Some(p)) => Some(p.start(naming).map_err(push_err)?),
-        (true, None) => {
-            return Err(ExportError::Plan(
-                "a push was asked for without a registry client (internal error)".into(),
-            ));
-        }
-    };
+    // Each package layer goes up as soon as it is built, unless an earlier push confirmed
+    // it in this repository (then the final push finds it with one HEAD, or not at all
+    // when the tags already point at this image) or it came from a cache source.
     let known: Vec<bool> = (0..plan.layers.len())
         .map(|i| layers.pushed_to(&Layers::members(closure, plan, i), &naming.name))
         .collect();
     let on_ready = |l: &LayerReady| {
         if let Some(s) = &session
             && known.get(l.index) == Some(&false)
+            && l.path.is_some()
         {
             s.layer_ready(l);
         }
     };
     let built = layers.build(closure, plan, &store, events, &on_ready)?;
+    for w in layers.verify(&built.ready) {
+        events.warning(&w);
+    }
     // A cache over its bound is trimmed, never a reason to fail the export.
     if let Err(e) = layers.evict() {
         events.warning(&format!("trimming the layer cache: {}", error_chain(&e)));
@@ -249,6 +480,7 @@ fn native(
     );
     report.push = push;
     report.cache = layers.stats();
+    report.cache_sources = sources;
     finish_report(settings, &report, &built.image.config_digest, naming)?;
     let digest = &built.image.manifest_digest;
     let references = if naming.tags.is_empty() {

@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use depot::{ResolvedClosure, ResolvedPackage};
-use hart::PackageIdent;
+use hart::{PackageIdent, PackageMetadata};
 use oci_image::{HistoryEntry, ImageConfigSpec};
 
 use crate::ExportError;
@@ -125,6 +125,15 @@ fn find_by_name<'a>(c: &'a ResolvedClosure, name: &str) -> Option<&'a ResolvedPa
     c.packages.iter().find(|p| p.ident().name == name)
 }
 
+/// The primary package among the requested ones (in argument order): the first service,
+/// else the first. It names the image and gives it its entrypoint, users and platform.
+pub fn primary_of(requested: &[&PackageMetadata]) -> Option<usize> {
+    requested
+        .iter()
+        .position(|m| m.is_service)
+        .or((!requested.is_empty()).then_some(0))
+}
+
 impl ImagePlan {
     pub fn new(closure: &ResolvedClosure, opts: &PlanOptions) -> Result<ImagePlan, ExportError> {
         if opts.max_layers < 2 || opts.max_layers > DOCKER_MAX_LAYERS {
@@ -137,11 +146,9 @@ impl ImagePlan {
         }
         let pkgs = &closure.packages;
         let requested: Vec<usize> = (0..pkgs.len()).filter(|&i| pkgs[i].requested).collect();
-        let primary = requested
-            .iter()
-            .copied()
-            .find(|&i| pkgs[i].metadata.is_service)
-            .or_else(|| requested.first().copied())
+        let metas: Vec<&PackageMetadata> = requested.iter().map(|&i| &pkgs[i].metadata).collect();
+        let primary = primary_of(&metas)
+            .map(|i| requested[i])
             .ok_or_else(|| ExportError::Plan("no package was requested".into()))?;
         let p = &pkgs[primary];
         let (architecture, os) = platform(p.metadata.target.as_str())?;

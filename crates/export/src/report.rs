@@ -19,6 +19,23 @@ pub struct LayerReport {
     pub media_type: String,
     pub packages: Vec<String>,
     pub checksums: Vec<String>,
+    /// Where a package layer came from (native engine).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source: Option<crate::LayerSource>,
+}
+
+/// What one cache source gave (native engine).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct SourceReport {
+    pub reference: String,
+    /// The manifest read (for the export's platform); `None` when none could be.
+    pub manifest_digest: Option<String>,
+    /// Its package layers hab-oci could read (its format, compression and platform).
+    pub layers: usize,
+    /// Of those, the ones the push's repository holds or mounted (confirmed without bytes).
+    pub confirmed: usize,
+    /// Why some or all of it was not used.
+    pub notes: Vec<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -38,6 +55,9 @@ pub struct Report {
     /// What the docker/buildah engine did.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub engine: Option<EngineReport>,
+    /// The cache sources read (native engine, push-only exports).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub cache_sources: Vec<SourceReport>,
 }
 
 /// What a push did (filled by the caller that pushed).
@@ -75,12 +95,14 @@ impl Report {
             push: None,
             cache: None,
             engine: None,
+            cache_sources: Vec::new(),
             layers: image
                 .layers
                 .iter()
                 .enumerate()
                 .map(|(i, l)| {
-                    let members = ready.get(i).map_or(&[][..], |r| &r.members[..]);
+                    let r = ready.get(i);
+                    let members = r.map_or(&[][..], |r| &r.members[..]);
                     LayerReport {
                         digest: l.digests.digest.clone(),
                         diff_id: l.digests.diff_id.clone(),
@@ -88,6 +110,7 @@ impl Report {
                         media_type: l.digests.media_type.to_owned(),
                         packages: members.iter().map(|m| m.ident.to_string()).collect(),
                         checksums: members.iter().map(|m| m.checksum.clone()).collect(),
+                        source: r.map(|r| r.source),
                     }
                 })
                 .collect(),
@@ -115,6 +138,7 @@ impl Report {
             push: None,
             cache: None,
             engine: Some(engine),
+            cache_sources: Vec::new(),
         }
     }
 }

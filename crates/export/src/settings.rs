@@ -52,6 +52,18 @@ pub struct CacheSettings {
     pub max_bytes: u64,
 }
 
+/// Cache sources of the native engine (see [`crate::cache_source`]): images hab-oci
+/// pushed earlier, whose layers a push-only export reuses without their bytes.
+#[derive(Debug, Clone, Default)]
+pub struct CacheSources {
+    /// Image references, in order of preference.
+    pub references: Vec<String>,
+    /// Without `references`, the image's own `NAME:latest` in the push's registry.
+    pub auto: bool,
+    /// Build every layer anyway and compare each with the cache sources' record of it.
+    pub verify: bool,
+}
+
 #[derive(Debug, Clone)]
 pub struct ExportSettings {
     /// The packages asked for, in order (the first service is the primary one).
@@ -65,6 +77,8 @@ pub struct ExportSettings {
     pub engine: Engine,
     /// The layer cache (native engine); `None`: every layer built from its hart.
     pub cache: Option<CacheSettings>,
+    /// Cache sources (native engine, push-only exports).
+    pub cache_sources: CacheSources,
     /// Push every tag to the registry of the image name (through the caller's
     /// [`crate::Publisher`] for the native engine, by the engine itself otherwise).
     pub push: bool,

@@ -74,7 +74,7 @@ impl Fixture {
         f.checksums = closure
             .packages
             .iter()
-            .map(|p| (p.ident().to_string(), p.hart.checksum().to_owned()))
+            .map(|p| (p.ident().to_string(), p.checksum().to_owned()))
             .collect();
         assert_eq!(f.checksums.len(), packages);
         f
@@ -114,6 +114,7 @@ impl Fixture {
                 root: self.path("cache"),
                 max_bytes: 1 << 30,
             }),
+            cache_sources: Default::default(),
             push: false,
             report: Some(self.path(&format!("{out}.report.json"))),
             results_dir: self.path("results"),

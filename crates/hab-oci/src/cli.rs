@@ -209,11 +209,24 @@ pub(crate) struct ExportArgs {
     /// client's.
     #[arg(long, value_name = "BUILDER", value_enum)]
     pub(crate) docker_builder: Option<DockerBuilderArg>,
-    /// An image to take build cache from (repeatable, in order). docker: an image reference
-    /// (the legacy builder pulls it first; a missing one is a warning). buildah: a cache
-    /// repository written by --cache-to (the reference's repository part is used).
+    /// An image to take layers or build cache from (repeatable, in order). native (with
+    /// --push-image and no --output): an image hab-oci pushed; only its manifest and config
+    /// are read, and each package layer it holds (same package checksums, layer format and
+    /// compression) that the push's repository has or can mount is reused without being
+    /// built, downloaded or uploaded, its packages' metadata taken from the image's records
+    /// instead of their harts (which are then not downloaded either). A source is trusted as
+    /// BuildKit trusts one: whoever can push to it can already replace the image (see
+    /// SECURITY.md; --verify-cache-source checks it). docker: an image reference (the legacy
+    /// builder pulls it first; a missing one is a warning). buildah: a cache repository
+    /// written by --cache-to (the reference's repository part is used).
     #[arg(long, value_name = "REF")]
     pub(crate) cache_from: Vec<String>,
+    /// native: build every layer anyway and compare each layer a cache source holds with
+    /// the local build (digest, diff_id, size); a difference is a warning naming the layer,
+    /// and the local layer is pushed. For users who do not trust their cache sources'
+    /// records: it costs the downloads and decoding a cache source saves.
+    #[arg(long)]
+    pub(crate) verify_cache_source: bool,
     /// Where to export the build cache: buildah (a repository), or docker with buildx
     /// (type=registry,mode=max). Refused where the engine cannot.
     #[arg(long, value_name = "REF")]
@@ -225,8 +238,8 @@ pub(crate) struct ExportArgs {
     /// Do not write BuildKit's inline cache metadata.
     #[arg(long, overrides_with = "inline_cache")]
     pub(crate) no_inline_cache: bool,
-    /// Without --cache-from, docker builds use the image's own NAME:latest as cache source
-    /// if it can be pulled; this turns that off.
+    /// Without --cache-from, docker builds and native push-only exports use the image's own
+    /// NAME:latest as cache source if it exists; this turns that off.
     #[arg(long)]
     pub(crate) no_auto_cache_from: bool,
     /// An argument appended to the engine's build command (repeatable); also from

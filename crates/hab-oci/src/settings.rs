@@ -203,24 +203,40 @@ fn refuse_unsupported(a: &ExportArgs) -> Result<()> {
         );
     }
     if a.engine == EngineArg::Native {
-        let engine_only: [(bool, &str); 11] = [
+        let engine_only: [(bool, &str); 9] = [
             (a.format.is_some(), "--format"),
             (a.rm_image, "--rm-image"),
             (a.memory.is_some(), "--memory"),
-            (!a.cache_from.is_empty(), "--cache-from"),
             (a.cache_to.is_some(), "--cache-to"),
             (a.inline_cache, "--inline-cache"),
             (a.no_inline_cache, "--no-inline-cache"),
             (a.docker_builder.is_some(), "--docker-builder"),
             (!a.engine_arg.is_empty(), "--engine-arg"),
             (a.engine_binary.is_some(), "--engine-binary"),
-            (a.no_auto_cache_from, "--no-auto-cache-from"),
         ];
         if let Some((_, flag)) = engine_only.iter().find(|(given, _)| *given) {
             bail!(
                 "{flag} applies to --engine docker or buildah; the native engine needs no build cache (the same package always gives the same layer)"
             );
         }
+        if !a.push_image && (!a.cache_from.is_empty() || a.verify_cache_source) {
+            bail!(
+                "--cache-from{} with the native engine needs --push-image: a cache source's layers are reused in the registry that holds them, without their bytes",
+                if a.verify_cache_source {
+                    " (and --verify-cache-source)"
+                } else {
+                    ""
+                }
+            );
+        }
+        for r in &a.cache_from {
+            oci_image::reference::Reference::parse(r)
+                .map_err(|e| anyhow::anyhow!("--cache-from '{r}': {}", e.problem))?;
+        }
+    } else if a.verify_cache_source {
+        bail!(
+            "--verify-cache-source applies to the native engine (docker and buildah check their own cache sources)"
+        );
     } else if !a.outputs.is_empty() {
         bail!(
             "--output applies to the native engine: with --engine {} the image stays in the engine's store (add --push-image to push it)",
@@ -451,6 +467,15 @@ pub(crate) fn export(a: &ExportArgs) -> Result<(ExportSettings, Option<PushSetti
         compression,
         engine,
         cache,
+        cache_sources: export::CacheSources {
+            references: if native {
+                a.cache_from.clone()
+            } else {
+                Vec::new()
+            },
+            auto: native && !a.no_auto_cache_from,
+            verify: a.verify_cache_source,
+        },
         push: a.push_image,
         report: a.report.clone(),
         results_dir: PathBuf::from("results"),
@@ -464,7 +489,18 @@ pub(crate) fn export(a: &ExportArgs) -> Result<(ExportSettings, Option<PushSetti
             chunk_size: a.push_chunk_size,
             ..oci_registry::RegistryOptions::default()
         },
-        mount_from: a.mount_from.clone(),
+        // Cache sources in other repositories of the push's registry are mount sources too
+        // (which also gives the push's token pull access to them).
+        mount_from: a
+            .mount_from
+            .iter()
+            .chain(&a.cache_from)
+            .map(|r| {
+                export::naming::parse_reference(r)
+                    .map(|(name, _, _)| name)
+                    .unwrap_or_else(|_| r.clone())
+            })
+            .collect(),
     });
     Ok((settings, push))
 }

@@ -5,9 +5,12 @@
 //! body). Manifests are written last, one per tag, only after every blob is confirmed; a tag
 //! whose manifest already has our digest costs one `HEAD`. Habitat-free.
 
+mod pull;
 mod push;
 mod reference;
 mod session;
+
+pub use pull::{ImageDocuments, read_image};
 
 use std::fmt;
 use std::path::PathBuf;
@@ -261,6 +264,13 @@ impl Pusher {
     pub fn offer(&self, blob: Blob) {
         // The receiver lives until `finish`: a send cannot fail before.
         let _ = self.tx.send(blob);
+    }
+
+    /// Which of `blobs` (`digest`, `size`, `registry/repository` holding it) are in the
+    /// repository, made so without uploading: found with the size given, or mounted from
+    /// their repository when it is another one of the same registry. Blocking.
+    pub fn confirm(&self, blobs: &[(String, u64, String)]) -> Vec<Option<BlobOutcome>> {
+        self.rt.block_on(push::confirm_blobs(&self.ctx, blobs))
     }
 
     /// Waits for the offered blobs, then pushes `req` (its repository must be the one

@@ -22,12 +22,12 @@ use crate::{
 };
 
 /// Manifest types we ask for when checking what a tag points at.
-const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.manifest.v1+json, \
+pub(crate) const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.manifest.v1+json, \
     application/vnd.docker.distribution.manifest.v2+json, \
     application/vnd.oci.image.index.v1+json, \
     application/vnd.docker.distribution.manifest.list.v2+json";
 
-fn client(opts: &RegistryOptions) -> Result<reqwest::Client, RegistryError> {
+pub(crate) fn client(opts: &RegistryOptions) -> Result<reqwest::Client, RegistryError> {
     let mut certs = Vec::new();
     for p in &opts.ca_certs {
         let data = std::fs::read(p).map_err(|source| RegistryError::CaCert {
@@ -155,17 +155,7 @@ pub(crate) async fn connect(
             sources.push(r);
         }
     }
-    let plain_http =
-        opts.insecure.contains(&registry) || (opts.ca_certs.is_empty() && is_loopback(&registry));
-    let base = Url::parse(&format!(
-        "{}://{}/",
-        if plain_http { "http" } else { "https" },
-        repo.host
-    ))
-    .map_err(|e| RegistryError::Reference {
-        reference: repository.to_owned(),
-        detail: e.to_string(),
-    })?;
+    let (base, plain_http) = base_url(&repo, opts, repository)?;
     let mut scopes = vec![format!("repository:{}:pull,push", repo.path)];
     scopes.extend(
         sources
@@ -199,6 +189,97 @@ pub(crate) async fn connect(
         _ => ctx.fail("checking the registry API (/v2/)", f),
     })?;
     Ok(ctx)
+}
+
+/// Where `repo`'s registry answers, and whether over plain HTTP (insecure hosts, and
+/// loopback ones unless a CA certificate is given, as docker does).
+pub(crate) fn base_url(
+    repo: &Repository,
+    opts: &RegistryOptions,
+    reference: &str,
+) -> Result<(Url, bool), RegistryError> {
+    let plain_http = opts.insecure.contains(&repo.registry)
+        || (opts.ca_certs.is_empty() && is_loopback(&repo.registry));
+    let base = Url::parse(&format!(
+        "{}://{}/",
+        if plain_http { "http" } else { "https" },
+        repo.host
+    ))
+    .map_err(|e| RegistryError::Reference {
+        reference: reference.to_owned(),
+        detail: e.to_string(),
+    })?;
+    Ok((base, plain_http))
+}
+
+/// Makes sure each blob is in the push's repository without sending its bytes: a `HEAD`
+/// that finds it with the size given, else a mount from `from` when that is another
+/// repository of the same registry (never across registries). `None` for a blob that is
+/// not there (or not as described); the caller then builds and uploads it.
+pub(crate) async fn confirm_blobs(
+    ctx: &Ctx,
+    blobs: &[(String, u64, String)],
+) -> Vec<Option<BlobOutcome>> {
+    stream::iter(blobs)
+        .map(|(digest, size, from)| async move {
+            let outcome = confirm_one(ctx, digest, *size, from).await.ok().flatten();
+            if let Some(o) = outcome {
+                ctx.progress.blob_finished(digest, o);
+            }
+            outcome
+        })
+        .buffered(ctx.jobs)
+        .collect()
+        .await
+}
+
+async fn confirm_one(
+    ctx: &Ctx,
+    digest: &str,
+    size: u64,
+    from: &str,
+) -> Result<Option<BlobOutcome>, Failure> {
+    let s = &ctx.s;
+    let url = s.url(&format!("/v2/{}/blobs/{digest}", ctx.repo.path));
+    let resp = s
+        .retrying(|| async {
+            s.expect(&[StatusCode::OK, StatusCode::NOT_FOUND], &|c| {
+                Ok(c.head(url.clone()))
+            })
+            .await
+        })
+        .await?;
+    if resp.status() == StatusCode::OK {
+        // A registry that reports another size holds something else under that name.
+        let length = header(&resp, "content-length").and_then(|v| v.parse::<u64>().ok());
+        return Ok((length.is_none_or(|n| n == size)).then_some(BlobOutcome::Skipped));
+    }
+    let Some(source) = parse_repository(from)
+        .ok()
+        .filter(|r| r.host == ctx.repo.host && r.path != ctx.repo.path)
+    else {
+        return Ok(None);
+    };
+    let mut u = s.url(&format!("/v2/{}/blobs/uploads/", ctx.repo.path));
+    u.query_pairs_mut()
+        .append_pair("mount", digest)
+        .append_pair("from", &source.path);
+    let resp = s
+        .retrying(|| async {
+            s.expect(&[StatusCode::CREATED, StatusCode::ACCEPTED], &|c| {
+                Ok(c.post(u.clone()).header(CONTENT_LENGTH, 0))
+            })
+            .await
+        })
+        .await?;
+    if resp.status() == StatusCode::CREATED {
+        return Ok(Some(BlobOutcome::Mounted));
+    }
+    // The registry could not mount and opened an upload session instead: close it.
+    if let Ok(loc) = s.location(&resp) {
+        let _ = s.send(&|c| Ok(c.delete(loc.clone()))).await;
+    }
+    Ok(None)
 }
 
 pub(crate) async fn push(

@@ -151,7 +151,7 @@ pub fn materialize(
                 let mtime = release_time(p.ident());
                 rewrite::write_package(
                     &mut sink,
-                    &p.hart,
+                    crate::native::local_hart(p)?,
                     p.ident(),
                     mtime,
                     &mut emitted,

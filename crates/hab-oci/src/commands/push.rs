@@ -5,7 +5,10 @@ use std::sync::{Arc, Mutex};
 
 use export::naming::registry_of;
 use export::report::PushReport;
-use export::{LayerReady, Naming, PublishError, PushSession};
+use std::collections::HashMap;
+
+use export::cache_source::{Platform, RemoteImage};
+use export::{LayerReady, Naming, PublishError, PushSession, RemoteBlob};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use oci_image::{BuiltImage, OciDir};
 use oci_registry::{Blob, BlobOutcome, Credentials, PushProgress, PushRequest, Pusher};
@@ -68,6 +71,8 @@ pub(crate) struct Publisher<'a> {
     settings: PushSettings,
     multi: MultiProgress,
     printer: &'a Printer,
+    /// The registry of the push once started: the login given is for it only.
+    push_registry: Mutex<String>,
 }
 
 impl<'a> Publisher<'a> {
@@ -80,6 +85,7 @@ impl<'a> Publisher<'a> {
             settings,
             multi: multi.clone(),
             printer,
+            push_registry: Mutex::new(String::new()),
         }
     }
 }
@@ -89,6 +95,9 @@ impl export::Publisher for Publisher<'_> {
     /// while the rest is still being built. Upload bars join the build's.
     fn start(&self, naming: &Naming) -> Result<Box<dyn PushSession>, PublishError> {
         let registry = registry_of(&naming.name);
+        if let Ok(mut r) = self.push_registry.lock() {
+            r.clone_from(&registry);
+        }
         let creds = match &self.settings.login {
             Some((username, password)) => Credentials::Basic {
                 username: username.clone(),
@@ -115,6 +124,41 @@ impl export::Publisher for Publisher<'_> {
             pusher,
             mount_from: self.settings.mount_from.clone(),
             printer: *self.printer,
+            confirmed: Mutex::new(HashMap::new()),
+        }))
+    }
+
+    /// A cache source's manifest and config, with the push's login when it is in the
+    /// push's registry, else what docker would use for its registry.
+    fn read_image(
+        &self,
+        reference: &str,
+        platform: &Platform,
+    ) -> Result<Option<RemoteImage>, PublishError> {
+        let registry = registry_of(reference);
+        let creds = match &self.settings.login {
+            Some((username, password))
+                if self.push_registry.lock().is_ok_and(|r| *r == registry) =>
+            {
+                Credentials::Basic {
+                    username: username.clone(),
+                    password: password.clone(),
+                }
+            }
+            _ => Credentials::from_docker_config(&registry),
+        };
+        let read = oci_registry::read_image(
+            reference,
+            &platform.os,
+            &platform.architecture,
+            &creds,
+            &self.settings.registry,
+        )?;
+        Ok(read.map(|d| RemoteImage {
+            repository: d.repository,
+            manifest_digest: d.manifest_digest,
+            manifest: d.manifest,
+            config: d.config,
         }))
     }
 }
@@ -123,15 +167,35 @@ struct Session {
     pusher: Pusher,
     mount_from: Vec<String>,
     printer: Printer,
+    /// Blobs of cache sources confirmed in the repository: not uploaded again.
+    confirmed: Mutex<HashMap<String, BlobOutcome>>,
 }
 
 impl PushSession for Session {
     fn layer_ready(&self, layer: &LayerReady) {
-        self.pusher.offer(Blob {
-            digest: layer.digests.digest.clone(),
-            size: layer.digests.size,
-            path: layer.path.clone(),
-        });
+        if let Some(path) = &layer.path {
+            self.pusher.offer(Blob {
+                digest: layer.digests.digest.clone(),
+                size: layer.digests.size,
+                path: path.clone(),
+            });
+        }
+    }
+
+    fn confirm(&self, blobs: &[RemoteBlob]) -> Vec<bool> {
+        let asked: Vec<(String, u64, String)> = blobs
+            .iter()
+            .map(|b| (b.digest.clone(), b.size, b.repository.clone()))
+            .collect();
+        let outcomes = self.pusher.confirm(&asked);
+        if let Ok(mut c) = self.confirmed.lock() {
+            for (b, o) in blobs.iter().zip(&outcomes) {
+                if let Some(o) = o {
+                    c.insert(b.digest.clone(), *o);
+                }
+            }
+        }
+        outcomes.iter().map(Option::is_some).collect()
     }
 
     /// The push's end: the blobs not uploaded yet, then the tags.
@@ -141,9 +205,18 @@ impl PushSession for Session {
         image: &BuiltImage,
         naming: &Naming,
     ) -> Result<PushReport, PublishError> {
+        let confirmed = self.confirmed.lock().map(|c| c.clone()).unwrap_or_default();
         let mut blobs: Vec<Blob> = Vec::new();
+        let mut reused = (0, 0);
         for l in &image.layers {
-            if !blobs.iter().any(|b| b.digest == l.digests.digest) {
+            match confirmed.get(&l.digests.digest) {
+                Some(BlobOutcome::Mounted) => reused.1 += 1,
+                Some(_) => reused.0 += 1,
+                None => {}
+            }
+            if !confirmed.contains_key(&l.digests.digest)
+                && !blobs.iter().any(|b| b.digest == l.digests.digest)
+            {
                 blobs.push(Blob {
                     digest: l.digests.digest.clone(),
                     size: l.digests.size,
@@ -165,7 +238,11 @@ impl PushSession for Session {
             manifest_media_type: "application/vnd.oci.image.manifest.v1+json".into(),
             mount_from: self.mount_from.clone(),
         };
-        let stats = self.pusher.finish(&req)?;
+        let mut stats = self.pusher.finish(&req)?;
+        // Layers of cache sources were confirmed before the build: they count as found or
+        // mounted, not as uploads.
+        stats.blobs_skipped += reused.0;
+        stats.blobs_mounted += reused.1;
         self.printer.status(&format!(
             "Pushed {}: {} blobs uploaded ({} bytes), {} mounted, {} already there, {} of them while building; {} tags written, {} unchanged; {} requests",
             naming.name,

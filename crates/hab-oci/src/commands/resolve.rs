@@ -61,9 +61,18 @@ pub(crate) fn run(args: &ResolveArgs, printer: &Printer) -> Result<ExitCode> {
             .map(|p| Entry {
                 ident: p.ident(),
                 target: &p.metadata.target,
-                file: p.hart.path().display().to_string(),
-                checksum: p.hart.checksum(),
-                signer: p.hart.signer().to_string(),
+                // `resolve` sets no records: every package is a local hart.
+                file: p
+                    .hart
+                    .as_ref()
+                    .map(|h| h.path().display().to_string())
+                    .unwrap_or_default(),
+                checksum: p.checksum(),
+                signer: p
+                    .hart
+                    .as_ref()
+                    .map(|h| h.signer().to_string())
+                    .unwrap_or_default(),
                 height: p.height,
                 requested: p.requested,
                 deps: &p.metadata.deps,
