@@ -346,6 +346,32 @@ impl FakeRegistry {
             .insert(digest.clone());
         digest
     }
+
+    /// Stores a manifest in `repo` under `tag` without a request and without checking its
+    /// blobs (an image someone else pushed, or a damaged one); returns its digest.
+    pub fn put_manifest(&self, repo: &str, tag: &str, media_type: &str, body: &[u8]) -> String {
+        let digest = sha256_digest(body);
+        let mut st = self.shared.state();
+        let r = st.repos.entry(repo.to_owned()).or_default();
+        r.manifests.insert(
+            digest.clone(),
+            StoredManifest {
+                media_type: media_type.to_owned(),
+                body: body.to_vec(),
+            },
+        );
+        r.tags.insert(tag.to_owned(), digest.clone());
+        digest
+    }
+
+    /// Forgets a blob everywhere, as a garbage collection that removed it would.
+    pub fn remove_blob(&self, digest: &str) {
+        let mut st = self.shared.state();
+        st.blobs.remove(digest);
+        for r in st.repos.values_mut() {
+            r.blobs.remove(digest);
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------

@@ -1,0 +1,460 @@
+//! The registry as the layer cache, through the real binary: a fresh runner (empty layer,
+//! artifact and key caches) exports and pushes a new release with the image it pushed before
+//! as cache source, against testkit's fake registry (request log) and fake Builder
+//! (download log). Assertions are on what moved: layer blobs never read, exactly the
+//! changed layers uploaded, exactly the changed harts downloaded, and the same image a
+//! runner with every package and no cache source builds. Then the bad sources: missing, not
+//! ours, a layer garbage-collected, another registry, a grouping that differs (the recorded
+//! packages are downloaded after all), a record that lies (`--verify-cache-source`).
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use hab_oci_testkit::builder::{BuilderConfig, BuilderServer};
+use hab_oci_testkit::registry::{FakeRegistry, LoggedRequest};
+use hab_oci_testkit::{Closure, ClosureSpec, add_package, generate, rebuild_specs};
+
+mod common;
+use common::*;
+
+/// A generated closure of `packages` (the primary `gen/app` last), small and fast.
+fn closure(dir: &Path, packages: usize, seed: u64) -> Closure {
+    let spec = ClosureSpec {
+        packages,
+        total_size: 3 << 20,
+        seed,
+        ..ClosureSpec::default()
+    };
+    generate(&spec, dir, None).expect("closure")
+}
+
+/// Rebuilds `name` and its dependents as `release` into the closure; their idents and new
+/// harts.
+fn rebuild(c: &mut Closure, name: &str, release: &str) -> Vec<(String, PathBuf)> {
+    rebuild_specs(&c.packages, name, release)
+        .into_iter()
+        .map(|s| {
+            let ident = s.ident.to_string();
+            (ident, add_package(c, s, 1 << 20).expect("rebuilt package"))
+        })
+        .collect()
+}
+
+/// A fake Builder with every package of `c` in `stable`.
+fn builder_of(c: &Closure) -> BuilderServer {
+    BuilderServer::start(BuilderConfig {
+        packages: c
+            .harts
+            .iter()
+            .map(|h| (h.clone(), vec!["stable".to_owned()]))
+            .collect(),
+        keys_dir: c.dir.join("keys"),
+        ..BuilderConfig::default()
+    })
+    .expect("builder")
+}
+
+/// `export gen/app` on a fresh runner `tmp/name` whose only package source is Builder.
+fn export_from_builder(
+    tmp: &Path,
+    name: &str,
+    bldr: &BuilderServer,
+    args: &[&str],
+) -> (serde_json::Value, PathBuf) {
+    let dir = runner(tmp, name);
+    let out = hab_oci(&dir)
+        .env_remove("HAB_OCI_OFFLINE")
+        .current_dir(&dir)
+        .args(["export", "--no-supervisor", "--report", "report.json"])
+        .args(["--url", &bldr.url(), "--channel", "stable"])
+        .args(args)
+        .arg("gen/app")
+        .output()
+        .expect("runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut report = read_json(&dir.join("report.json"));
+    report["stderr"] = String::from_utf8_lossy(&out.stderr).into_owned().into();
+    (report, dir)
+}
+
+/// A fresh runner: its own empty caches and working directory under `tmp/name`.
+fn runner(tmp: &Path, name: &str) -> PathBuf {
+    let dir = tmp.join(name);
+    std::fs::create_dir_all(&dir).expect("runner dir");
+    dir
+}
+
+/// `export gen/app` from the local closure on runner `run`, with `args`; the report.
+fn export(run: &Path, source: &Path, args: &[&str]) -> serde_json::Value {
+    let out = hab_oci(run)
+        .current_dir(run)
+        .args([
+            "export",
+            "--no-supervisor",
+            "--report",
+            "report.json",
+            "--source",
+        ])
+        .arg(source)
+        .args(args)
+        .arg("gen/app")
+        .output()
+        .expect("runs");
+    assert!(
+        out.status.success(),
+        "export failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut report = read_json(&run.join("report.json"));
+    report["stderr"] = String::from_utf8_lossy(&out.stderr).into_owned().into();
+    report
+}
+
+fn stderr(report: &serde_json::Value) -> &str {
+    report["stderr"].as_str().unwrap_or_default()
+}
+
+/// The digests of the layers a report says were built (not taken from the registry).
+fn built_layers(report: &serde_json::Value) -> BTreeSet<String> {
+    report["layers"]
+        .as_array()
+        .expect("layers")
+        .iter()
+        .filter(|l| l["source"] != "registry")
+        .map(|l| l["digest"].as_str().expect("digest").to_owned())
+        .collect()
+}
+
+fn sources(report: &serde_json::Value) -> Vec<&str> {
+    report["layers"]
+        .as_array()
+        .expect("layers")
+        .iter()
+        .map(|l| l["source"].as_str().unwrap_or("extras"))
+        .collect()
+}
+
+/// Blob digests uploaded (the digest is in the closing `PUT`'s query).
+fn uploads(log: &[LoggedRequest]) -> BTreeSet<String> {
+    log.iter()
+        .filter(|r| r.method == "PUT" && r.path.contains("/blobs/uploads/"))
+        .filter_map(|r| r.param("digest"))
+        .collect()
+}
+
+/// Blobs read with `GET` (layers or configs).
+fn blob_reads(log: &[LoggedRequest]) -> Vec<String> {
+    log.iter()
+        .filter(|r| r.method == "GET" && r.path.contains("/blobs/sha256:"))
+        .map(|r| r.path.rsplit('/').next().unwrap_or_default().to_owned())
+        .collect()
+}
+
+/// Packages a runner decoded (its metadata cache holds one record per decoded hart).
+fn decoded(run: &Path) -> usize {
+    std::fs::read_dir(run.join("hab-oci-cache/metadata-v2"))
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+fn registry_url(reg: &FakeRegistry) -> String {
+    format!("{}/team", reg.addr())
+}
+
+fn a_fresh_runner_reuses_the_registry_layers_without_reading_them() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let reg = FakeRegistry::start().expect("registry");
+    let url = registry_url(&reg);
+    let mut c = closure(&tmp.path().join("src"), 8, 11);
+    let src = c.dir.clone();
+    let push = ["--registry-url", url.as_str(), "--push-image"];
+
+    let v1 = export(&runner(tmp.path(), "run1"), &src, &push);
+    assert_eq!(v1["cache_sources"][0]["notes"][0], "it does not exist");
+    assert!(sources(&v1).iter().all(|s| *s != "registry"));
+
+    // (a) A new release of the primary, exported by a fresh runner.
+    rebuild(&mut c, "app", "20240202000000");
+    reg.clear_log();
+    let run2 = runner(tmp.path(), "run2");
+    let v2 = export(&run2, &src, &push);
+    let log = reg.log();
+    let v1_config = v1["config_digest"].as_str().expect("config");
+    assert_eq!(
+        blob_reads(&log),
+        [v1_config],
+        "only v1's config is read, never a layer"
+    );
+    let reused: Vec<bool> = sources(&v2).iter().map(|s| *s == "registry").collect();
+    assert_eq!(
+        reused,
+        [true, true, true, true, true, true, true, false, false],
+        "the app's layer and the extras are built: {}",
+        stderr(&v2)
+    );
+    let mut expected = built_layers(&v2);
+    expected.insert(v2["config_digest"].as_str().expect("config").to_owned());
+    assert_eq!(
+        uploads(&log),
+        expected,
+        "the app layer, extras and config only"
+    );
+    assert_eq!(decoded(&run2), 1, "only the new app was decoded");
+    assert_eq!(v2["push"]["blobs_uploaded"], 3);
+    assert_eq!(v2["push"]["blobs_skipped"], 7, "{}", v2["push"]);
+    // Every layer of v1 is in the repository (the old app's too, unused now).
+    assert_eq!(v2["cache_sources"][0]["confirmed"], 8);
+
+    // The same image as a runner with every package and no cache source builds.
+    let local = export(
+        &runner(tmp.path(), "local"),
+        &src,
+        &["--registry-url", url.as_str(), "-o", "oci:img"],
+    );
+    assert_eq!(v2["manifest_digest"], local["manifest_digest"]);
+
+    // (b) A library rebuilt with its dependents: exactly those layers move.
+    // (The closure's specs hold both app releases: both rebuild to one new app.)
+    let rebuilt: BTreeSet<String> = rebuild(&mut c, "lib002", "20240303000000")
+        .into_iter()
+        .map(|(ident, _)| ident)
+        .collect();
+    assert!(rebuilt.len() >= 3, "lib002 has dependents: {rebuilt:?}");
+    reg.clear_log();
+    let run3 = runner(tmp.path(), "run3");
+    let v3 = export(&run3, &src, &push);
+    let log = reg.log();
+    assert_eq!(blob_reads(&log).len(), 1, "only v2's config");
+    let mut expected = built_layers(&v3);
+    assert_eq!(expected.len(), rebuilt.len() + 1, "rebuilt + extras");
+    expected.insert(v3["config_digest"].as_str().expect("config").to_owned());
+    assert_eq!(uploads(&log), expected);
+    assert_eq!(decoded(&run3), rebuilt.len());
+}
+
+fn with_builder_only_the_changed_harts_are_downloaded() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let reg = FakeRegistry::start().expect("registry");
+    let url = registry_url(&reg);
+    let mut c = closure(&tmp.path().join("src"), 8, 12);
+    let bldr = builder_of(&c);
+    let push = ["--registry-url", url.as_str(), "--push-image"];
+    export_from_builder(tmp.path(), "run1", &bldr, &push);
+    assert_eq!(bldr.downloads().len(), 8, "runner 1 downloads the closure");
+
+    let new = rebuild(&mut c, "app", "20240202000000");
+    for (_, h) in &new {
+        bldr.add(h, &["stable"]).expect("published");
+    }
+    bldr.clear_log();
+    reg.clear_log();
+    let (v2, dir) = export_from_builder(tmp.path(), "run2", &bldr, &push);
+    let downloads = bldr.downloads();
+    assert_eq!(
+        downloads.keys().cloned().collect::<Vec<_>>(),
+        [new[0].0.clone()],
+        "exactly the new app"
+    );
+    assert_eq!(blob_reads(&reg.log()).len(), 1, "only v1's config");
+    assert_eq!(v2["push"]["blobs_uploaded"], 3);
+    let artifacts = std::fs::read_dir(dir.join("artifacts"))
+        .expect("artifact cache")
+        .count();
+    assert_eq!(artifacts, 1, "one hart on runner 2");
+
+    // Grouped differently (five layers for eight packages): the groups are not in the
+    // registry, so their members' harts are downloaded after all; the image is the one a
+    // runner with every package builds.
+    bldr.clear_log();
+    let (grouped, _) = export_from_builder(
+        tmp.path(),
+        "run3",
+        &bldr,
+        &[&push[..], &["--max-layers", "5"]].concat(),
+    );
+    assert!(
+        stderr(&grouped).contains("recorded packages are needed after all"),
+        "{}",
+        stderr(&grouped)
+    );
+    let (local, _) = export_from_builder(
+        tmp.path(),
+        "local",
+        &bldr,
+        &[
+            "--registry-url",
+            url.as_str(),
+            "--max-layers",
+            "5",
+            "-o",
+            "oci:img",
+        ],
+    );
+    assert_eq!(grouped["manifest_digest"], local["manifest_digest"]);
+}
+
+fn unusable_cache_sources_fall_back_to_building() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let reg = FakeRegistry::start().expect("registry");
+    let url = registry_url(&reg);
+    let mut c = closure(&tmp.path().join("src"), 5, 13);
+    let src = c.dir.clone();
+    let push = ["--registry-url", url.as_str(), "--push-image"];
+    let v1 = export(&runner(tmp.path(), "run1"), &src, &push);
+    rebuild(&mut c, "app", "20240202000000");
+
+    // A source that does not exist: a warning, every layer built and pushed.
+    let missing = format!("{url}/nothing:here");
+    let r = export(
+        &runner(tmp.path(), "missing"),
+        &src,
+        &[&push[..], &["--cache-from", &missing]].concat(),
+    );
+    assert!(
+        stderr(&r).contains(&format!("cache source {missing}: it does not exist")),
+        "{}",
+        stderr(&r)
+    );
+    assert!(sources(&r).iter().all(|s| *s != "registry"));
+
+    // Not an image hab-oci wrote: v1's manifest without annotations, under another tag.
+    let repo = "team/gen/app";
+    let mut m: serde_json::Value =
+        serde_json::from_slice(&reg.manifest(repo, "latest").expect("v1")).expect("json");
+    for l in m["layers"].as_array_mut().expect("layers") {
+        l.as_object_mut().expect("layer").remove("annotations");
+    }
+    let bytes = serde_json::to_vec(&m).expect("json");
+    reg.put_manifest(
+        repo,
+        "plain",
+        "application/vnd.oci.image.manifest.v1+json",
+        &bytes,
+    );
+    let plain = format!("{url}/gen/app:plain");
+    let r = export(
+        &runner(tmp.path(), "plain"),
+        &src,
+        &[&push[..], &["--cache-from", &plain]].concat(),
+    );
+    assert!(
+        stderr(&r).contains("not used: hab-oci did not write it"),
+        "{}",
+        stderr(&r)
+    );
+    assert!(sources(&r).iter().all(|s| *s != "registry"));
+
+    // A layer of the source garbage-collected: HEAD says 404, so it is built and pushed.
+    let gone = v1["layers"][0]["digest"]
+        .as_str()
+        .expect("digest")
+        .to_owned();
+    reg.remove_blob(&gone);
+    reg.clear_log();
+    let r = export(&runner(tmp.path(), "gc"), &src, &push);
+    assert!(
+        stderr(&r).contains("1 layers of the cache sources are not in"),
+        "{}",
+        stderr(&r)
+    );
+    assert_ne!(sources(&r)[0], "registry");
+    assert!(uploads(&reg.log()).contains(&gone), "pushed again");
+    assert!(reg.has_blob(repo, &gone));
+
+    // A source in another registry is read, never mounted: the new registry gets the bytes.
+    let other = FakeRegistry::start().expect("registry");
+    let other_url = registry_url(&other);
+    let from = format!("{url}/gen/app:latest");
+    let r = export(
+        &runner(tmp.path(), "elsewhere"),
+        &src,
+        &[
+            "--registry-url",
+            other_url.as_str(),
+            "--push-image",
+            "--cache-from",
+            &from,
+        ],
+    );
+    assert!(other.log().iter().all(|r| r.param("mount").is_none()));
+    assert!(sources(&r).iter().all(|s| *s != "registry"));
+    assert_eq!(r["cache_sources"][0]["layers"], 5);
+    assert_eq!(r["cache_sources"][0]["confirmed"], 0);
+    assert_eq!(r["push"]["blobs_uploaded"], 7, "5 layers, extras, config");
+}
+
+fn verify_cache_source_finds_a_record_that_lies() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let reg = FakeRegistry::start().expect("registry");
+    let url = registry_url(&reg);
+    let c = closure(&tmp.path().join("src"), 4, 15);
+    let src = c.dir.clone();
+    let push = ["--registry-url", url.as_str(), "--push-image"];
+    let v1 = export(&runner(tmp.path(), "run1"), &src, &push);
+    // The first layer's descriptor now names the second layer's blob.
+    let repo = "team/gen/app";
+    let mut m: serde_json::Value =
+        serde_json::from_slice(&reg.manifest(repo, "latest").expect("v1")).expect("json");
+    let second = m["layers"][1].clone();
+    m["layers"][0]["digest"] = second["digest"].clone();
+    m["layers"][0]["size"] = second["size"].clone();
+    let bytes = serde_json::to_vec(&m).expect("json");
+    reg.put_manifest(
+        repo,
+        "latest",
+        "application/vnd.oci.image.manifest.v1+json",
+        &bytes,
+    );
+
+    let r = export(
+        &runner(tmp.path(), "verify"),
+        &src,
+        &[&push[..], &["--verify-cache-source"]].concat(),
+    );
+    let e = stderr(&r);
+    assert!(
+        e.contains("the source's record is not to be trusted"),
+        "{e}"
+    );
+    assert_eq!(e.matches("not to be trusted").count(), 1, "{e}");
+    assert_eq!(
+        r["manifest_digest"], v1["manifest_digest"],
+        "the local layers"
+    );
+    assert!(sources(&r).iter().all(|s| *s != "registry"));
+}
+
+fn flags_are_checked() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let out = hab_oci(tmp.path())
+        .args(["export", "--cache-from", "a/b:c", "-o", "oci:x", "gen/app"])
+        .output()
+        .expect("runs");
+    assert!(!out.status.success());
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        e.contains("--cache-from with the native engine needs --push-image"),
+        "{e}"
+    );
+    let out = hab_oci(tmp.path())
+        .args(["export", "--push-image", "--cache-from", "A//b", "gen/app"])
+        .output()
+        .expect("runs");
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && e.contains("--cache-from 'A//b'"),
+        "{e}"
+    );
+}
+
+tests![
+    a_fresh_runner_reuses_the_registry_layers_without_reading_them,
+    with_builder_only_the_changed_harts_are_downloaded,
+    unusable_cache_sources_fall_back_to_building,
+    verify_cache_source_finds_a_record_that_lies,
+    flags_are_checked,
+];
