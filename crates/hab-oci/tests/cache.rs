@@ -232,6 +232,8 @@ fn a_push_only_export_does_not_read_layers_the_registry_has() {
                 &src,
                 "--no-supervisor",
                 "--push-image",
+                // The layer cache's own record of what was pushed, not a cache source.
+                "--no-auto-cache-from",
             ])
             .args([
                 "--registry-url",

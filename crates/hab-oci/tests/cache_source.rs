@@ -9,6 +9,7 @@
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
+use std::process::Command as StdCommand;
 
 use hab_oci_testkit::builder::{BuilderConfig, BuilderServer};
 use hab_oci_testkit::registry::{FakeRegistry, LoggedRequest};
@@ -428,6 +429,52 @@ fn verify_cache_source_finds_a_record_that_lies() {
     assert!(sources(&r).iter().all(|s| *s != "registry"));
 }
 
+/// The README's example through a real registry: a fresh runner's image whose package
+/// layers all come from the registry (none built, none uploaded) pulls and runs in docker.
+fn an_image_of_reused_layers_runs_in_docker() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    let url = format!("{}/cache-source-{}-{nanos}", registry(), std::process::id());
+    let examples = repo("examples");
+    let hello = |name: &str| {
+        let run = runner(tmp.path(), name);
+        let out = hab_oci(&run)
+            .current_dir(&run)
+            .args(["export", "--no-supervisor", "--report", "report.json"])
+            .arg("--source")
+            .arg(&examples)
+            .args(["--registry-url", &url, "--push-image", "example/hello"])
+            .output()
+            .expect("runs");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        read_json(&run.join("report.json"))
+    };
+    let first = hello("run1");
+    let second = hello("run2");
+    assert_eq!(
+        sources(&second),
+        ["registry", "registry", "registry", "extras"]
+    );
+    assert_eq!(second["push"]["blobs_uploaded"], 0, "{}", second["push"]);
+    assert_eq!(first["manifest_digest"], second["manifest_digest"]);
+    let image = format!("{url}/example/hello:latest");
+    run(StdCommand::new("docker").args(["pull", "-q", &image]));
+    let said = run(StdCommand::new("docker").args(["run", "--rm", "--network", "none", &image]));
+    let _ = StdCommand::new("docker")
+        .args(["rmi", "-f", &image])
+        .output();
+    assert_eq!(
+        said,
+        "Hello from a Habitat package, shipped as its own image layer.\n"
+    );
+}
+
 fn flags_are_checked() {
     let tmp = tempfile::tempdir().expect("tmp");
     let out = hab_oci(tmp.path())
@@ -456,5 +503,6 @@ tests![
     with_builder_only_the_changed_harts_are_downloaded,
     unusable_cache_sources_fall_back_to_building,
     verify_cache_source_finds_a_record_that_lies,
+    an_image_of_reused_layers_runs_in_docker => [Need::Docker, Need::Registry],
     flags_are_checked,
 ];

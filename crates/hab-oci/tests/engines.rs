@@ -378,7 +378,7 @@ fn bad_engine_input_fails_before_the_build_and_leaves_nothing() {
     );
     fail(
         &["--cache-from", "a/b"],
-        "--cache-from applies to --engine docker or buildah",
+        "--cache-from with the native engine needs --push-image",
     );
     fail(
         &["--engine", "docker", "-o", "oci:x"],

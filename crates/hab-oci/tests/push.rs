@@ -917,6 +917,8 @@ fn bearer_token_flow() {
         "testuser",
         "--password",
         "testpassword",
+        // The push's own requests (the cache source's read is tested in cache_source.rs).
+        "--no-auto-cache-from",
     ];
     let first = push(t, &t.join("1"), &args);
     assert_eq!(

@@ -77,6 +77,10 @@ enum Command {
         dir: PathBuf,
         #[arg(long, default_value = "stable")]
         channel: String,
+        /// Keep FILE holding the request log, one `ROUTE STATUS IDENT` line per request
+        /// (rewritten as requests arrive), for benchmarks that count downloads.
+        #[arg(long, value_name = "FILE")]
+        log: Option<PathBuf>,
     },
 }
 
@@ -111,7 +115,7 @@ fn main() -> Result<()> {
                 hab_oci_testkit::add_package(&mut c, n, closure.block_kb * 1024)?;
             }
         }
-        Command::ServeBuilder { dir, channel } => {
+        Command::ServeBuilder { dir, channel, log } => {
             use hab_oci_testkit::builder::{BuilderConfig, BuilderServer, Framing};
             let mut packages = Vec::new();
             for e in std::fs::read_dir(dir.join("artifacts"))? {
@@ -128,8 +132,29 @@ fn main() -> Result<()> {
             })?;
             println!("{}", server.url());
             std::io::Write::flush(&mut std::io::stdout())?;
+            let mut written = usize::MAX;
             loop {
-                std::thread::park();
+                std::thread::sleep(std::time::Duration::from_millis(100));
+                let Some(path) = &log else { continue };
+                let entries = server.log();
+                if entries.len() == written {
+                    continue;
+                }
+                written = entries.len();
+                let text: String = entries
+                    .iter()
+                    .map(|r| {
+                        format!(
+                            "{:?} {} {}\n",
+                            r.route,
+                            r.status,
+                            r.ident.as_deref().unwrap_or("-")
+                        )
+                    })
+                    .collect();
+                let tmp = path.with_extension("tmp");
+                std::fs::write(&tmp, text)?;
+                std::fs::rename(&tmp, path)?;
             }
         }
     }
