@@ -133,7 +133,7 @@ pub fn export(
     // which packages need their harts at all.
     let mut session = None;
     let mut sources = Vec::new();
-    if let (Engine::Native { outputs }, true) = (&settings.engine, settings.push) {
+    if let (Engine::Native { .. }, true) = (&settings.engine, settings.push) {
         let publisher = publisher.ok_or_else(|| {
             ExportError::Plan(
                 "a push was asked for without a registry client (internal error)".into(),
@@ -150,7 +150,7 @@ pub fn export(
                 source,
             })?;
         let target = depot.target().clone();
-        let found = cache_sources(settings, outputs, publisher, &*s, &naming, &target, events);
+        let found = cache_sources(settings, publisher, &*s, &naming, &target, &layers, events);
         if !settings.cache_sources.verify {
             depot.set_records(found.records);
             layers.set_remote(found.layers);
@@ -203,11 +203,11 @@ struct Found {
 /// the export: a source that cannot be used is a note, and its layers are built.
 fn cache_sources(
     settings: &ExportSettings,
-    outputs: &OutputSet,
     publisher: &dyn Publisher,
     session: &dyn PushSession,
     naming: &Naming,
     target: &hart::PackageTarget,
+    local: &Layers,
     events: &dyn Events,
 ) -> Found {
     let cs = &settings.cache_sources;
@@ -218,7 +218,9 @@ fn cache_sources(
     } else {
         return Found::default();
     };
-    if !outputs.outputs.is_empty() && !cs.verify {
+    let local_outputs =
+        matches!(&settings.engine, Engine::Native { outputs } if !outputs.outputs.is_empty());
+    if local_outputs && !cs.verify {
         events.status(&format!(
             "Not reading cache sources ({}): local outputs need every layer's bytes, so every layer is built (from the layer cache where it has them)",
             references.join(", ")
@@ -261,6 +263,10 @@ fn cache_sources(
         reports.push(report);
     }
     let mut layers = cache_source::by_key(parsed);
+    // A layer this machine's layer cache pushed to this repository before is taken from
+    // that cache without a request (see `LayerCache::trust_pushed_to`): a no-op re-export
+    // costs no HEAD per layer.
+    layers.retain(|_, l| !local.pushed_to(&l.members, &naming.name));
     if cs.verify {
         // Every layer is built and compared: nothing needs confirming.
         return Found {
