@@ -8,8 +8,9 @@
 #   (a)        a fresh runner (empty layer, artifact and key caches), v2 = a new release of
 #              the primary: harts downloaded, bytes read from / sent to the registry
 #   (b)        a fresh runner, v3 = lib002 rebuilt with its dependents
-#   (c)        the same with local harts (--source, every hart present): packages decoded,
-#              against a cold export + push of the same harts to an empty repository
+#   (c)        like (a) with local harts (--source, every hart present; run before (b)):
+#              packages decoded, against a cold export + push of the same harts to an empty
+#              repository
 #   check      the image of (a) equals (manifest digest) the one an all-local runner builds
 #              without a cache source
 #   (d)        docker legacy and BuildKit (`--cache-from` NAME:latest) on the same closure and
@@ -137,16 +138,20 @@ row "(a) fresh runner, v2 = new primary release, Builder" "$wa" "$w1" "$da" "$ua
 read -r _ _ _ _ _ ml _ < <(runner all-local --source "$work/c" --registry-url "$reg" -o "oci:$work/all-local-img")
 if [ "$ma" = "$ml" ]; then same="equal"; else same="DIFFERENT ($ml)"; fi
 
+# (c) on a copy of the closure as it is now (latest = v2), so that the new release sits on the
+# same libraries as v2; (b) then continues from the original directory.
+cp -a "$work/c" "$work/c4"
+gen4=(--out "$work/c4" "${gen[@]:2}")
+"$tk" rebuild "${gen4[@]}" --package app --release 20240404000000 >/dev/null
+read -r wc0 dc0 uc0 dnc0 decc0 _ bc0 < <(runner rc0 --source "$work/c4" --registry-url "$reg-cold" --push-image)
+row "local harts: cold export + push to an empty repository" "$wc0" "$wc0" "$dc0" "$uc0" "$dnc0" "$decc0" "$bc0"
+read -r wc dc uc dnc decc _ bc < <(runner rc --source "$work/c4" --registry-url "$reg" --push-image)
+row "(c) fresh runner, v4 = new primary release, local harts" "$wc" "$wc0" "$dc" "$uc" "$dnc" "$decc" "$bc"
+
 rebuilt=$("$tk" rebuild "${gen[@]}" --package lib002 --release 20240303000000 | wc -l)
 serve; bldr=(--url "$url" --channel stable)
 read -r wb db ub dnb decb mb bb < <(runner rb "${bldr[@]}" --registry-url "$reg" --push-image)
 row "(b) fresh runner, v3 = lib002 + $((rebuilt - 1)) dependents rebuilt, Builder" "$wb" "$w1" "$db" "$ub" "$dnb" "$decb" "$bb"
-
-"$tk" rebuild "${gen[@]}" --package app --release 20240404000000 >/dev/null
-read -r wc0 dc0 uc0 dnc0 decc0 _ bc0 < <(runner rc0 --source "$work/c" --registry-url "$reg-cold" --push-image)
-row "local harts: cold export + push to an empty repository" "$wc0" "$wc0" "$dc0" "$uc0" "$dnc0" "$decc0" "$bc0"
-read -r wc dc uc dnc decc _ bc < <(runner rc --source "$work/c" --registry-url "$reg" --push-image)
-row "(c) fresh runner, v4 = new primary release, local harts" "$wc" "$wc0" "$dc" "$uc" "$dnc" "$decc" "$bc"
 
 if [ "$engines" = 1 ]; then
   fresh_daemon() {

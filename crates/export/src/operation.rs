@@ -461,8 +461,15 @@ fn native(
         }
     };
     let built = layers.build(closure, plan, &store, events, &on_ready)?;
-    for w in layers.verify(&built.ready) {
-        events.warning(&w);
+    let differ = layers.verify(&built.ready);
+    for w in &differ {
+        events.warning(w);
+    }
+    if settings.cache_sources.verify && differ.is_empty() {
+        events.status(&format!(
+            "Verified against the cache sources: {} layers they hold equal the local builds",
+            layers.verified()
+        ));
     }
     // A cache over its bound is trimmed, never a reason to fail the export.
     if let Err(e) = layers.evict() {

@@ -366,6 +366,19 @@ fn unusable_cache_sources_fall_back_to_building() {
     assert!(uploads(&reg.log()).contains(&gone), "pushed again");
     assert!(reg.has_blob(repo, &gone));
 
+    // A local hart whose checksum is not the recorded one (same ident, other bytes): its
+    // record is not used, its layer is built from it; the others still come from v1.
+    let mut lib000 = c.packages[0].clone();
+    assert_eq!(lib000.ident.name, "lib000");
+    lib000.seed += 1;
+    add_package(&mut c, lib000, 1 << 20).expect("repacked");
+    let run = runner(tmp.path(), "repacked");
+    let r = export(&run, &src, &push);
+    let s = sources(&r);
+    assert_ne!(s[0], "registry", "{}", stderr(&r));
+    assert!(s[1..4].iter().all(|s| *s == "registry"), "{s:?}");
+    assert_eq!(decoded(&run), 2, "lib000 and the new app");
+
     // A source in another registry is read, never mounted: the new registry gets the bytes.
     let other = FakeRegistry::start().expect("registry");
     let other_url = registry_url(&other);
@@ -396,6 +409,16 @@ fn verify_cache_source_finds_a_record_that_lies() {
     let src = c.dir.clone();
     let push = ["--registry-url", url.as_str(), "--push-image"];
     let v1 = export(&runner(tmp.path(), "run1"), &src, &push);
+    let honest = export(
+        &runner(tmp.path(), "honest"),
+        &src,
+        &[&push[..], &["--verify-cache-source"]].concat(),
+    );
+    assert!(
+        stderr(&honest).contains("4 layers they hold equal the local builds"),
+        "{}",
+        stderr(&honest)
+    );
     // The first layer's descriptor now names the second layer's blob.
     let repo = "team/gen/app";
     let mut m: serde_json::Value =
