@@ -32,6 +32,10 @@ pub const ANN_PACKAGES: &str = "sh.habitat.hab-oci.packages";
 pub const ANN_CHECKSUMS: &str = "sh.habitat.hab-oci.checksums";
 pub const ANN_FORMAT: &str = "sh.habitat.hab-oci.layer-format";
 
+/// The most record text a manifest gets (registries refuse manifests above 4 MiB; the rest
+/// of a manifest of 125 layers is far below the difference).
+const MAX_RECORDS: usize = 3 << 20;
+
 /// One package of a layer: its ident and the checksum of its hart (what fixes its bytes).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Member {
@@ -167,6 +171,8 @@ pub struct BuiltLayers {
     pub image: BuiltImage,
     /// One per package layer, in plan order.
     pub ready: Vec<LayerReady>,
+    /// The package records were too large for a manifest and were not written.
+    pub records_left_out: bool,
 }
 
 impl Layers {
@@ -321,14 +327,22 @@ impl Layers {
             })
             .collect::<Result<_, ExportError>>()?;
         ready.sort_by_key(|l| l.index);
+        let mut records: Vec<String> = ready
+            .iter()
+            .map(|l| record::encode(&packages(closure, plan, l.index)))
+            .collect();
+        // Registries refuse manifests above 4 MiB: an image whose records would come near
+        // that goes without them (it then cannot be a cache source, but it can be pushed).
+        let records_left_out = records.iter().map(String::len).sum::<usize>() > MAX_RECORDS;
+        if records_left_out {
+            records.clear();
+        }
         let mut layers: Vec<LayerDescriptor> = ready
             .iter()
-            .map(|l| LayerDescriptor {
+            .enumerate()
+            .map(|(i, l)| LayerDescriptor {
                 digests: l.digests.clone(),
-                annotations: annotations(
-                    &l.members,
-                    Some(record::encode(&packages(closure, plan, l.index))),
-                ),
+                annotations: annotations(&l.members, records.get(i).cloned()),
             })
             .collect();
         let extras = native::build_extras(plan, store, self.compression, progress)?;
@@ -339,7 +353,11 @@ impl Layers {
         let image = build_image(&plan.config, &layers)?;
         store.put_blob(&image.config_digest, &image.config)?;
         store.put_blob(&image.manifest_digest, &image.manifest)?;
-        Ok(BuiltLayers { image, ready })
+        Ok(BuiltLayers {
+            image,
+            ready,
+            records_left_out,
+        })
     }
 
     /// One package layer, cheapest source first.

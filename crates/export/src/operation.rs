@@ -461,6 +461,11 @@ fn native(
         }
     };
     let built = layers.build(closure, plan, &store, events, &on_ready)?;
+    if built.records_left_out {
+        events.warning(
+            "the package records of this image would make its manifest too large for registries: it is written without them, so it cannot serve as a cache source",
+        );
+    }
     let differ = layers.verify(&built.ready);
     for w in &differ {
         events.warning(w);
