@@ -2,13 +2,13 @@
 
 use std::path::Path;
 
-use oci_image::BuiltImage;
+use oci_image::{BuiltImage, LayerDescriptor};
 use serde::Serialize;
 
 use crate::ExportError;
 use crate::engine::EngineReport;
 use crate::error::io_at;
-use crate::layers::LayerReady;
+use crate::layers::{LayerReady, Member};
 use crate::naming::Naming;
 
 #[derive(Debug, Serialize)]
@@ -19,6 +19,19 @@ pub struct LayerReport {
     pub media_type: String,
     pub packages: Vec<String>,
     pub checksums: Vec<String>,
+}
+
+impl LayerReport {
+    fn of(l: &LayerDescriptor, members: &[Member]) -> LayerReport {
+        LayerReport {
+            digest: l.digests.digest.clone(),
+            diff_id: l.digests.diff_id.clone(),
+            size: l.digests.size,
+            media_type: l.digests.media_type.to_owned(),
+            packages: members.iter().map(|m| m.ident.to_string()).collect(),
+            checksums: members.iter().map(|m| m.checksum.clone()).collect(),
+        }
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -79,17 +92,7 @@ impl Report {
                 .layers
                 .iter()
                 .enumerate()
-                .map(|(i, l)| {
-                    let members = ready.get(i).map_or(&[][..], |r| &r.members[..]);
-                    LayerReport {
-                        digest: l.digests.digest.clone(),
-                        diff_id: l.digests.diff_id.clone(),
-                        size: l.digests.size,
-                        media_type: l.digests.media_type.to_owned(),
-                        packages: members.iter().map(|m| m.ident.to_string()).collect(),
-                        checksums: members.iter().map(|m| m.checksum.clone()).collect(),
-                    }
-                })
+                .map(|(i, l)| LayerReport::of(l, ready.get(i).map_or(&[][..], |r| &r.members[..])))
                 .collect(),
         }
     }
@@ -116,6 +119,22 @@ impl Report {
             cache: None,
             engine: Some(engine),
         }
+    }
+}
+
+impl Report {
+    /// An engine's image as hab-oci pushed it: its manifest, its layers (with `members[i]`,
+    /// the packages of layer `i`, where known), what the push did.
+    pub fn pushed_image(&mut self, image: &BuiltImage, members: &[Vec<Member>], push: PushReport) {
+        self.manifest_digest.clone_from(&image.manifest_digest);
+        self.config_digest.clone_from(&image.config_digest);
+        self.layers = image
+            .layers
+            .iter()
+            .enumerate()
+            .map(|(i, l)| LayerReport::of(l, members.get(i).map_or(&[][..], Vec::as_slice)))
+            .collect();
+        self.push = Some(push);
     }
 }
 

@@ -315,6 +315,15 @@ pub(crate) struct ExportArgs {
     /// docker/buildah: remove the image from the engine's store after pushing it.
     #[arg(long)]
     pub(crate) rm_image: bool,
+    /// docker/buildah with --push-image: push with the engine's own `docker push` /
+    /// `buildah push`, for what only the engine knows (its credential helpers, mirrors,
+    /// certificates). Default: hab-oci pushes, reading the image out of the engine (`docker
+    /// save`, `buildah push docker-archive:`) and compressing each layer with its own pinned
+    /// gzip/zstd, so an unchanged layer has the same blob digest on any machine and a fresh
+    /// runner uploads only the blobs the registry lacks; --username/--password, --ca-cert,
+    /// --insecure-registry, --jobs and --mount-from apply as for the native engine.
+    #[arg(long)]
+    pub(crate) engine_push: bool,
     /// docker/buildah: memory limit of the build (e.g. 2g), as in Habitat.
     #[arg(long, short = 'm', value_name = "MEMORY")]
     pub(crate) memory: Option<String>,
