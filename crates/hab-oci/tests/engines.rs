@@ -424,6 +424,14 @@ fn bad_engine_input_fails_before_the_build_and_leaves_nothing() {
         &["--engine", "docker", "-o", "oci:x"],
         "--output applies to the native engine",
     );
+    fail(
+        &["--engine-push", "--push-image"],
+        "--engine-push applies to --engine docker or buildah",
+    );
+    fail(
+        &["--engine", "docker", "--engine-push"],
+        "--engine-push chooses who pushes: it needs --push-image",
+    );
     // The engine refuses an argument: its own message, no tag, no context left.
     let out = hab_oci(t)
         .current_dir(t)
