@@ -72,6 +72,12 @@ pub enum ExportError {
         status: String,
         output: String,
     },
+    #[error("reading {image} out of {engine} to push it")]
+    Save {
+        image: String,
+        engine: &'static str,
+        source: crate::engine::SaveFailure,
+    },
     #[error("docker load failed: {0}")]
     DockerLoad(String),
 }

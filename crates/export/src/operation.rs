@@ -44,8 +44,8 @@ impl Events for NoEvents {}
 /// A push's failure, from whatever the [`Publisher`] talks to.
 pub type PublishError = Box<dyn std::error::Error + Send + Sync>;
 
-/// The registry side of a native export's push, implemented by the caller (the binary uses
-/// `oci-registry`): this crate stays network-free.
+/// The registry side of an export's push (native, or an engine's image read out of it),
+/// implemented by the caller (the binary uses `oci-registry`): this crate stays network-free.
 pub trait Publisher: Sync {
     /// Connects to the registry of `naming` (handshake, credentials) before any layer is
     /// built, so that a wrong password fails before the work.
@@ -103,8 +103,8 @@ pub struct Exported {
     pub image_id: Option<String>,
 }
 
-/// Runs an export. `publisher` is required when `settings.push` is set for the native
-/// engine (the engines push themselves).
+/// Runs an export. `publisher` is required when `settings.push` is set, unless an engine
+/// pushes itself ([`EngineOptions::push`]).
 pub fn export(
     settings: &ExportSettings,
     events: &dyn Events,
@@ -169,7 +169,7 @@ pub fn export(
             let push = Started { session, sources };
             native(settings, outputs, &closure, &plan, &layers, events, push)
         }
-        Engine::External(opts) => external(settings, opts, &closure, &plan, events),
+        Engine::External(opts) => external(settings, opts, &closure, &plan, events, publisher),
     }
 }
 
@@ -519,16 +519,32 @@ fn native(
     })
 }
 
-/// docker or buildah: the same plan built from a context by the engine's own command.
+/// docker or buildah: the same plan built from a context by the engine's own command, then
+/// pushed by hab-oci from the engine's saved image (or by the engine, `opts.push`).
 fn external(
     settings: &ExportSettings,
     opts: &EngineOptions,
     closure: &ResolvedClosure,
     plan: &ImagePlan,
     events: &dyn Events,
+    publisher: Option<&dyn Publisher>,
 ) -> Result<Exported, ExportError> {
     let naming = &plan.naming;
     let prepared = engine::prepare(opts, naming, plan.layers.len() > 1, events)?;
+    // As for the native engine, the push session starts before the build: a wrong password
+    // fails before the work.
+    let session = match (settings.push && !opts.push, publisher) {
+        (false, _) => None,
+        (true, Some(p)) => Some(p.start(naming).map_err(|source| ExportError::Push {
+            name: naming.name.clone(),
+            source,
+        })?),
+        (true, None) => {
+            return Err(ExportError::Plan(
+                "a push was asked for without a registry client (internal error)".into(),
+            ));
+        }
+    };
     let context_dir = prepared.context_dir.clone();
     // One build per context path at a time: a second export of the same image waits.
     let io = |p: &Path| {
@@ -549,22 +565,49 @@ fn external(
         closure.packages.len(),
         plan.layers.len()
     ));
-    let engine_report = engine::build(&prepared, closure, plan, events, events)?;
+    let mut engine_report = engine::build(&prepared, closure, plan, events, events)?;
     drop(lock);
     announce_cache_use(&engine_report, events);
+    let pushed = match session {
+        Some(s) => Some(engine::push_saved(
+            &prepared,
+            &engine_report.image_id,
+            s,
+            settings.compression,
+            naming,
+            events,
+        )?),
+        None => None,
+    };
+    if opts.rm_image {
+        engine::remove_image(&prepared, naming, events)?;
+        engine_report.removed = true;
+    }
     let output = match opts.kind {
         engine::EngineKind::Docker => "docker-daemon",
         engine::EngineKind::Buildah => "buildah",
     };
-    let pushed = engine_report.pushed.clone();
     let image_id = engine_report.image_id.clone();
-    let report = Report::from_engine(naming, vec![output.to_owned()], engine_report);
+    let mut references = engine_report.pushed.clone();
+    let mut report = Report::from_engine(naming, vec![output.to_owned()], engine_report);
+    if let Some((image, push)) = pushed {
+        // One image layer per planned layer, then the extras (unless one COPY made them all):
+        // the report names each layer's packages as for a native image.
+        let members: Vec<Vec<crate::Member>> =
+            if image.layers.len() == plan.layers.len() + 1 && !opts.single_copy {
+                (0..plan.layers.len())
+                    .map(|i| Layers::members(closure, plan, i))
+                    .collect()
+            } else {
+                Vec::new()
+            };
+        references.clone_from(&push.references);
+        report.pushed_image(&image, &members, push);
+    }
     finish_report(settings, &report, &image_id, naming)?;
-    let references = if pushed.is_empty() {
-        naming.references()
-    } else {
-        pushed
-    };
+    if references.is_empty() {
+        references = naming.references();
+    }
     Ok(Exported {
         report,
         naming: naming.clone(),

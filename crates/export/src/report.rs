@@ -2,13 +2,13 @@
 
 use std::path::Path;
 
-use oci_image::BuiltImage;
+use oci_image::{BuiltImage, LayerDescriptor};
 use serde::Serialize;
 
 use crate::ExportError;
 use crate::engine::EngineReport;
 use crate::error::io_at;
-use crate::layers::LayerReady;
+use crate::layers::{LayerReady, Member};
 use crate::naming::Naming;
 
 #[derive(Debug, Serialize)]
@@ -36,6 +36,20 @@ pub struct SourceReport {
     pub confirmed: usize,
     /// Why some or all of it was not used.
     pub notes: Vec<String>,
+}
+
+impl LayerReport {
+    fn of(l: &LayerDescriptor, members: &[Member]) -> LayerReport {
+        LayerReport {
+            digest: l.digests.digest.clone(),
+            diff_id: l.digests.diff_id.clone(),
+            size: l.digests.size,
+            media_type: l.digests.media_type.to_owned(),
+            packages: members.iter().map(|m| m.ident.to_string()).collect(),
+            checksums: members.iter().map(|m| m.checksum.clone()).collect(),
+            source: None,
+        }
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -102,16 +116,9 @@ impl Report {
                 .enumerate()
                 .map(|(i, l)| {
                     let r = ready.get(i);
-                    let members = r.map_or(&[][..], |r| &r.members[..]);
-                    LayerReport {
-                        digest: l.digests.digest.clone(),
-                        diff_id: l.digests.diff_id.clone(),
-                        size: l.digests.size,
-                        media_type: l.digests.media_type.to_owned(),
-                        packages: members.iter().map(|m| m.ident.to_string()).collect(),
-                        checksums: members.iter().map(|m| m.checksum.clone()).collect(),
-                        source: r.map(|r| r.source),
-                    }
+                    let mut report = LayerReport::of(l, r.map_or(&[][..], |r| &r.members[..]));
+                    report.source = r.map(|r| r.source);
+                    report
                 })
                 .collect(),
         }
@@ -140,6 +147,22 @@ impl Report {
             engine: Some(engine),
             cache_sources: Vec::new(),
         }
+    }
+}
+
+impl Report {
+    /// An engine's image as hab-oci pushed it: its manifest, its layers (with `members[i]`,
+    /// the packages of layer `i`, where known), what the push did.
+    pub fn pushed_image(&mut self, image: &BuiltImage, members: &[Vec<Member>], push: PushReport) {
+        self.manifest_digest.clone_from(&image.manifest_digest);
+        self.config_digest.clone_from(&image.config_digest);
+        self.layers = image
+            .layers
+            .iter()
+            .enumerate()
+            .map(|(i, l)| LayerReport::of(l, members.get(i).map_or(&[][..], Vec::as_slice)))
+            .collect();
+        self.push = Some(push);
     }
 }
 

@@ -39,7 +39,8 @@ pub enum Engine {
     /// hab-oci's own build: reproducible layers into the outputs (no daemon).
     Native { outputs: OutputSet },
     /// `docker build` or `buildah build` from a context; the image stays in the engine's
-    /// store (and is pushed by the engine with `push`).
+    /// store (pushed by hab-oci from the engine's saved image, or by the engine itself with
+    /// its `push`).
     External(EngineOptions),
 }
 
@@ -79,8 +80,8 @@ pub struct ExportSettings {
     pub cache: Option<CacheSettings>,
     /// Cache sources (native engine, push-only exports).
     pub cache_sources: CacheSources,
-    /// Push every tag to the registry of the image name (through the caller's
-    /// [`crate::Publisher`] for the native engine, by the engine itself otherwise).
+    /// Push every tag to the registry of the image name: through the caller's
+    /// [`crate::Publisher`], unless an engine pushes itself ([`EngineOptions::push`]).
     pub push: bool,
     /// Where to write the JSON report.
     pub report: Option<PathBuf>,

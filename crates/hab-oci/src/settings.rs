@@ -203,7 +203,7 @@ fn refuse_unsupported(a: &ExportArgs) -> Result<()> {
         );
     }
     if a.engine == EngineArg::Native {
-        let engine_only: [(bool, &str); 9] = [
+        let engine_only: [(bool, &str); 10] = [
             (a.format.is_some(), "--format"),
             (a.rm_image, "--rm-image"),
             (a.memory.is_some(), "--memory"),
@@ -213,6 +213,7 @@ fn refuse_unsupported(a: &ExportArgs) -> Result<()> {
             (a.docker_builder.is_some(), "--docker-builder"),
             (!a.engine_arg.is_empty(), "--engine-arg"),
             (a.engine_binary.is_some(), "--engine-binary"),
+            (a.engine_push, "--engine-push"),
         ];
         if let Some((_, flag)) = engine_only.iter().find(|(given, _)| *given) {
             bail!(
@@ -242,6 +243,9 @@ fn refuse_unsupported(a: &ExportArgs) -> Result<()> {
             "--output applies to the native engine: with --engine {} the image stays in the engine's store (add --push-image to push it)",
             engine_name(a.engine)
         );
+    }
+    if a.engine_push && !a.push_image {
+        bail!("--engine-push chooses who pushes: it needs --push-image");
     }
     if a.engine == EngineArg::Buildah && a.inline_cache {
         bail!(
@@ -343,7 +347,7 @@ fn engine_options(a: &ExportArgs, login: Option<(String, String)>) -> Result<Eng
         },
         single_copy: a.single_layer,
         insecure_registries: a.insecure_registry.clone(),
-        push: a.push_image,
+        push: a.push_image && a.engine_push,
         credentials: login,
         rm_image: a.rm_image,
     })
@@ -480,7 +484,8 @@ pub(crate) fn export(a: &ExportArgs) -> Result<(ExportSettings, Option<PushSetti
         report: a.report.clone(),
         results_dir: PathBuf::from("results"),
     };
-    let push = (a.push_image && native).then(|| PushSettings {
+    // hab-oci's own push: native images, and engine images unless the engine pushes.
+    let push = (a.push_image && (native || !a.engine_push)).then(|| PushSettings {
         login,
         registry: oci_registry::RegistryOptions {
             insecure: a.insecure_registry.clone(),

@@ -45,6 +45,19 @@ fn export(t: &Path, cwd: &Path, env: &[(&str, &str)], args: &[&str]) -> serde_js
     read_json(&cwd.join("report.json"))
 }
 
+/// The push section of a report: (blobs uploaded, blobs already in the registry, tags
+/// written, tags that already named this image).
+fn pushed(r: &serde_json::Value) -> (u64, u64, u64, u64) {
+    let p = &r["push"];
+    let n = |k: &str| p[k].as_u64().unwrap_or_else(|| panic!("push.{k}: {r}"));
+    (
+        n("blobs_uploaded"),
+        n("blobs_skipped"),
+        n("tags_written"),
+        n("tags_unchanged"),
+    )
+}
+
 fn cached(r: &serde_json::Value) -> (u64, u64) {
     let e = &r["engine"];
     (
@@ -117,8 +130,17 @@ fn docker_legacy_layers_are_the_same_on_a_fresh_daemon_and_only_changes_are_new(
     assert_eq!(v1["engine"]["builder"], "legacy");
     let l1 = registry_layers(&image);
     assert_eq!(l1.len(), 11, "10 packages + extras");
+    // hab-oci pushed it (not `docker push`): 11 layers and the config, 3 tags.
+    assert_eq!(pushed(&v1), (12, 0, 3, 0), "{v1}");
+    assert_eq!(
+        layer_digests(&v1),
+        l1,
+        "the report's layers are the registry's"
+    );
 
-    // A fresh daemon and no cache at all: the legacy builder makes the very same layers.
+    // A fresh daemon and no cache at all: the legacy builder makes the very same layer tars,
+    // which hab-oci compresses to the very same blobs: only the config is new (it holds the
+    // build's time), so the manifest and the tags are rewritten.
     let fresh = FreshDockerd::start();
     let again = call(
         "again",
@@ -127,6 +149,7 @@ fn docker_legacy_layers_are_the_same_on_a_fresh_daemon_and_only_changes_are_new(
     );
     assert_eq!(cached(&again).0, 0, "nothing cached on a fresh daemon");
     assert_eq!(registry_layers(&image), l1, "reproducible without a cache");
+    assert_eq!(pushed(&again), (1, 11, 3, 0), "{again}");
     drop(fresh);
 
     // Another fresh daemon with the automatic cache source (NAME:latest, pulled first):
@@ -140,17 +163,27 @@ fn docker_legacy_layers_are_the_same_on_a_fresh_daemon_and_only_changes_are_new(
     let (hits, steps) = cached(&cachedrun);
     assert_eq!((hits, steps), (11, 11), "{cachedrun}");
     assert_eq!(registry_layers(&image), l1);
+    // Every step cached: the image is the pulled one, config included, so the manifest is
+    // the one the tags already name; the push stops at that (no blob is even checked).
+    assert_eq!(pushed(&cachedrun), (0, 0, 0, 3), "{cachedrun}");
 
-    // (a) a new release of the primary: its layer and the extras are new, nothing else.
+    // (a) a new release of the primary: its layer and the extras are new, nothing else; the
+    // push sends them and the config.
     new_release(&mut c, &original);
-    call("v2", &[("DOCKER_HOST", &fresh.host)], &[]);
+    let v2 = call("v2", &[("DOCKER_HOST", &fresh.host)], &[]);
     let l2 = registry_layers(&image);
     assert_eq!(new_layers(&l1, &l2), 2, "app + extras");
+    assert_eq!(pushed(&v2), (3, 9, 3, 0), "{v2}");
     // (b) a library rebuilt with its dependents: exactly their layers (+ extras) are new.
     let n = rebuild_lib(&mut c, &original);
-    call("v3", &[("DOCKER_HOST", &fresh.host)], &[]);
+    let v3 = call("v3", &[("DOCKER_HOST", &fresh.host)], &[]);
     let l3 = registry_layers(&image);
     assert_eq!(new_layers(&l2, &l3), n + 1, "{n} rebuilt packages + extras");
+    assert_eq!(
+        pushed(&v3).0,
+        n as u64 + 2,
+        "{n} layers, extras, config: {v3}"
+    );
 }
 
 fn docker_buildkit_inline_cache_serves_a_fresh_daemon() {
@@ -190,10 +223,17 @@ fn docker_buildkit_inline_cache_serves_a_fresh_daemon() {
     let l1 = registry_layers(&image);
     assert_eq!(l1.len(), 11);
 
+    assert_eq!(pushed(&v1), (12, 0, 3, 0), "{v1}");
+
+    // hab-oci's push keeps BuildKit's config (and so its inline cache) byte for byte and the
+    // layers in order: the image it pushed serves a fresh daemon's build as its cache.
     let fresh = FreshDockerd::start();
     let again = export(t, &t.join("again"), &[("DOCKER_HOST", &fresh.host)], &args);
     assert_eq!(cached(&again), (11, 11), "{again}");
     assert_eq!(registry_layers(&image), l1, "cached layers are v1's layers");
+    // Every step from the cache gives back v1's image, config included: the tags already
+    // name its manifest, nothing is sent.
+    assert_eq!(pushed(&again), (0, 0, 0, 3), "{again}");
 }
 
 fn buildah_cache_repository_serves_a_fresh_store() {
@@ -384,6 +424,14 @@ fn bad_engine_input_fails_before_the_build_and_leaves_nothing() {
         &["--engine", "docker", "-o", "oci:x"],
         "--output applies to the native engine",
     );
+    fail(
+        &["--engine-push", "--push-image"],
+        "--engine-push applies to --engine docker or buildah",
+    );
+    fail(
+        &["--engine", "docker", "--engine-push"],
+        "--engine-push chooses who pushes: it needs --push-image",
+    );
     // The engine refuses an argument: its own message, no tag, no context left.
     let out = hab_oci(t)
         .current_dir(t)
@@ -414,85 +462,378 @@ fn bad_engine_input_fails_before_the_build_and_leaves_nothing() {
     assert!(!ctx.exists(), "the context {} must be gone", ctx.display());
 }
 
+/// A buildah storage configuration in `dir` of its own: buildah's default store may hold
+/// other runs' images, and a fresh store is a fresh directory.
+fn buildah_store(dir: &Path) -> std::path::PathBuf {
+    std::fs::create_dir_all(dir).expect("store");
+    let conf = dir.join("storage.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "[storage]\ndriver = \"overlay\"\ngraphroot = \"{0}/graph\"\nrunroot = \"{0}/run\"\n",
+            dir.display()
+        ),
+    )
+    .expect("storage.conf");
+    conf
+}
+
+/// Both ways of pushing an engine's image, to a registry with TLS and a login: hab-oci's own
+/// push (the default: the image read out of the engine, the credentials and CA given to
+/// hab-oci) and the engine's (`--engine-push`: `docker push` / `buildah push`). Each writes
+/// the three tags; `--rm-image` removes the image after the push either way.
 fn engines_push_with_credentials_and_remove_the_image() {
-    let (reg, _ca) = tls_registry();
+    let (reg, ca) = tls_registry();
+    let tmp = tempfile::tempdir().expect("tmp");
+    let t = tmp.path();
+    let ex = repo("examples").display().to_string();
+    let ca = ca.display().to_string();
+    for engine in ["docker", "buildah"] {
+        for engine_push in [false, true] {
+            let how = if engine_push { "engine" } else { "hab-oci" };
+            let prefix = format!("{reg}/eng-auth-{engine}-{how}-{}", std::process::id());
+            let mut c = hab_oci(t);
+            c.current_dir(t)
+                .args([
+                    "export",
+                    "-v",
+                    "--engine",
+                    engine,
+                    "--no-auto-cache-from",
+                    "--source",
+                    &ex,
+                    "--no-supervisor",
+                    "--registry-url",
+                    &prefix,
+                    "--push-image",
+                    "--rm-image",
+                    "--username",
+                    "testuser",
+                    "--password-stdin",
+                    "--report",
+                    "r.json",
+                    "example/hello",
+                ])
+                .write_stdin("testpassword\n");
+            if engine_push {
+                c.arg("--engine-push");
+            } else {
+                // hab-oci's client speaks plain HTTP to loopback registries unless told of a CA.
+                c.args(["--ca-cert", &ca]);
+            }
+            if engine == "docker" {
+                c.args(["--docker-builder", "legacy"]);
+            } else {
+                c.env("CONTAINERS_STORAGE_CONF", buildah_store(&t.join("store")));
+            }
+            let out = c.assert().success().get_output().clone();
+            let err = String::from_utf8_lossy(&out.stderr);
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            assert!(!err.contains("testpassword"), "{engine}: {err}");
+            let r = read_json(&t.join("r.json"));
+            assert_eq!(r["engine"]["removed"], true, "{r}");
+            // Who pushed: the commands run (`-v` prints each) and the report's sections.
+            let engine_pushed = r["engine"]["pushed"].as_array().expect("pushed").clone();
+            let saved = format!(
+                "$ {engine} {}",
+                if engine == "docker" {
+                    "save"
+                } else {
+                    "push --quiet"
+                }
+            );
+            let image = format!("{prefix}/example/hello:latest");
+            let engine_push_cmd = if engine == "docker" {
+                format!(" push {image}")
+            } else {
+                format!(" docker://{image}")
+            };
+            let refs: Vec<String> = if engine_push {
+                assert!(r.get("push").is_none(), "{r}");
+                assert!(err.contains(&engine_push_cmd), "{err}");
+                assert!(!err.contains(&saved), "{err}");
+                engine_pushed
+                    .iter()
+                    .map(|v| v.as_str().expect("ref").to_owned())
+                    .collect()
+            } else {
+                assert!(engine_pushed.is_empty(), "{r}");
+                assert!(err.contains(&saved), "{err}");
+                assert!(!err.contains(&engine_push_cmd), "no engine push: {err}");
+                // example/hello: 3 packages + extras, and the config; nothing there before.
+                assert_eq!(pushed(&r), (5, 0, 3, 0), "{r}");
+                r["push"]["references"]
+                    .as_array()
+                    .expect("references")
+                    .iter()
+                    .map(|v| v.as_str().expect("ref").to_owned())
+                    .collect()
+            };
+            assert_eq!(refs.len(), 3, "{r}");
+            let digest = refs[0].rsplit_once('@').expect("@").1.to_owned();
+            assert!(digest.starts_with("sha256:"), "{r}");
+            if !engine_push {
+                assert_eq!(r["manifest_digest"], digest.as_str(), "{r}");
+                // What the binary prints: NAME:TAG@DIGEST per tag.
+                assert_eq!(stdout.lines().collect::<Vec<_>>(), refs, "{stdout}");
+            }
+            let inspect = run(StdCommand::new("skopeo").args([
+                "inspect",
+                "--tls-verify=false",
+                "--creds",
+                "testuser:testpassword",
+                &format!("docker://{image}"),
+            ]));
+            let v: serde_json::Value = serde_json::from_str(&inspect).expect("json");
+            assert_eq!(v["Digest"], digest.as_str(), "{engine} {how}");
+            let mut tags: Vec<String> = v["RepoTags"]
+                .as_array()
+                .expect("tags")
+                .iter()
+                .map(|t| t.as_str().expect("tag").to_owned())
+                .collect();
+            tags.sort();
+            assert_eq!(tags, ["0.3.0", "0.3.0-20240101000000", "latest"], "{v}");
+            if engine == "docker" {
+                let gone = StdCommand::new("docker")
+                    .args([
+                        "image",
+                        "inspect",
+                        &format!("{prefix}/example/hello:latest"),
+                    ])
+                    .output()
+                    .expect("docker");
+                assert!(!gone.status.success(), "--rm-image removes the image");
+            }
+        }
+    }
+}
+
+/// A fresh CI runner, by hab-oci's push: an image pushed, the engine's image and build cache
+/// removed (`docker rmi`, `docker builder prune -af`; `buildah rmi --all`), then a new
+/// release of the primary exported and pushed without any cache source. docker's legacy
+/// builder and buildah make the unchanged packages' layer tars byte for byte again, which
+/// hab-oci compresses to the blobs the registry has: only the new package's layer, the extras
+/// and the config go up.
+fn fresh_runner_uploads_only_what_changed() {
+    let reg = registry();
+    for engine in ["docker", "buildah"] {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let t = tmp.path();
+        let mut c = closure(t);
+        let original = c.packages.clone();
+        let src = t.join("src").display().to_string();
+        let prefix = format!("{reg}/eng-fresh-{engine}-{}", std::process::id());
+        // The engine's state of its own, so that removing it touches no other test's.
+        let daemon = (engine == "docker").then(FreshDockerd::start);
+        let (state_var, state) = match &daemon {
+            Some(d) => ("DOCKER_HOST", d.host.clone()),
+            None => (
+                "CONTAINERS_STORAGE_CONF",
+                buildah_store(&t.join("store")).display().to_string(),
+            ),
+        };
+        let env = [(state_var, state.as_str())];
+        let mut args = vec![
+            "--engine",
+            engine,
+            "--push-image",
+            "--source",
+            &src,
+            "--no-supervisor",
+            "--registry-url",
+            &prefix,
+        ];
+        if engine == "docker" {
+            args.extend(["--docker-builder", "legacy", "--no-auto-cache-from"]);
+        }
+        args.push("gen/app");
+        let v1 = export(t, &t.join("v1"), &env, &args);
+        assert_eq!(
+            pushed(&v1),
+            (12, 0, 3, 0),
+            "{engine}: 11 layers + config: {v1}"
+        );
+
+        let engine_cmd = |a: &[&str]| {
+            run(StdCommand::new(engine).args(a).env(state_var, &state));
+        };
+        if engine == "docker" {
+            let refs: Vec<&str> = v1["references"]
+                .as_array()
+                .expect("refs")
+                .iter()
+                .map(|r| r.as_str().expect("ref"))
+                .collect();
+            engine_cmd(&[&["rmi"][..], &refs].concat());
+            engine_cmd(&["builder", "prune", "-af"]);
+            let left = run(StdCommand::new("docker")
+                .args(["images", "-aq"])
+                .env(state_var, &state));
+            assert_eq!(left.trim(), "", "no image left on the daemon");
+        } else {
+            engine_cmd(&["rmi", "--all", "--force"]);
+        }
+
+        new_release(&mut c, &original);
+        let v2 = export(t, &t.join("v2"), &env, &args);
+        assert_eq!(cached(&v2).0, 0, "{engine}: nothing cached: {v2}");
+        assert_eq!(
+            pushed(&v2),
+            (3, 9, 3, 0),
+            "{engine}: the app's layer, the extras and the config; 9 layers already there: {v2}"
+        );
+        let l1 = layer_digests(&v1);
+        let l2 = layer_digests(&v2);
+        assert_eq!(l1[..9], l2[..9], "{engine}: unchanged packages, same blobs");
+        assert_eq!(registry_layers(&format!("{prefix}/gen/app:latest")), l2);
+        if engine == "buildah" {
+            engine_cmd(&["rmi", "--all", "--force"]);
+        }
+    }
+}
+
+/// An engine's image pushed by hab-oci is a working image: the registry serves what the
+/// report says, and docker pulls and runs it.
+fn engine_images_pushed_by_hab_oci_pull_and_run() {
+    let reg = registry();
     let tmp = tempfile::tempdir().expect("tmp");
     let t = tmp.path();
     let ex = repo("examples").display().to_string();
     for engine in ["docker", "buildah"] {
-        let prefix = format!("{reg}/eng-auth-{engine}-{}", std::process::id());
-        let mut c = hab_oci(t);
-        c.current_dir(t)
+        let prefix = format!("{reg}/eng-run-{engine}-{}", std::process::id());
+        let conf = buildah_store(&t.join("store")).display().to_string();
+        let mut args = vec![
+            "--engine",
+            engine,
+            "--push-image",
+            "--rm-image",
+            "--source",
+            &ex,
+            "--no-supervisor",
+            "--registry-url",
+            &prefix,
+            "example/hello",
+        ];
+        if engine == "docker" {
+            args.extend(["--docker-builder", "legacy", "--no-auto-cache-from"]);
+        }
+        let r = export(
+            t,
+            &t.join(engine),
+            &[("CONTAINERS_STORAGE_CONF", &conf)],
+            &args,
+        );
+        let image = format!("{prefix}/example/hello:latest");
+        let inspect = run(StdCommand::new("skopeo").args([
+            "inspect",
+            "--tls-verify=false",
+            &format!("docker://{image}"),
+        ]));
+        let v: serde_json::Value = serde_json::from_str(&inspect).expect("json");
+        assert_eq!(v["Digest"], r["manifest_digest"], "{engine}: {r}");
+        assert_eq!(registry_layers(&image), layer_digests(&r), "{engine}");
+        // The config is the engine's own: its digest is the engine's image ID.
+        assert_eq!(r["config_digest"], r["engine"]["image_id"], "{r}");
+        let packages: Vec<&str> = r["layers"][2]["packages"]
+            .as_array()
+            .expect("packages")
+            .iter()
+            .map(|p| p.as_str().expect("ident"))
+            .collect();
+        assert_eq!(packages, ["example/hello/0.3.0/20240101000000"], "{r}");
+        run(StdCommand::new("docker").args(["pull", "-q", &image]));
+        let out = run(StdCommand::new("docker").args(["run", "--rm", "--network", "none", &image]));
+        assert!(
+            out.contains("Hello from a Habitat package"),
+            "{engine}: {out}"
+        );
+        let id = run(
+            StdCommand::new("docker").args(["image", "inspect", "--format", "{{.Id}}", &image])
+        );
+        assert_eq!(
+            id.trim(),
+            r["config_digest"],
+            "{engine}: the pulled image is the built one"
+        );
+        run(StdCommand::new("docker").args(["rmi", &image]));
+    }
+    let _ = StdCommand::new("buildah")
+        .args(["rmi", "--all", "--force"])
+        .env("CONTAINERS_STORAGE_CONF", buildah_store(&t.join("store")))
+        .output();
+}
+
+/// `docker save` that fails, or an archive without its manifest: the error names the image
+/// and the reason, nothing reaches the registry, and no temporary file is left.
+fn a_failing_save_pushes_nothing_and_leaves_nothing() {
+    use std::os::unix::fs::PermissionsExt;
+    let reg = registry();
+    let tmp = tempfile::tempdir().expect("tmp");
+    let t = tmp.path();
+    let ex = repo("examples").display().to_string();
+    // docker, except `save`: it fails, or drops manifest.json from the archive.
+    let wrapper = t.join("docker");
+    std::fs::write(
+        &wrapper,
+        "#!/bin/sh\nif [ \"$1\" = save ]; then\n  if [ \"$SAVE\" = fail ]; then\n    echo 'Error response from daemon: simulated failure' >&2\n    exit 1\n  fi\n  docker save \"$2\" | tar --delete -f - manifest.json\n  exit $?\nfi\nexec docker \"$@\"\n",
+    )
+    .expect("wrapper");
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let wrapper = wrapper.display().to_string();
+    for (mode, reason) in [
+        ("fail", "simulated failure"),
+        ("no-manifest", "neither a manifest.json nor an index.json"),
+    ] {
+        let prefix = format!("{reg}/eng-bad-save-{mode}-{}", std::process::id());
+        let temp = t.join(format!("tmp-{mode}"));
+        std::fs::create_dir_all(&temp).expect("tmp");
+        let out = hab_oci(t)
+            .current_dir(t)
+            .env("TMPDIR", &temp)
+            .env("SAVE", mode)
             .args([
                 "export",
-                "-v",
                 "--engine",
-                engine,
+                "docker",
+                "--engine-binary",
+                &wrapper,
+                "--docker-builder",
+                "legacy",
                 "--no-auto-cache-from",
+                "--push-image",
                 "--source",
                 &ex,
                 "--no-supervisor",
                 "--registry-url",
                 &prefix,
-                "--push-image",
-                "--rm-image",
-                "--username",
-                "testuser",
-                "--password-stdin",
-                "--report",
-                "r.json",
                 "example/hello",
             ])
-            .write_stdin("testpassword\n");
-        if engine == "docker" {
-            c.args(["--docker-builder", "legacy"]);
-        } else {
-            // A store of its own: buildah's default one may hold other runs' images.
-            let conf = t.join("storage.conf");
-            std::fs::write(
-                &conf,
-                format!(
-                    "[storage]\ndriver = \"overlay\"\ngraphroot = \"{0}/graph\"\nrunroot = \"{0}/run\"\n",
-                    t.join("store").display()
-                ),
-            )
-            .expect("storage.conf");
-            c.env("CONTAINERS_STORAGE_CONF", &conf);
-        }
-        let out = c.assert().success().get_output().clone();
+            .assert()
+            .code(1)
+            .get_output()
+            .clone();
         let err = String::from_utf8_lossy(&out.stderr);
-        assert!(!err.contains("testpassword"), "{engine}: {err}");
-        let r = read_json(&t.join("r.json"));
-        assert_eq!(r["engine"]["removed"], true, "{r}");
-        let pushed = r["engine"]["pushed"].as_array().expect("pushed").clone();
-        assert_eq!(pushed.len(), 3, "{r}");
-        let digest = pushed[0]
-            .as_str()
-            .expect("ref")
-            .rsplit_once('@')
-            .expect("@")
-            .1
-            .to_owned();
-        assert!(digest.starts_with("sha256:"), "{r}");
-        let inspect = run(StdCommand::new("skopeo").args([
-            "inspect",
-            "--tls-verify=false",
-            "--creds",
-            "testuser:testpassword",
-            &format!("docker://{prefix}/example/hello:latest"),
-        ]));
-        let v: serde_json::Value = serde_json::from_str(&inspect).expect("json");
-        assert_eq!(v["Digest"], digest.as_str(), "{engine}");
-        if engine == "docker" {
-            let gone = StdCommand::new("docker")
-                .args([
-                    "image",
-                    "inspect",
-                    &format!("{prefix}/example/hello:latest"),
-                ])
-                .output()
-                .expect("docker");
-            assert!(!gone.status.success(), "--rm-image removes the image");
+        let image = format!("{prefix}/example/hello");
+        assert!(
+            err.contains(&format!("reading {image} (sha256:")) && err.contains("out of docker"),
+            "{mode}: {err}"
+        );
+        assert!(err.contains(reason), "{mode}: {err}");
+        let inspect = StdCommand::new("skopeo")
+            .args([
+                "inspect",
+                "--tls-verify=false",
+                &format!("docker://{image}:latest"),
+            ])
+            .output()
+            .expect("skopeo");
+        assert!(!inspect.status.success(), "{mode}: nothing may be pushed");
+        assert_eq!(temporaries(&temp), Vec::<String>::new(), "{mode}");
+        for tag in ["latest", "0.3.0", "0.3.0-20240101000000"] {
+            let _ = StdCommand::new("docker")
+                .args(["rmi", &format!("{image}:{tag}")])
+                .output();
         }
     }
 }
@@ -522,6 +863,24 @@ tests![
         Need::TlsRegistry,
         Need::Docker,
         Need::Tool("buildah"),
+        Need::Tool("skopeo"),
+    ],
+    fresh_runner_uploads_only_what_changed => [
+        Need::Registry,
+        Need::Docker,
+        Need::Tool("dockerd"),
+        Need::Tool("buildah"),
+        Need::Tool("skopeo"),
+    ],
+    engine_images_pushed_by_hab_oci_pull_and_run => [
+        Need::Registry,
+        Need::Docker,
+        Need::Tool("buildah"),
+        Need::Tool("skopeo"),
+    ],
+    a_failing_save_pushes_nothing_and_leaves_nothing => [
+        Need::Registry,
+        Need::Docker,
         Need::Tool("skopeo"),
     ],
 ];

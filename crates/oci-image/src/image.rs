@@ -169,9 +169,16 @@ pub fn build_image(
         .history(history)
         .build()
         .map_err(spec_err("configuration"))?;
-    let config_bytes = canonical_json(&image_config)?;
-    let config_digest = sha256_digest(&config_bytes);
+    with_config(canonical_json(&image_config)?, layers)
+}
 
+/// The manifest for config bytes made elsewhere (another tool's image config, kept byte for
+/// byte so its digest — the tool's image ID — stays) and `layers` (bottom to top).
+pub fn with_config(
+    config_bytes: Vec<u8>,
+    layers: &[LayerDescriptor],
+) -> Result<BuiltImage, ImageError> {
+    let config_digest = sha256_digest(&config_bytes);
     let layer_descs = layers
         .iter()
         .map(|l| {

@@ -358,9 +358,11 @@ impl<W: Write> LayerWriter<W> {
         self.done()
     }
 
-    /// A complete layer tar written by an earlier `LayerWriter` (end blocks included), made
-    /// this writer's layer byte for byte: compressing a staged uncompressed layer gives the
-    /// blob a streaming build would have (the compressor only ever sees whole chunks).
+    /// A complete layer tar (end blocks included) made this writer's layer byte for byte,
+    /// nothing re-normalized: its diff_id is the digest of exactly these bytes. For a staged
+    /// uncompressed layer of an earlier `LayerWriter` this gives the blob a streaming build
+    /// would have (the compressor only ever sees whole chunks); for another tool's layer tar
+    /// (`docker save`), a blob whose digest depends on the tar bytes alone, on any machine.
     pub fn copy_tar(mut self, tar: &mut dyn Read) -> io::Result<(LayerDigests, W)> {
         io::copy(tar, &mut self.out)?;
         self.done()

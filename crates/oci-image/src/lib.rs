@@ -2,15 +2,19 @@
 //! normalized layer tars compressed while streaming with their digests ([`layer`]),
 //! canonical JSON config/manifest/index ([`image`]), and the on-disk formats: an OCI image
 //! layout directory, and tar archives of it (oci-archive, and the dual docker-archive that
-//! `docker load` and OCI tools both read) ([`layout`]).
+//! `docker load` and OCI tools both read) ([`layout`]); and reading another tool's image
+//! archive (`docker save`) into a layout, each layer re-compressed as its exact bytes
+//! ([`import`]).
 
 pub mod digest;
 pub mod image;
+pub mod import;
 pub mod layer;
 pub mod layout;
 pub mod reference;
 
 pub use image::{BuiltImage, HistoryEntry, ImageConfigSpec, LayerDescriptor};
+pub use import::{ImportError, import_archive};
 pub use layer::{
     Compression, EntryMeta, EntrySink, LayerDigests, LayerWriter, decompressed, sha256_digest,
 };

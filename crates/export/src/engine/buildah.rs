@@ -1,5 +1,6 @@
 //! `buildah build --layers` from the context, with buildah's registry cache
-//! (`--cache-from`/`--cache-to` take repositories), then `buildah push` / `buildah rmi`.
+//! (`--cache-from`/`--cache-to` take repositories), then `buildah push` when the engine
+//! pushes.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -146,10 +147,6 @@ pub(super) fn build(
             let digest = std::fs::read_to_string(&digest_file).unwrap_or_default();
             report.pushed.push(format!("{r}@{}", digest.trim()));
         }
-    }
-    if o.rm_image {
-        p.remove_image("buildah", naming, &[], &[], host)?;
-        report.removed = true;
     }
     Ok(report)
 }

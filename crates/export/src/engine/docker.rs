@@ -1,6 +1,6 @@
 //! `docker build` from the context: builder choice (legacy or BuildKit), cache sources
 //! (pulled first for the legacy builder, which only uses local images), inline cache,
-//! then `docker push` / `docker rmi` as Habitat does.
+//! then `docker push` as Habitat does when the engine pushes.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -182,10 +182,6 @@ pub(super) fn build(
     };
     if o.push {
         report.pushed = push(p, naming, &global, &env, host)?;
-    }
-    if o.rm_image {
-        p.remove_image("docker", naming, &global, &env, host)?;
-        report.removed = true;
     }
     Ok(report)
 }

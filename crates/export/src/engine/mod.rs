@@ -7,6 +7,10 @@
 mod buildah;
 pub mod context;
 mod docker;
+mod save;
+
+pub use save::SaveFailure;
+pub(crate) use save::push_saved;
 
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader};
@@ -76,9 +80,13 @@ pub struct EngineOptions {
     pub single_copy: bool,
     /// Registries (`host[:port]`) to talk to without TLS verification, besides loopback ones.
     pub insecure_registries: Vec<String>,
+    /// The engine pushes every tag itself (`docker push`, `buildah push`). Otherwise an
+    /// export that pushes ([`crate::ExportSettings::push`]) reads the image out of the engine
+    /// and pushes it through the caller's [`crate::Publisher`], as a native image.
     pub push: bool,
     /// `user`, `password` for the registry of the image (pull of cache sources and push).
     pub credentials: Option<(String, String)>,
+    /// Remove the image from the engine's store at the end (after any push).
     pub rm_image: bool,
 }
 
@@ -250,21 +258,6 @@ impl Prepared {
                 .unwrap_or_default(),
         })
     }
-
-    /// `rmi` of every reference of the image, with `global` arguments first.
-    pub(crate) fn remove_image(
-        &self,
-        engine: &str,
-        naming: &Naming,
-        global: &[String],
-        env: &[(&str, &str)],
-        host: &dyn EngineHost,
-    ) -> Result<(), ExportError> {
-        let mut rmi: Vec<String> = global.to_vec();
-        rmi.push("rmi".to_owned());
-        rmi.extend(naming.references());
-        run(engine, &self.binary, &rmi, env, host).map(drop)
-    }
 }
 
 /// Checks everything before any work: the engine binary and daemon answer, the options
@@ -288,8 +281,8 @@ pub fn prepare(
     }
 }
 
-/// Materializes the context, builds (tags only on success), pushes and removes as asked,
-/// and always removes the context.
+/// Materializes the context, builds (tags only on success), pushes with the engine when
+/// asked ([`EngineOptions::push`]), and always removes the context.
 pub fn build(
     prepared: &Prepared,
     closure: &ResolvedClosure,
@@ -308,6 +301,18 @@ pub fn build(
     let report = result?;
     cleaned?;
     Ok(report)
+}
+
+/// `--rm-image`: the image's references removed from the engine's store, after any push.
+pub fn remove_image(
+    prepared: &Prepared,
+    naming: &Naming,
+    host: &dyn EngineHost,
+) -> Result<(), ExportError> {
+    let engine = prepared.opts.kind.name();
+    let mut rmi = vec!["rmi".to_owned()];
+    rmi.extend(naming.references());
+    run(engine, &prepared.binary, &rmi, &[], host).map(drop)
 }
 
 fn remove_dir(dir: &Path) -> Result<(), ExportError> {

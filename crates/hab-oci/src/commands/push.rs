@@ -1,5 +1,6 @@
 //! `export --push-image`: the native build's layers to the registry as they are built
-//! (through the export's layer events), then the manifest and the tags.
+//! (through the export's layer events), or an engine's image read out of the engine, then
+//! the manifest and the tags.
 
 use std::sync::{Arc, Mutex};
 
@@ -105,10 +106,9 @@ impl export::Publisher for Publisher<'_> {
             },
             None => Credentials::from_docker_config(&registry),
         };
-        self.printer.status(&format!(
-            "Pushing {} to {registry} (layers go up as they are built)",
-            naming.name
-        ));
+        // Native layers go up as they are built; an engine's, once read out of the engine.
+        self.printer
+            .status(&format!("Pushing {} to {registry}", naming.name));
         let bars = Arc::new(PushBars {
             multi: self.multi.clone(),
             bars: Mutex::new(Vec::new()),
