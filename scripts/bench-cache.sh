@@ -159,13 +159,16 @@ if [ "$engines" = 1 ]; then
     docker builder prune -af >/dev/null 2>&1 || true
   }
   "$tk" rebuild "${gen[@]}" --package app --release 20240505000000 >/dev/null
+  # BuildKit through Debian's docker 20.10 client (a newer client needs the buildx plugin).
+  buildkit_client=()
+  [ -x /usr/bin/docker ] && buildkit_client=(--engine-binary /usr/bin/docker)
   for builder in legacy buildkit; do
-    case $builder in legacy) next=20240606000000 ;; *) next=20240707000000 ;; esac
+    case $builder in legacy) next=20240606000000; client=() ;; *) next=20240707000000; client=("${buildkit_client[@]}") ;; esac
     fresh_daemon
-    read -r we0 _ ue0 dne0 _ _ be0 < <(runner "e-$builder-1" --source "$work/c" --engine docker --docker-builder "$builder" --registry-url "$reg-$builder" --push-image)
+    read -r we0 _ ue0 dne0 _ _ be0 < <(runner "e-$builder-1" --source "$work/c" --engine docker "${client[@]}" --docker-builder "$builder" --registry-url "$reg-$builder" --push-image)
     "$tk" rebuild "${gen[@]}" --package app --release "$next" >/dev/null
     fresh_daemon
-    read -r we de ue dne _ _ be < <(runner "e-$builder-2" --source "$work/c" --engine docker --docker-builder "$builder" --registry-url "$reg-$builder" --push-image)
+    read -r we de ue dne _ _ be < <(runner "e-$builder-2" --source "$work/c" --engine docker "${client[@]}" --docker-builder "$builder" --registry-url "$reg-$builder" --push-image)
     row "(d) docker $builder, fresh daemon, first image" "$we0" "$w1" "-" "$ue0" "$dne0" "-" "$be0"
     row "(d) docker $builder, fresh daemon, new primary release" "$we" "$w1" "-" "$ue" "$dne" "-" "$be"
   done

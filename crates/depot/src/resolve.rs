@@ -352,9 +352,14 @@ impl Depot {
     /// recorded package whose layer turned out to be needed after all. As a package of the
     /// closure, with its height and whether it was requested kept.
     pub fn materialize(&self, p: &ResolvedPackage) -> Result<ResolvedPackage, DepotError> {
+        // Not knowing which side asked for it, Builder's main channel first, then the base
+        // packages' (the Supervisor's may come from --base-pkgs-url).
         let found = match self.find_exact_local(p.ident())? {
             Some(l) => Some(l),
-            None => self.fetch_dependency(p.ident(), Origin::Main)?,
+            None => match self.fetch_dependency(p.ident(), Origin::Main)? {
+                Some(l) => Some(l),
+                None => self.fetch_dependency(p.ident(), Origin::Base)?,
+            },
         };
         let l = found.ok_or_else(|| DepotError::Missing {
             missing: vec![Missing {

@@ -291,9 +291,13 @@ impl Depot {
         self
     }
 
-    /// Packages cache sources recorded (see [`Records`]); replaces earlier ones.
+    /// Packages cache sources recorded (see [`Records`]); replaces earlier ones, and
+    /// forgets what was loaded with them.
     pub fn set_records(&mut self, records: Records) {
         self.records = records;
+        if let Ok(mut l) = self.loaded.lock() {
+            l.clear();
+        }
     }
 
     /// Downloads report their progress to `progress`.

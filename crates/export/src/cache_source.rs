@@ -58,6 +58,9 @@ pub struct SourceLayer {
     pub records: Vec<PackageRecord>,
     /// `registry/repository` of the source.
     pub repository: String,
+    /// Which source (in the order given) and which of its layers: records are believed in
+    /// this order, so two sources that disagree always resolve the same way.
+    pub order: (usize, usize),
 }
 
 /// Why a whole cache source is not used.
@@ -73,7 +76,13 @@ pub enum SourceProblem {
     DiffIdCount { diff_ids: usize, layers: usize },
     #[error("hab-oci did not write it (no hab-oci layer annotations)")]
     NotOurs,
+    #[error("it has {0} layers; images have at most {MAX_LAYERS}")]
+    TooManyLayers(usize),
 }
+
+/// Docker refuses images deeper than this; a source claiming more is not read further (each
+/// layer would cost a request to the push's registry).
+const MAX_LAYERS: usize = 127;
 
 /// The package layers of one cache source worth trying, and notes on those skipped.
 #[derive(Debug, Default)]
@@ -85,6 +94,7 @@ pub struct Parsed {
 /// Reads `image` as a cache source for an export of `platform` with `compression`.
 pub fn parse(
     image: &RemoteImage,
+    index: usize,
     platform: &Platform,
     compression: Compression,
 ) -> Result<Parsed, SourceProblem> {
@@ -118,6 +128,9 @@ pub fn parse(
         .and_then(Value::as_array)
         .map(|a| a.iter().filter_map(Value::as_str).collect())
         .unwrap_or_default();
+    if layers.len() > MAX_LAYERS {
+        return Err(SourceProblem::TooManyLayers(layers.len()));
+    }
     if diff_ids.len() != layers.len() {
         return Err(SourceProblem::DiffIdCount {
             diff_ids: diff_ids.len(),
@@ -162,6 +175,7 @@ pub fn parse(
                 members,
                 records,
                 repository: image.repository.clone(),
+                order: (index, i),
             }),
             Err(e) => parsed.notes.push(format!("layer {i}: {e}")),
         }

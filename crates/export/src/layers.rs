@@ -231,6 +231,11 @@ impl Layers {
         self.remote = remote;
     }
 
+    /// Are any cache-source layers in use?
+    pub fn reuses_any(&self) -> bool {
+        !self.remote.is_empty()
+    }
+
     /// Is planned layer `members` held by a cache source?
     pub fn in_registry(&self, members: &[Member]) -> bool {
         self.remote.contains_key(&self.key(members))

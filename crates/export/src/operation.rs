@@ -160,8 +160,33 @@ pub fn export(
         sources = found.reports;
         session = Some(s);
     }
-    let closure = depot.complete(requested)?;
-    let (closure, plan) = plan_with_harts(settings, &depot, closure, &layers, events)?;
+    let records_used = layers.reuses_any();
+    let resolved = depot
+        .complete(requested)
+        .map_err(ExportError::from)
+        .and_then(|c| plan_with_harts(settings, &depot, c, &layers, events));
+    let (closure, plan) = match resolved {
+        Ok(r) => r,
+        // Records are believed, not proven: if the closure they give does not resolve
+        // (a cycle, inconsistent TDEPS, a hart that is not what was recorded), the export
+        // goes on as if there were no cache source.
+        Err(e) if records_used => {
+            let why = error_chain(&e);
+            events.warning(&format!(
+                "the cache sources' records do not resolve ({why}): going on without them"
+            ));
+            for s in &mut sources {
+                s.notes
+                    .push(format!("not used: its records do not resolve ({why})"));
+            }
+            depot.set_records(Records::default());
+            layers.set_remote(HashMap::new());
+            let requested = depot.load_requested(&base, &settings.packages)?;
+            let closure = depot.complete(requested)?;
+            plan_with_harts(settings, &depot, closure, &layers, events)?
+        }
+        Err(e) => return Err(e),
+    };
     warn_about_packages(&closure, events);
     events.layers_planned(plan.layers.len() + 1);
     match &settings.engine {
@@ -228,11 +253,14 @@ fn cache_sources(
         return Found::default();
     }
     let Some(platform) = Platform::of(target) else {
+        events.warning(&format!(
+            "cache sources are not read: target {target} has no image platform"
+        ));
         return Found::default();
     };
     let mut parsed = Vec::new();
     let mut reports = Vec::new();
-    for r in &references {
+    for (index, r) in references.iter().enumerate() {
         let mut report = SourceReport {
             reference: r.clone(),
             ..SourceReport::default()
@@ -244,7 +272,7 @@ fn cache_sources(
             Ok(None) => report.notes.push("it does not exist".into()),
             Ok(Some(image)) => {
                 report.manifest_digest = Some(image.manifest_digest.clone());
-                match cache_source::parse(&image, &platform, settings.compression) {
+                match cache_source::parse(&image, index, &platform, settings.compression) {
                     Ok(p) => {
                         report.layers = p.layers.len();
                         report.notes.extend(p.notes.iter().cloned());
@@ -263,10 +291,6 @@ fn cache_sources(
         reports.push(report);
     }
     let mut layers = cache_source::by_key(parsed);
-    // A layer this machine's layer cache pushed to this repository before is taken from
-    // that cache without a request (see `LayerCache::trust_pushed_to`): a no-op re-export
-    // costs no HEAD per layer.
-    layers.retain(|_, l| !local.pushed_to(&l.members, &naming.name));
     if cs.verify {
         // Every layer is built and compared: nothing needs confirming.
         return Found {
@@ -275,6 +299,10 @@ fn cache_sources(
             ..Found::default()
         };
     }
+    // A layer this machine's layer cache pushed to this repository before is taken from
+    // that cache without a request (see `LayerCache::trust_pushed_to`): a no-op re-export
+    // costs no HEAD per layer.
+    layers.retain(|_, l| !local.pushed_to(&l.members, &naming.name));
     let mut keys: Vec<LayerKey> = layers.keys().cloned().collect();
     keys.sort_by(|a, b| a.as_str().cmp(b.as_str()));
     let blobs: Vec<RemoteBlob> = keys
@@ -305,21 +333,22 @@ fn cache_sources(
             naming.name
         ));
     }
+    // In the sources' order (the first record of an ident or checksum wins).
+    let mut ordered: Vec<&SourceLayer> = layers.values().collect();
+    ordered.sort_by_key(|l| l.order);
     let mut records = Records::default();
-    for l in layers.values() {
+    for l in &ordered {
         for r in &l.records {
             records.insert(&r.checksum, r.metadata());
         }
     }
-    for report in &mut reports {
-        report.confirmed = layers
-            .values()
-            .filter(|l| report.reference.starts_with(&l.repository))
-            .count();
+    for (index, report) in reports.iter_mut().enumerate() {
+        report.confirmed = ordered.iter().filter(|l| l.order.0 == index).count();
     }
     events.status(&format!(
-        "Cache sources: {} package layers in the registry already ({} packages recorded); they are neither built nor uploaded",
+        "Cache sources: {} of their package layers are in {} ({} packages recorded); a planned layer among them is neither built nor uploaded",
         layers.len(),
+        naming.name,
         records.len()
     ));
     Found {
@@ -358,6 +387,15 @@ fn plan_with_harts(
             .map(|&m| depot.materialize(&closure.packages[m]))
             .collect::<Result<Vec<_>, _>>()?;
         for (m, p) in needed.into_iter().zip(fetched) {
+            let recorded = &closure.packages[m];
+            if p.checksum != recorded.checksum {
+                return Err(ExportError::Plan(format!(
+                    "{}: its hart's checksum is {}, but a cache source recorded {}",
+                    p.ident(),
+                    p.checksum,
+                    recorded.checksum
+                )));
+            }
             closure.packages[m] = p;
         }
     }

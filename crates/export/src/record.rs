@@ -140,22 +140,77 @@ pub fn decode(text: &str) -> Result<Vec<PackageRecord>, String> {
     }
     let r: LayerRecord = serde_json::from_str(text).map_err(|e| format!("not a record: {e}"))?;
     for p in &r.packages {
-        let all = std::iter::once(&p.ident).chain(&p.deps).chain(&p.tdeps);
-        if let Some(bad) = all.into_iter().find(|i| !i.fully_qualified()) {
-            return Err(format!("{bad} is not a fully qualified ident"));
-        }
-        let hex = p.checksum.len() == 64
-            && p.checksum
-                .bytes()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
-        if !hex {
-            return Err(format!(
-                "{}: checksum '{}' is not 64 lowercase hex digits",
-                p.ident, p.checksum
-            ));
-        }
+        check(p).map_err(|problem| format!("{}: {problem}", p.ident))?;
     }
     Ok(r.packages)
+}
+
+/// What a record must satisfy to stand for a package: what reading the package itself
+/// would guarantee (fully qualified idents, no self-dependency, DEPS within TDEPS, PATH and
+/// binaries inside its own prefix, a run script Habitat knows), and words that go into
+/// `/etc/passwd`, `/etc/group` and the config as plain words.
+fn check(p: &PackageRecord) -> Result<(), String> {
+    let all = std::iter::once(&p.ident).chain(&p.deps).chain(&p.tdeps);
+    if let Some(bad) = all.into_iter().find(|i| !i.fully_qualified()) {
+        return Err(format!("{bad} is not a fully qualified ident"));
+    }
+    let hex = p.checksum.len() == 64
+        && p.checksum
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+    if !hex {
+        return Err(format!(
+            "checksum '{}' is not 64 lowercase hex digits",
+            p.checksum
+        ));
+    }
+    if p.deps.contains(&p.ident) || p.tdeps.contains(&p.ident) {
+        return Err("it lists itself as a dependency".into());
+    }
+    if let Some(d) = p.deps.iter().find(|d| !p.tdeps.contains(d)) {
+        return Err(format!("DEPS lists {d}, which TDEPS does not"));
+    }
+    let prefix = format!("/{}/", hart::layout::prefix(&p.ident));
+    for b in &p.binaries {
+        let leaf = b
+            .strip_prefix(&prefix)
+            .and_then(|rest| rest.rsplit('/').next());
+        let plain = leaf.is_some_and(|l| !l.is_empty() && l != "." && l != "..")
+            && !b.split('/').any(|c| c == "..");
+        if !plain || !word(b) {
+            return Err(format!("binary '{b}' is not a file inside {prefix}"));
+        }
+    }
+    if let Some(d) = p.path.iter().find(|d| {
+        !(d.starts_with(&prefix) || **d == prefix.trim_end_matches('/'))
+            || d.split('/').any(|c| c == "..")
+            || !word(d)
+    }) {
+        return Err(format!("PATH directory '{d}' is not inside {prefix}"));
+    }
+    if let Some(r) = &p.run_script
+        && r != "run"
+        && r != "hooks/run"
+    {
+        return Err(format!("run script '{r}' is neither run nor hooks/run"));
+    }
+    let words = [&p.svc_user, &p.svc_group, &p.shutdown_signal];
+    if let Some(w) = words
+        .into_iter()
+        .flatten()
+        .find(|w| !word(w) || w.contains(':'))
+    {
+        return Err(format!("'{w}' is not a plain user, group or signal name"));
+    }
+    if let Some(e) = p.exposes.iter().find(|e| !word(e)) {
+        return Err(format!("exposed port '{e}' is not a plain word"));
+    }
+    Ok(())
+}
+
+/// Non-empty, without whitespace or control characters.
+fn word(s: &str) -> bool {
+    !s.is_empty() && !s.chars().any(|c| c.is_whitespace() || c.is_control())
 }
 
 #[cfg(test)]
@@ -169,7 +224,7 @@ mod tests {
             checksum: checksum.to_owned(),
             deps: vec![PackageIdent::parse_fq("core/glibc/2.36/20240101000000").expect("dep")],
             tdeps: vec![PackageIdent::parse_fq("core/glibc/2.36/20240101000000").expect("dep")],
-            path: vec!["bin".into()],
+            path: vec!["/hab/pkgs/a/b/1/20240101000000/bin".into()],
             binaries: vec!["/hab/pkgs/a/b/1/20240101000000/bin/b".into()],
             exposes: vec!["80".into()],
             svc_user: Some("hab".into()),
@@ -238,5 +293,42 @@ mod tests {
         );
         assert!(decode("{").is_err());
         assert!(decode(&" ".repeat(MAX_RECORD_TEXT + 1)).is_err());
+    }
+
+    #[test]
+    fn records_that_would_change_the_image_unsafely_are_refused() {
+        let sum = "ab".repeat(32);
+        let refused = |change: &dyn Fn(&mut PackageRecord), why: &str| {
+            let mut r = record("a/b/1/20240101000000", &sum);
+            change(&mut r);
+            let e = decode(&text(&[r])).expect_err("refused");
+            assert!(e.contains(why), "{e}");
+        };
+        refused(
+            &|r| r.svc_user = Some("hab:x:0:0::/:/bin/sh".into()),
+            "plain user",
+        );
+        refused(&|r| r.svc_group = Some("hab\nroot".into()), "plain user");
+        refused(
+            &|r| r.binaries = vec!["/bin/sh".into()],
+            "not a file inside",
+        );
+        refused(
+            &|r| r.binaries = vec!["/hab/pkgs/a/b/1/20240101000000/bin/..".into()],
+            "not a file inside",
+        );
+        refused(&|r| r.path = vec!["/usr/bin".into()], "PATH directory");
+        refused(&|r| r.run_script = Some("../../x".into()), "run script");
+        refused(
+            &|r| {
+                r.tdeps
+                    .push(PackageIdent::parse_fq("a/b/1/20240101000000").expect("id"))
+            },
+            "itself",
+        );
+        refused(&|r| r.tdeps.clear(), "which TDEPS does not");
+        refused(&|r| r.exposes = vec!["80 443".into()], "exposed port");
+        let ok = record("a/b/1/20240101000000", &sum);
+        assert!(decode(&text(&[ok])).is_ok());
     }
 }

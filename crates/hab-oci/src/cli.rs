@@ -225,7 +225,8 @@ pub(crate) struct ExportArgs {
     /// native: build every layer anyway and compare each layer a cache source holds with
     /// the local build (digest, diff_id, size); a difference is a warning naming the layer,
     /// and the local layer is pushed. For users who do not trust their cache sources'
-    /// records: it costs the downloads and decoding a cache source saves.
+    /// records: it costs the downloads and decoding a cache source saves, and checks the
+    /// layers' bytes (not the records' metadata, which a local build then does not use).
     #[arg(long)]
     pub(crate) verify_cache_source: bool,
     /// Where to export the build cache: buildah (a repository), or docker with buildx

@@ -498,6 +498,104 @@ fn an_image_of_reused_layers_runs_in_docker() {
     );
 }
 
+/// A Supervisor image: the Supervisor's packages (base packages, resolved after the cache
+/// sources are read) come from their records like the others; the extras built from the
+/// records (`/bin/hab`, busybox's links, `/init.sh`) are the ones an all-local export builds.
+fn supervisor_packages_come_from_their_records() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let t = tmp.path();
+    let reg = FakeRegistry::start().expect("registry");
+    let url = registry_url(&reg);
+    let bb = busybox_source(t);
+    let sup = t.join("sup-src");
+    let chef = hart::SecretKey::generate("chef").expect("key");
+    chef.write_pair(&sup.join("keys")).expect("keys");
+    let core_key = std::fs::read_dir(bb.join("keys"))
+        .expect("keys")
+        .map(|e| e.expect("e").path())
+        .find(|p| p.to_string_lossy().ends_with(".sig.key"))
+        .expect("core secret key");
+    let core = hart::SecretKey::from_file(&core_key).expect("core key");
+    supervisor_stand_ins(t, &chef, &core, &sup.join("artifacts"));
+    let hello = |name: &str, out: &[&str]| {
+        let run = runner(t, name);
+        let out = hab_oci(&run)
+            .current_dir(&run)
+            .args(["export", "--report", "report.json", "--registry-url", &url])
+            .arg("--source")
+            .arg(repo("examples"))
+            .arg("--source")
+            .arg(&bb)
+            .arg("--source")
+            .arg(&sup)
+            .args(out)
+            .arg("example/hello")
+            .output()
+            .expect("runs");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (read_json(&run.join("report.json")), run)
+    };
+    hello("run1", &["--push-image"]);
+    let (second, run2) = hello("run2", &["--push-image"]);
+    let reused = sources(&second)
+        .iter()
+        .filter(|s| **s == "registry")
+        .count();
+    assert_eq!(reused, 8, "every package layer: {:?}", sources(&second));
+    assert_eq!(decoded(&run2), 1, "only the requested example/hello");
+    let (local, _) = hello("local", &["-o", "oci:img"]);
+    assert_eq!(second["manifest_digest"], local["manifest_digest"]);
+}
+
+/// A record that names another package than the hart with its checksum (both annotations
+/// changed alike, so it parses): the closure it gives does not resolve, and the export goes
+/// on without the cache source.
+fn records_that_do_not_resolve_are_dropped() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let reg = FakeRegistry::start().expect("registry");
+    let url = registry_url(&reg);
+    let c = closure(&tmp.path().join("src"), 4, 16);
+    let src = c.dir.clone();
+    let push = ["--registry-url", url.as_str(), "--push-image"];
+    let v1 = export(&runner(tmp.path(), "run1"), &src, &push);
+    let repo = "team/gen/app";
+    let mut m: serde_json::Value =
+        serde_json::from_slice(&reg.manifest(repo, "latest").expect("v1")).expect("json");
+    let ident = v1["layers"][0]["packages"][0]
+        .as_str()
+        .expect("ident")
+        .to_owned();
+    let other = ident.replace("/lib000/", "/lib999/");
+    assert_ne!(ident, other);
+    for (_, v) in m["layers"][0]["annotations"]
+        .as_object_mut()
+        .expect("annotations")
+        .iter_mut()
+    {
+        if let Some(text) = v.as_str() {
+            *v = text.replace(&ident, &other).into();
+        }
+    }
+    let bytes = serde_json::to_vec(&m).expect("json");
+    reg.put_manifest(
+        repo,
+        "latest",
+        "application/vnd.oci.image.manifest.v1+json",
+        &bytes,
+    );
+    let r = export(&runner(tmp.path(), "run2"), &src, &push);
+    assert!(
+        stderr(&r).contains("records do not resolve"),
+        "{}",
+        stderr(&r)
+    );
+    assert_eq!(r["manifest_digest"], v1["manifest_digest"]);
+}
+
 fn flags_are_checked() {
     let tmp = tempfile::tempdir().expect("tmp");
     let out = hab_oci(tmp.path())
@@ -527,5 +625,7 @@ tests![
     unusable_cache_sources_fall_back_to_building,
     verify_cache_source_finds_a_record_that_lies,
     an_image_of_reused_layers_runs_in_docker => [Need::Docker, Need::Registry],
+    supervisor_packages_come_from_their_records => [Need::File("/bin/busybox")],
+    records_that_do_not_resolve_are_dropped,
     flags_are_checked,
 ];

@@ -97,7 +97,13 @@ fn amd64() -> Platform {
 
 #[test]
 fn package_layers_are_read_with_their_keys_and_records() {
-    let parsed = parse(&image(&descriptors(), "amd64"), &amd64(), Compression::Gzip).expect("ok");
+    let parsed = parse(
+        &image(&descriptors(), "amd64"),
+        0,
+        &amd64(),
+        Compression::Gzip,
+    )
+    .expect("ok");
     assert!(parsed.notes.is_empty(), "{:?}", parsed.notes);
     assert_eq!(
         parsed.layers.len(),
@@ -118,7 +124,7 @@ fn package_layers_are_read_with_their_keys_and_records() {
 #[test]
 fn another_compression_or_platform_is_not_used() {
     let img = image(&descriptors(), "amd64");
-    let zstd = parse(&img, &amd64(), Compression::Zstd).expect("ok");
+    let zstd = parse(&img, 0, &amd64(), Compression::Zstd).expect("ok");
     assert!(zstd.layers.is_empty());
     assert!(
         zstd.notes[0].contains("not compressed with zstd"),
@@ -127,7 +133,7 @@ fn another_compression_or_platform_is_not_used() {
     );
     let arm = image(&descriptors(), "arm64");
     assert_eq!(
-        parse(&arm, &amd64(), Compression::Gzip).expect_err("refused"),
+        parse(&arm, 0, &amd64(), Compression::Gzip).expect_err("refused"),
         SourceProblem::OtherPlatform {
             found: "linux/arm64".into(),
             wanted: "linux/amd64".into()
@@ -143,7 +149,7 @@ fn damaged_annotations_skip_the_layer_with_a_note() {
     layers[0]
         .annotations
         .insert(ANN_CHECKSUMS.into(), sums.replace('a', "d"));
-    let parsed = parse(&image(&layers, "amd64"), &amd64(), Compression::Gzip).expect("ok");
+    let parsed = parse(&image(&layers, "amd64"), 0, &amd64(), Compression::Gzip).expect("ok");
     assert_eq!(parsed.layers.len(), 1, "only the intact layer");
     assert!(
         parsed.notes[0].starts_with("layer 0: its records"),
@@ -154,7 +160,7 @@ fn damaged_annotations_skip_the_layer_with_a_note() {
     let mut layers = descriptors();
     layers[0].annotations.insert(ANN_RECORD.into(), "{".into());
     layers[1].annotations.insert(ANN_FORMAT.into(), "2".into());
-    let parsed = parse(&image(&layers, "amd64"), &amd64(), Compression::Gzip).expect("ok");
+    let parsed = parse(&image(&layers, "amd64"), 0, &amd64(), Compression::Gzip).expect("ok");
     assert!(parsed.layers.is_empty());
     assert!(
         parsed.notes[0].contains("not a record"),
@@ -168,7 +174,7 @@ fn damaged_annotations_skip_the_layer_with_a_note() {
     );
     let mut layers = descriptors();
     layers[0].annotations.remove(ANN_RECORD);
-    let parsed = parse(&image(&layers, "amd64"), &amd64(), Compression::Gzip).expect("ok");
+    let parsed = parse(&image(&layers, "amd64"), 0, &amd64(), Compression::Gzip).expect("ok");
     assert_eq!(parsed.layers.len(), 1);
     assert!(
         parsed.notes[0].contains("no package records"),
@@ -184,7 +190,7 @@ fn images_that_do_not_add_up_are_refused_whole() {
     let mut other = img.clone();
     other.config.push(b' ');
     assert!(matches!(
-        parse(&other, &amd64(), Compression::Gzip),
+        parse(&other, 0, &amd64(), Compression::Gzip),
         Err(SourceProblem::ConfigMismatch(_))
     ));
     // One diff_id fewer than layers.
@@ -199,7 +205,7 @@ fn images_that_do_not_add_up_are_refused_whole() {
     manifest["config"]["digest"] = oci_image::sha256_digest(&short.config).into();
     short.manifest = serde_json::to_vec(&manifest).expect("json");
     assert_eq!(
-        parse(&short, &amd64(), Compression::Gzip).expect_err("refused"),
+        parse(&short, 0, &amd64(), Compression::Gzip).expect_err("refused"),
         SourceProblem::DiffIdCount {
             diff_ids: 2,
             layers: 3
@@ -214,7 +220,7 @@ fn images_that_do_not_add_up_are_refused_whole() {
         })
         .collect();
     assert_eq!(
-        parse(&image(&plain, "amd64"), &amd64(), Compression::Gzip).expect_err("refused"),
+        parse(&image(&plain, "amd64"), 0, &amd64(), Compression::Gzip).expect_err("refused"),
         SourceProblem::NotOurs
     );
     let garbage = RemoteImage {
@@ -222,7 +228,7 @@ fn images_that_do_not_add_up_are_refused_whole() {
         ..img
     };
     assert!(matches!(
-        parse(&garbage, &amd64(), Compression::Gzip),
+        parse(&garbage, 0, &amd64(), Compression::Gzip),
         Err(SourceProblem::NotAManifest(_))
     ));
 }
@@ -230,8 +236,8 @@ fn images_that_do_not_add_up_are_refused_whole() {
 #[test]
 fn the_first_source_wins_a_key() {
     let img = image(&descriptors(), "amd64");
-    let first = parse(&img, &amd64(), Compression::Gzip).expect("ok");
-    let mut second = parse(&img, &amd64(), Compression::Gzip).expect("ok");
+    let first = parse(&img, 0, &amd64(), Compression::Gzip).expect("ok");
+    let mut second = parse(&img, 1, &amd64(), Compression::Gzip).expect("ok");
     for l in &mut second.layers {
         l.repository = "elsewhere/app".into();
     }
