@@ -379,6 +379,47 @@ fn unusable_cache_sources_fall_back_to_building() {
     assert!(s[1..4].iter().all(|s| *s == "registry"), "{s:?}");
     assert_eq!(decoded(&run), 2, "lib000 and the new app");
 
+    // A source in another repository of the same registry: its layers are mounted into the
+    // push's repository (one POST each before the build; the source is also a mount source
+    // for the blobs the push uploads), none is uploaded or built.
+    reg.clear_log();
+    let from = format!("{url}/gen/app:latest");
+    let r = export(
+        &runner(tmp.path(), "mounted"),
+        &src,
+        &[
+            "--registry-url",
+            url.as_str(),
+            "--image-name",
+            "gen/copy",
+            "--push-image",
+            "--cache-from",
+            &from,
+        ],
+    );
+    let log = reg.log();
+    let mounts: Vec<_> = log
+        .iter()
+        .filter(|r| r.param("from").as_deref() == Some("team/gen/app"))
+        .collect();
+    assert!(
+        mounts.len() >= 5,
+        "one mount per layer of the source: {}",
+        mounts.len()
+    );
+    assert_eq!(r["cache_sources"][0]["confirmed"], 5);
+    assert!(
+        sources(&r)[..5].iter().all(|s| *s == "registry"),
+        "{:?}",
+        sources(&r)
+    );
+    let first = r["layers"][0]["digest"].as_str().expect("digest");
+    assert!(
+        reg.has_blob("team/gen/copy", first),
+        "mounted, not uploaded"
+    );
+    assert_eq!(r["push"]["blobs_uploaded"], 0, "{}", r["push"]);
+
     // A source in another registry is read, never mounted: the new registry gets the bytes.
     let other = FakeRegistry::start().expect("registry");
     let other_url = registry_url(&other);
