@@ -168,7 +168,8 @@ pub fn parse(
             no_records += 1;
             continue;
         };
-        match layer(l, diff_id, &checksums, &text, compression) {
+        let idents = annotation(l, ANN_PACKAGES).unwrap_or_default();
+        match layer(l, diff_id, &idents, &checksums, &text, compression) {
             Ok((digests, members, records)) => parsed.layers.push(SourceLayer {
                 key: LayerKey::of(&members, compression),
                 digests,
@@ -198,6 +199,7 @@ pub fn parse(
 fn layer(
     l: &Value,
     diff_id: &str,
+    idents: &str,
     checksums: &str,
     record_text: &str,
     compression: Compression,
@@ -214,10 +216,6 @@ fn layer(
         }
     }
     let records = record::decode(record_text)?;
-    let idents = l
-        .pointer(&format!("/annotations/{}", ANN_PACKAGES.replace('/', "~1")))
-        .and_then(Value::as_str)
-        .unwrap_or_default();
     let recorded_idents: Vec<String> = records.iter().map(|r| r.ident.to_string()).collect();
     let recorded_sums: Vec<&str> = records.iter().map(|r| r.checksum.as_str()).collect();
     if records.is_empty()

@@ -63,23 +63,30 @@ fn export_from_builder(
     args: &[&str],
 ) -> (serde_json::Value, PathBuf) {
     let dir = runner(tmp, name);
-    let out = hab_oci(&dir)
-        .env_remove("HAB_OCI_OFFLINE")
-        .current_dir(&dir)
-        .args(["export", "--no-supervisor", "--report", "report.json"])
-        .args(["--url", &bldr.url(), "--channel", "stable"])
-        .args(args)
-        .arg("gen/app")
-        .output()
-        .expect("runs");
+    let report = report_of(
+        hab_oci(&dir)
+            .env_remove("HAB_OCI_OFFLINE")
+            .args(["export", "--no-supervisor", "--report", "report.json"])
+            .args(["--url", &bldr.url(), "--channel", "stable"])
+            .args(args)
+            .arg("gen/app"),
+        &dir,
+    );
+    (report, dir)
+}
+
+/// Runs `cmd` (an `export … --report report.json`) in runner `run`: the report, with the
+/// export's stderr under `stderr`.
+fn report_of(cmd: &mut assert_cmd::Command, run: &Path) -> serde_json::Value {
+    let out = cmd.current_dir(run).output().expect("runs");
     assert!(
         out.status.success(),
-        "{}",
+        "export failed:\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let mut report = read_json(&dir.join("report.json"));
+    let mut report = read_json(&run.join("report.json"));
     report["stderr"] = String::from_utf8_lossy(&out.stderr).into_owned().into();
-    (report, dir)
+    report
 }
 
 /// A fresh runner: its own empty caches and working directory under `tmp/name`.
@@ -91,28 +98,15 @@ fn runner(tmp: &Path, name: &str) -> PathBuf {
 
 /// `export gen/app` from the local closure on runner `run`, with `args`; the report.
 fn export(run: &Path, source: &Path, args: &[&str]) -> serde_json::Value {
-    let out = hab_oci(run)
-        .current_dir(run)
-        .args([
-            "export",
-            "--no-supervisor",
-            "--report",
-            "report.json",
-            "--source",
-        ])
-        .arg(source)
-        .args(args)
-        .arg("gen/app")
-        .output()
-        .expect("runs");
-    assert!(
-        out.status.success(),
-        "export failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let mut report = read_json(&run.join("report.json"));
-    report["stderr"] = String::from_utf8_lossy(&out.stderr).into_owned().into();
-    report
+    report_of(
+        hab_oci(run)
+            .args(["export", "--no-supervisor", "--report", "report.json"])
+            .arg("--source")
+            .arg(source)
+            .args(args)
+            .arg("gen/app"),
+        run,
+    )
 }
 
 fn stderr(report: &serde_json::Value) -> &str {
@@ -504,20 +498,14 @@ fn an_image_of_reused_layers_runs_in_docker() {
     let examples = repo("examples");
     let hello = |name: &str| {
         let run = runner(tmp.path(), name);
-        let out = hab_oci(&run)
-            .current_dir(&run)
-            .args(["export", "--no-supervisor", "--report", "report.json"])
-            .arg("--source")
-            .arg(&examples)
-            .args(["--registry-url", &url, "--push-image", "example/hello"])
-            .output()
-            .expect("runs");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        read_json(&run.join("report.json"))
+        report_of(
+            hab_oci(&run)
+                .args(["export", "--no-supervisor", "--report", "report.json"])
+                .arg("--source")
+                .arg(&examples)
+                .args(["--registry-url", &url, "--push-image", "example/hello"]),
+            &run,
+        )
     };
     let first = hello("run1");
     let second = hello("run2");
@@ -560,25 +548,20 @@ fn supervisor_packages_come_from_their_records() {
     supervisor_stand_ins(t, &chef, &core, &sup.join("artifacts"));
     let hello = |name: &str, out: &[&str]| {
         let run = runner(t, name);
-        let out = hab_oci(&run)
-            .current_dir(&run)
-            .args(["export", "--report", "report.json", "--registry-url", &url])
-            .arg("--source")
-            .arg(repo("examples"))
-            .arg("--source")
-            .arg(&bb)
-            .arg("--source")
-            .arg(&sup)
-            .args(out)
-            .arg("example/hello")
-            .output()
-            .expect("runs");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
+        let report = report_of(
+            hab_oci(&run)
+                .args(["export", "--report", "report.json", "--registry-url", &url])
+                .arg("--source")
+                .arg(repo("examples"))
+                .arg("--source")
+                .arg(&bb)
+                .arg("--source")
+                .arg(&sup)
+                .args(out)
+                .arg("example/hello"),
+            &run,
         );
-        (read_json(&run.join("report.json")), run)
+        (report, run)
     };
     hello("run1", &["--push-image"]);
     let (second, run2) = hello("run2", &["--push-image"]);

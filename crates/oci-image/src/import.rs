@@ -496,7 +496,7 @@ mod tests {
             let store = OciDir::create(dir.path()).expect("store");
             // Read in odd pieces, as a pipe delivers them.
             let image = import_archive(
-                Piecewise {
+                crate::layer::tests::PieceReader {
                     data: &bytes,
                     piece: 1000,
                 },
@@ -659,19 +659,5 @@ mod tests {
         f.links.insert("b".into(), "a".into());
         // A loop ends after a bounded number of hops.
         assert!(["a", "b"].contains(&f.resolve("a")));
-    }
-
-    struct Piecewise<'a> {
-        data: &'a [u8],
-        piece: usize,
-    }
-
-    impl Read for Piecewise<'_> {
-        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-            let n = self.piece.min(buf.len()).min(self.data.len());
-            buf[..n].copy_from_slice(&self.data[..n]);
-            self.data = &self.data[n..];
-            Ok(n)
-        }
     }
 }

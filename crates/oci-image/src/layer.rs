@@ -435,7 +435,7 @@ pub fn sha256_digest(bytes: &[u8]) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     fn meta() -> EntryMeta {
@@ -572,9 +572,10 @@ mod tests {
         }
     }
 
-    struct PieceReader<'a> {
-        data: &'a [u8],
-        piece: usize,
+    /// Hands out `data` at most `piece` bytes per read (also used by `import.rs`' tests).
+    pub(crate) struct PieceReader<'a> {
+        pub(crate) data: &'a [u8],
+        pub(crate) piece: usize,
     }
 
     impl Read for PieceReader<'_> {

@@ -70,26 +70,35 @@ async fn read(
         .clone()
         .or(r.tag.clone())
         .unwrap_or("latest".into());
+    let json = |bytes: &[u8]| {
+        serde_json::from_slice::<Value>(bytes).map_err(|e| {
+            fail(
+                "reading the manifest",
+                Failure::other(format!("not JSON: {e}")),
+            )
+        })
+    };
+    // A manifest asked for by digest must be the one served.
+    let by_digest = |what: &str, got: &str, want: &str| {
+        if got == want {
+            Ok(())
+        } else {
+            Err(fail(
+                what,
+                Failure::other(format!("the registry served {got} for {want}")),
+            ))
+        }
+    };
     let Some((mut digest, mut manifest)) = get(&s, &repo.path, "manifests", &wanted)
         .await
         .map_err(|f| fail("reading the manifest", f))?
     else {
         return Ok(None);
     };
-    if let Some(d) = &r.digest
-        && *d != digest
-    {
-        return Err(fail(
-            "reading the manifest",
-            Failure::other(format!("the registry served {digest} for {d}")),
-        ));
+    if let Some(d) = &r.digest {
+        by_digest("reading the manifest", &digest, d)?;
     }
-    let doc: Value = serde_json::from_slice(&manifest).map_err(|e| {
-        fail(
-            "reading the manifest",
-            Failure::other(format!("not JSON: {e}")),
-        )
-    })?;
+    let mut doc = json(&manifest)?;
     if doc.get("manifests").is_some() {
         let Some(d) = platform_manifest(&doc, os, architecture) else {
             return Ok(None);
@@ -100,20 +109,10 @@ async fn read(
         else {
             return Ok(None);
         };
-        if got != d {
-            return Err(fail(
-                "reading the platform manifest",
-                Failure::other(format!("the registry served {got} for {d}")),
-            ));
-        }
+        by_digest("reading the platform manifest", &got, &d)?;
+        doc = json(&bytes)?;
         (digest, manifest) = (got, bytes);
     }
-    let doc: Value = serde_json::from_slice(&manifest).map_err(|e| {
-        fail(
-            "reading the manifest",
-            Failure::other(format!("not JSON: {e}")),
-        )
-    })?;
     let config_digest = doc
         .pointer("/config/digest")
         .and_then(Value::as_str)
