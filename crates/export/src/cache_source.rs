@@ -8,7 +8,6 @@
 
 use std::collections::HashMap;
 
-use hart::PackageTarget;
 use oci_image::{Compression, LayerDigests};
 use serde_json::Value;
 
@@ -27,27 +26,7 @@ pub struct RemoteImage {
     pub config: Vec<u8>,
 }
 
-/// The platform an image is for, as OCI names it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Platform {
-    pub os: String,
-    pub architecture: String,
-}
-
-impl Platform {
-    /// The platform of a Habitat target's images; `None` for a target that has none.
-    pub fn of(target: &PackageTarget) -> Option<Platform> {
-        let (architecture, os) = match target.as_str() {
-            "x86_64-linux" | "x86_64-linux-kernel2" => ("amd64", "linux"),
-            "aarch64-linux" => ("arm64", "linux"),
-            _ => return None,
-        };
-        Some(Platform {
-            os: os.into(),
-            architecture: architecture.into(),
-        })
-    }
-}
+pub use crate::platform::Platform;
 
 /// A package layer a cache source holds, believed as far as its manifest can tell.
 #[derive(Debug, Clone)]
@@ -116,7 +95,7 @@ pub fn parse(
     if field("os") != platform.os || field("architecture") != platform.architecture {
         return Err(SourceProblem::OtherPlatform {
             found: format!("{}/{}", field("os"), field("architecture")),
-            wanted: format!("{}/{}", platform.os, platform.architecture),
+            wanted: platform.to_string(),
         });
     }
     let layers = manifest

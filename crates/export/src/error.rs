@@ -80,6 +80,26 @@ pub enum ExportError {
     },
     #[error("docker load failed: {0}")]
     DockerLoad(String),
+    #[error(
+        "target {target} makes no container images (Linux targets only: x86_64-linux, aarch64-linux)"
+    )]
+    NoPlatform { target: String },
+    /// A multi-platform export where some targets failed: each with its own error.
+    #[error("the image cannot be made for every target:{}", per_target(.0))]
+    Targets(Vec<(String, ExportError)>),
+}
+
+fn per_target(failures: &[(String, ExportError)]) -> String {
+    let mut text = String::new();
+    for (target, e) in failures {
+        text.push_str(&format!("\n  {target}: {e}"));
+        let mut cause = std::error::Error::source(e);
+        while let Some(c) = cause {
+            text.push_str(&format!(": {c}"));
+            cause = c.source();
+        }
+    }
+    text
 }
 
 pub(crate) fn io_at(path: &std::path::Path) -> impl Fn(std::io::Error) -> ExportError + '_ {

@@ -19,6 +19,7 @@ mod native;
 mod operation;
 pub mod output;
 pub mod plan;
+pub mod platform;
 mod prebuild;
 pub mod record;
 pub mod report;

@@ -8,7 +8,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use depot::{Depot, Records, ResolvedClosure};
-use oci_image::{BuiltImage, OciDir};
+use oci_image::{Built, OciDir};
 use rayon::prelude::*;
 
 use crate::cache::LayerCache;
@@ -81,10 +81,11 @@ pub trait PushSession: Send + Sync {
     /// [`PushSession::finish`]; one not confirmed is built and uploaded instead.
     fn confirm(&self, blobs: &[RemoteBlob]) -> Vec<bool>;
     /// The remaining blobs, then the manifest and the tags.
+    /// `built` is one image, or an index whose platform manifests are pushed before it.
     fn finish(
         self: Box<Self>,
         store: &OciDir,
-        image: &BuiltImage,
+        built: &Built,
         naming: &Naming,
     ) -> Result<PushReport, PublishError>;
 }
@@ -120,14 +121,52 @@ pub fn export(
         },
         settings.compression,
     );
-    let mut depot = open_depot(settings, &layers, events)?;
+    let targets = settings.targets();
+    for t in &targets {
+        crate::platform::required(t)?;
+    }
+    if targets.len() > 1 && !matches!(settings.engine, Engine::Native { .. }) {
+        return Err(ExportError::Plan(
+            "an image for several targets is built by the native engine only".into(),
+        ));
+    }
+    let mut depots = targets
+        .iter()
+        .map(|t| open_depot(settings, t, &layers, events))
+        .collect::<Result<Vec<_>, _>>()?;
     let base = settings
         .base_packages()
         .iter()
         .map(|p| depot::Request::parse(p))
         .collect::<Result<Vec<_>, _>>()?;
-    events.status("Resolving and verifying packages");
-    let requested = depot.load_requested(&base, &settings.packages)?;
+    events.status(&if targets.len() > 1 {
+        format!(
+            "Resolving and verifying packages for {}",
+            targets
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    } else {
+        "Resolving and verifying packages".to_owned()
+    });
+    let load = |depots: &[Depot]| {
+        per_target(
+            &targets,
+            depots
+                .iter()
+                .map(|d| {
+                    d.load_requested(&base, &settings.packages)
+                        .map_err(ExportError::from)
+                })
+                .collect(),
+        )
+    };
+    let requested = load(&depots)?;
+    // The image is named after the primary package of the host's target (else the first):
+    // on Builder, each target's build has its own release, and the tags follow one.
+    let lead = lead_target(&targets);
     // The push starts before the dependencies are loaded: a wrong password fails before
     // the work, and the cache sources (read through the same registry client) decide
     // which packages need their harts at all.
@@ -139,8 +178,8 @@ pub fn export(
                 "a push was asked for without a registry client (internal error)".into(),
             )
         })?;
-        let primary = primary_of(&requested.primary())
-            .map(|i| requested.primary()[i].ident.clone())
+        let primary = primary_of(&requested[lead].primary())
+            .map(|i| requested[lead].primary()[i].ident.clone())
             .ok_or_else(|| ExportError::Plan("no package was requested".into()))?;
         let naming = naming::naming(&settings.plan.naming, &primary)?;
         let s = publisher
@@ -149,23 +188,25 @@ pub fn export(
                 name: naming.name.clone(),
                 source,
             })?;
-        let target = depot.target().clone();
-        let found = cache_sources(settings, publisher, &*s, &naming, &target, &layers, events);
-        if !settings.cache_sources.verify {
-            depot.set_records(found.records);
-            layers.set_remote(found.layers);
-        } else {
-            layers.verify_against(found.layers);
+        let mut remote = HashMap::new();
+        for depot in &mut depots {
+            let target = depot.target().clone();
+            let found = cache_sources(settings, publisher, &*s, &naming, &target, &layers, events);
+            if !settings.cache_sources.verify {
+                depot.set_records(found.records);
+            }
+            remote.extend(found.layers);
+            sources.extend(found.reports);
         }
-        sources = found.reports;
+        if settings.cache_sources.verify {
+            layers.verify_against(remote);
+        } else {
+            layers.set_remote(remote);
+        }
         session = Some(s);
     }
     let records_used = layers.reuses_any();
-    let resolved = depot
-        .complete(requested)
-        .map_err(ExportError::from)
-        .and_then(|c| plan_with_harts(settings, &depot, c, &layers, events));
-    let (closure, plan) = match resolved {
+    let images = match complete_all(settings, &targets, &depots, requested, &layers, events) {
         Ok(r) => r,
         // Records are believed, not proven: if the closure they give does not resolve
         // (a cycle, inconsistent TDEPS, a hart that is not what was recorded), the export
@@ -179,33 +220,104 @@ pub fn export(
                 s.notes
                     .push(format!("not used: its records do not resolve ({why})"));
             }
-            depot.set_records(Records::default());
+            for d in &mut depots {
+                d.set_records(Records::default());
+            }
             layers.set_remote(HashMap::new());
-            let requested = depot.load_requested(&base, &settings.packages)?;
-            let closure = depot.complete(requested)?;
-            plan_with_harts(settings, &depot, closure, &layers, events)?
+            let requested = load(&depots)?;
+            complete_all(settings, &targets, &depots, requested, &layers, events)?
         }
         Err(e) => return Err(e),
     };
-    warn_about_packages(&closure, events);
-    events.layers_planned(plan.layers.len() + 1);
+    let mut warned = Vec::new();
+    for (closure, _) in &images {
+        warn_about_packages(closure, &mut warned);
+    }
+    for w in &warned {
+        events.warning(w);
+    }
+    events.layers_planned(images.iter().map(|(_, p)| p.layers.len() + 1).sum());
     match &settings.engine {
         Engine::Native { outputs } => {
             let push = Started { session, sources };
-            native(settings, outputs, &closure, &plan, &layers, events, push)
+            native(settings, outputs, &images, lead, &layers, events, push)
         }
-        Engine::External(opts) => external(settings, opts, &closure, &plan, events, publisher),
+        Engine::External(opts) => {
+            let [(closure, plan)] = images.as_slice() else {
+                return Err(ExportError::Plan(
+                    "an engine builds one platform (internal error)".into(),
+                ));
+            };
+            external(settings, opts, closure, plan, events, publisher)
+        }
     }
 }
 
-/// The depot of the export's sources; packages decoded for their metadata have their
-/// layers built into the cache on the way.
+/// Which target names the image: the host's platform when it is among them, else the first.
+fn lead_target(targets: &[hart::PackageTarget]) -> usize {
+    let host = oci_image::Platform::host();
+    targets
+        .iter()
+        .position(|t| crate::platform::of(t).is_some_and(|p| p.matches(&host)))
+        .unwrap_or(0)
+}
+
+/// One result per target, or the failures: a single target's error as it is, several
+/// targets' listed per target.
+fn per_target<T>(
+    targets: &[hart::PackageTarget],
+    results: Vec<Result<T, ExportError>>,
+) -> Result<Vec<T>, ExportError> {
+    let mut ok = Vec::new();
+    let mut failed = Vec::new();
+    for (t, r) in targets.iter().zip(results) {
+        match r {
+            Ok(v) => ok.push(v),
+            Err(e) => failed.push((t.to_string(), e)),
+        }
+    }
+    if failed.is_empty() {
+        Ok(ok)
+    } else if targets.len() == 1 {
+        Err(failed.remove(0).1)
+    } else {
+        Err(ExportError::Targets(failed))
+    }
+}
+
+/// Each target's closure and plan (see [`plan_with_harts`]).
+fn complete_all(
+    settings: &ExportSettings,
+    targets: &[hart::PackageTarget],
+    depots: &[Depot],
+    requested: Vec<depot::Requested>,
+    layers: &Layers,
+    events: &dyn Events,
+) -> Result<Vec<(ResolvedClosure, ImagePlan)>, ExportError> {
+    let results = depots
+        .iter()
+        .zip(requested)
+        .map(|(depot, r)| {
+            depot
+                .complete(r)
+                .map_err(ExportError::from)
+                .and_then(|c| plan_with_harts(settings, depot, c, layers, events))
+        })
+        .collect();
+    per_target(targets, results)
+}
+
+/// The depot of the export's sources for `target`; packages decoded for their metadata
+/// have their layers built into the cache on the way.
 fn open_depot(
     settings: &ExportSettings,
+    target: &hart::PackageTarget,
     layers: &Layers,
     events: &dyn Events,
 ) -> Result<Depot, ExportError> {
-    let mut depot = Depot::open(&settings.depot)?;
+    let mut depot_settings = settings.depot.clone();
+    depot_settings.target = Some(target.clone());
+    let mut depot = Depot::open(&depot_settings)?;
     if let Some(tap) = layers.prebuild_tap(!settings.per_package_layers()) {
         depot = depot.with_tap(tap);
     }
@@ -252,7 +364,7 @@ fn cache_sources(
         ));
         return Found::default();
     }
-    let Some(platform) = Platform::of(target) else {
+    let Some(platform) = crate::platform::of(target) else {
         events.warning(&format!(
             "cache sources are not read: target {target} has no image platform"
         ));
@@ -429,10 +541,17 @@ fn plan(settings: &ExportSettings, closure: &ResolvedClosure) -> Result<ImagePla
     ImagePlan::new(closure, &opts)
 }
 
-fn warn_about_packages(closure: &ResolvedClosure, events: &dyn Events) {
+/// Adds the warnings about `closure`'s packages to `warned`, once each (the targets of a
+/// multi-platform image share most idents).
+fn warn_about_packages(closure: &ResolvedClosure, warned: &mut Vec<String>) {
+    let mut warn = |w: String| {
+        if !warned.contains(&w) {
+            warned.push(w);
+        }
+    };
     for p in &closure.packages {
         if p.metadata.has_install_hook {
-            events.warning(&format!(
+            warn(format!(
                 "{} has an install hook; hab-oci does not run install hooks",
                 p.ident()
             ));
@@ -440,7 +559,7 @@ fn warn_about_packages(closure: &ResolvedClosure, events: &dyn Events) {
         // Kept, as `hab pkg install` and docker's COPY keep them: the origin signed them.
         // Said out loud because they matter for images that run as a non-root user.
         if !p.metadata.setuid.is_empty() {
-            events.warning(&format!(
+            warn(format!(
                 "{} has setuid/setgid files, kept as packaged: {}",
                 p.ident(),
                 p.metadata.setuid.join(", ")
@@ -456,23 +575,42 @@ struct Started {
     sources: Vec<SourceReport>,
 }
 
-/// The native engine: layers (pushed as they are built), image, outputs, report.
+/// The native engine: layers (pushed as they are built), one image per target (and an
+/// index over them when there are several), outputs, report.
 fn native(
     settings: &ExportSettings,
     outputs: &OutputSet,
-    closure: &ResolvedClosure,
-    plan: &ImagePlan,
+    images: &[(ResolvedClosure, ImagePlan)],
+    lead: usize,
     layers: &Layers,
     events: &dyn Events,
     push: Started,
 ) -> Result<Exported, ExportError> {
     let Started { session, sources } = push;
-    let naming = &plan.naming;
+    let naming = &images[lead].1.naming;
+    for (closure, plan) in images {
+        if plan.naming != *naming {
+            let target = &closure.packages[plan.primary].metadata.target;
+            events.warning(&format!(
+                "{target}'s primary package is {}: the tags ({}) follow {}",
+                closure.packages[plan.primary].ident(),
+                naming.tags.join(", "),
+                images[lead].0.packages[images[lead].1.primary].ident()
+            ));
+        }
+    }
+    let packages: usize = images.iter().map(|(c, _)| c.packages.len()).sum();
+    let planned: usize = images.iter().map(|(_, p)| p.layers.len()).sum();
     events.status(&format!(
-        "Building {} ({} packages in {} layers + extras, {})",
+        "Building {} ({} packages in {} layers + extras{}, {})",
         naming.name,
-        closure.packages.len(),
-        plan.layers.len(),
+        packages,
+        planned,
+        if images.len() > 1 {
+            format!(", {} platforms", images.len())
+        } else {
+            String::new()
+        },
         layers.compression().name()
     ));
     let staging = outputs.staging()?;
@@ -484,27 +622,45 @@ fn native(
         name: naming.name.clone(),
         source,
     };
-    // Each package layer goes up as soon as it is built, unless an earlier push confirmed
-    // it in this repository (then the final push finds it with one HEAD, or not at all
-    // when the tags already point at this image) or it came from a cache source.
-    let known: Vec<bool> = (0..plan.layers.len())
-        .map(|i| layers.pushed_to(&Layers::members(closure, plan, i), &naming.name))
-        .collect();
-    let on_ready = |l: &LayerReady| {
-        if let Some(s) = &session
-            && known.get(l.index) == Some(&false)
-            && l.path.is_some()
-        {
-            s.layer_ready(l);
+    let mut built_images = Vec::new();
+    let mut readies = Vec::new();
+    for (closure, plan) in images {
+        let platform = crate::platform::required(&closure.packages[plan.primary].metadata.target)?;
+        if images.len() > 1 {
+            events.status(&format!(
+                "{platform}: {} packages in {} layers + extras",
+                closure.packages.len(),
+                plan.layers.len()
+            ));
         }
-    };
-    let built = layers.build(closure, plan, &store, events, &on_ready)?;
-    if built.records_left_out {
-        events.warning(
-            "the package records of this image would make its manifest too large for registries: it is written without them, so it cannot serve as a cache source",
-        );
+        // Each package layer goes up as soon as it is built, unless an earlier push
+        // confirmed it in this repository (then the final push finds it with one HEAD, or
+        // not at all when the tags already point at this image) or it came from a cache
+        // source.
+        let known: Vec<bool> = (0..plan.layers.len())
+            .map(|i| layers.pushed_to(&Layers::members(closure, plan, i), &naming.name))
+            .collect();
+        let on_ready = |l: &LayerReady| {
+            if let Some(s) = &session
+                && known.get(l.index) == Some(&false)
+                && l.path.is_some()
+            {
+                s.layer_ready(l);
+            }
+        };
+        let built = layers.build(closure, plan, &store, events, &on_ready)?;
+        if built.records_left_out {
+            events.warning(&format!(
+                "the package records of the {platform} image would make its manifest too large for registries: it is written without them, so it cannot serve as a cache source"
+            ));
+        }
+        built_images.push((platform, built.image));
+        readies.push(built.ready);
     }
-    let differ = layers.verify(&built.ready);
+    let differ = readies
+        .iter()
+        .flat_map(|r| layers.verify(r))
+        .collect::<Vec<_>>();
     for w in &differ {
         events.warning(w);
     }
@@ -518,27 +674,38 @@ fn native(
     if let Err(e) = layers.evict() {
         events.warning(&format!("trimming the layer cache: {}", error_chain(&e)));
     }
+    let top = if built_images.len() == 1 {
+        Built::Image(built_images.remove(0).1)
+    } else {
+        Built::Index(oci_image::build_index(built_images)?)
+    };
     let push = match session {
         Some(s) => {
-            let report = s.finish(&store, &built.image, naming).map_err(push_err)?;
+            let report = s.finish(&store, &top, naming).map_err(push_err)?;
             // Every blob is in the repository now: later push-only exports need not read them.
-            layers.record_pushed(&built.ready, &naming.name);
+            for ready in &readies {
+                layers.record_pushed(ready, &naming.name);
+            }
             Some(report)
         }
         None => None,
     };
-    outputs.write(staging, &store, &built.image, naming, events)?;
+    outputs.write(staging, &store, &top, naming, events)?;
+    let first = top.images()[0];
     let mut report = Report::new(
-        &built.image,
-        &built.ready,
+        first,
+        &readies[0],
         naming,
         outputs.outputs.iter().map(ToString::to_string).collect(),
     );
+    if let Built::Index(x) = &top {
+        report.set_index(x, &readies);
+    }
     report.push = push;
     report.cache = layers.stats();
     report.cache_sources = sources;
-    finish_report(settings, &report, &built.image.config_digest, naming)?;
-    let digest = &built.image.manifest_digest;
+    finish_report(settings, &report, &first.config_digest, naming)?;
+    let digest = top.digest();
     let references = if naming.tags.is_empty() {
         vec![format!("{}@{digest}", naming.name)]
     } else {
@@ -552,7 +719,7 @@ fn native(
         report,
         naming: naming.clone(),
         references,
-        layers: built.image.layers.len(),
+        layers: first.layers.len(),
         image_id: None,
     })
 }

@@ -12,7 +12,7 @@ use std::process::{Command, Stdio};
 use std::str::FromStr;
 
 use oci_image::layout::{IndexEntry, write_archive};
-use oci_image::{ArchiveKind, BuiltImage, OciDir};
+use oci_image::{ArchiveKind, Built, OciDir, Platform};
 
 use crate::error::io_at;
 use crate::naming::Naming;
@@ -65,6 +65,11 @@ impl std::fmt::Display for Output {
 }
 
 impl Output {
+    /// Docker's formats hold one image, not an index.
+    pub fn holds_one_image(&self) -> bool {
+        matches!(self, Output::DockerArchive(_) | Output::DockerDaemon)
+    }
+
     pub fn path(&self) -> Option<&Path> {
         match self {
             Output::Oci(p) | Output::OciArchive(p) | Output::DockerArchive(p) => Some(p),
@@ -146,17 +151,45 @@ impl OutputSet {
         hab_oci_fs::temp::dir_in(&dir, "staging").map_err(io_at(&dir))
     }
 
-    /// Writes every output from the staging layout. Returns the references written.
+    /// Writes every output from the staging layout. `oci:` and `oci-archive:` hold what
+    /// the tags point at (an index, for several platforms); `docker-archive:` and
+    /// `docker-daemon` hold one image: the host's platform, else the first.
     pub fn write(
         &self,
         staging: tempfile::TempDir,
         store: &OciDir,
-        image: &BuiltImage,
+        built: &Built,
         naming: &Naming,
         progress: &dyn Progress,
     ) -> Result<(), ExportError> {
         let entry = IndexEntry {
-            image,
+            image: built,
+            names: naming.references(),
+            tags: naming.tags.clone(),
+        };
+        let single = match built {
+            Built::Image(_) => None,
+            Built::Index(x) => {
+                let host = Platform::host();
+                let (image, is_host) = built.for_platform(&host);
+                let platform = x
+                    .images
+                    .iter()
+                    .find(|(_, i)| i.manifest_digest == image.manifest_digest)
+                    .map(|(p, _)| p.to_string())
+                    .unwrap_or_default();
+                if self.outputs.iter().any(Output::holds_one_image) {
+                    progress.step(&if is_host {
+                        format!("docker-archive and docker-daemon hold one image: {platform}, the host's platform")
+                    } else {
+                        format!("docker-archive and docker-daemon hold one image: {platform} (the host's platform, {host}, is not among the targets)")
+                    });
+                }
+                Some(Built::Image(image.clone()))
+            }
+        };
+        let one = IndexEntry {
+            image: single.as_ref().unwrap_or(built),
             names: naming.references(),
             tags: naming.tags.clone(),
         };
@@ -165,21 +198,21 @@ impl OutputSet {
             match o {
                 Output::OciArchive(p) | Output::DockerArchive(p) => {
                     progress.step(&format!("writing {o}"));
-                    let kind = if matches!(o, Output::DockerArchive(_)) {
-                        ArchiveKind::Docker
+                    let (kind, entry) = if matches!(o, Output::DockerArchive(_)) {
+                        (ArchiveKind::Docker, &one)
                     } else {
-                        ArchiveKind::Oci
+                        (ArchiveKind::Oci, &entry)
                     };
                     let parent = parent_of(p);
                     let tmp =
                         hab_oci_fs::temp::file_in(&parent, "archive").map_err(io_at(&parent))?;
-                    let w = write_archive(store, &entry, kind, &ann, BufWriter::new(tmp))?;
+                    let w = write_archive(store, entry, kind, &ann, BufWriter::new(tmp))?;
                     let tmp = w.into_inner().map_err(|e| io_at(p)(e.into_error()))?;
                     hab_oci_fs::persist(tmp, p, hab_oci_fs::Persist::DURABLE).map_err(io_at(p))?;
                 }
                 Output::DockerDaemon => {
                     progress.step("loading into the docker daemon (docker load)");
-                    docker_load(store, &entry, &ann)?;
+                    docker_load(store, &one, &ann)?;
                 }
                 Output::Oci(_) => {}
             }

@@ -111,16 +111,6 @@ fn rfc3339(epoch: u64) -> String {
         .unwrap_or_else(|_| "1970-01-01T00:00:00Z".into())
 }
 
-fn platform(target: &str) -> Result<(&'static str, &'static str), ExportError> {
-    match target {
-        "x86_64-linux" | "x86_64-linux-kernel2" => Ok(("amd64", "linux")),
-        "aarch64-linux" => Ok(("arm64", "linux")),
-        other => Err(ExportError::Plan(format!(
-            "target {other} is not supported for container images (Linux targets only)"
-        ))),
-    }
-}
-
 fn find_by_name<'a>(c: &'a ResolvedClosure, name: &str) -> Option<&'a ResolvedPackage> {
     c.packages.iter().find(|p| p.ident().name == name)
 }
@@ -151,7 +141,7 @@ impl ImagePlan {
             .map(|i| requested[i])
             .ok_or_else(|| ExportError::Plan("no package was requested".into()))?;
         let p = &pkgs[primary];
-        let (architecture, os) = platform(p.metadata.target.as_str())?;
+        let platform = crate::platform::required(&p.metadata.target)?;
         let layers = assign_layers(closure, opts)?;
         let primary_time = release_time(p.ident());
         let created_epoch = opts.source_date_epoch.unwrap_or(primary_time);
@@ -164,8 +154,9 @@ impl ImagePlan {
         }
         env.extend(opts.env.iter().cloned());
         let config = ImageConfigSpec {
-            architecture: architecture.into(),
-            os: os.into(),
+            architecture: platform.architecture,
+            os: platform.os,
+            variant: platform.variant,
             created: rfc3339(created_epoch),
             user: opts.user.clone(),
             env,

@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use oci_image::{BuiltImage, LayerDescriptor};
+use oci_image::{BuiltImage, BuiltIndex, LayerDescriptor};
 use serde::Serialize;
 
 use crate::ExportError;
@@ -52,14 +52,32 @@ impl LayerReport {
     }
 }
 
+/// One platform's image of a multi-platform export.
+#[derive(Debug, Serialize)]
+pub struct PlatformReport {
+    /// `linux/arm64/v8`.
+    pub platform: String,
+    pub manifest_digest: String,
+    pub config_digest: String,
+    pub layers: Vec<LayerReport>,
+}
+
 #[derive(Debug, Serialize)]
 pub struct Report {
     pub name: String,
     pub tags: Vec<String>,
     pub references: Vec<String>,
+    /// The image's manifest; with several targets, the first target's (the tags point at
+    /// `index_digest`, and `platforms` lists every image).
     pub manifest_digest: String,
     pub config_digest: String,
+    /// The image index the tags point at, when the export made one image per target.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub index_digest: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub platforms: Vec<PlatformReport>,
     pub outputs: Vec<String>,
+    /// The layers of the image (the first target's, with several).
     pub layers: Vec<LayerReport>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub push: Option<PushReport>,
@@ -105,24 +123,47 @@ impl Report {
             references: naming.references(),
             manifest_digest: image.manifest_digest.clone(),
             config_digest: image.config_digest.clone(),
+            index_digest: None,
+            platforms: Vec::new(),
             outputs,
             push: None,
             cache: None,
             engine: None,
             cache_sources: Vec::new(),
-            layers: image
-                .layers
-                .iter()
-                .enumerate()
-                .map(|(i, l)| {
-                    let r = ready.get(i);
-                    let mut report = LayerReport::of(l, r.map_or(&[][..], |r| &r.members[..]));
-                    report.source = r.map(|r| r.source);
-                    report
-                })
-                .collect(),
+            layers: layer_reports(image, ready),
         }
     }
+
+    /// A multi-platform export: the index and each platform's image (`ready[i]` holds
+    /// the package layers of the index's `i`th image).
+    pub fn set_index(&mut self, index: &BuiltIndex, ready: &[Vec<LayerReady>]) {
+        self.index_digest = Some(index.digest.clone());
+        self.platforms = index
+            .images
+            .iter()
+            .zip(ready)
+            .map(|((platform, image), ready)| PlatformReport {
+                platform: platform.to_string(),
+                manifest_digest: image.manifest_digest.clone(),
+                config_digest: image.config_digest.clone(),
+                layers: layer_reports(image, ready),
+            })
+            .collect();
+    }
+}
+
+fn layer_reports(image: &BuiltImage, ready: &[LayerReady]) -> Vec<LayerReport> {
+    image
+        .layers
+        .iter()
+        .enumerate()
+        .map(|(i, l)| {
+            let r = ready.get(i);
+            let mut report = LayerReport::of(l, r.map_or(&[][..], |r| &r.members[..]));
+            report.source = r.map(|r| r.source);
+            report
+        })
+        .collect()
 }
 
 impl Report {
@@ -140,6 +181,8 @@ impl Report {
                 .map(|(_, d)| d.to_owned())
                 .unwrap_or_default(),
             config_digest: engine.image_id.clone(),
+            index_digest: None,
+            platforms: Vec::new(),
             outputs,
             layers: Vec::new(),
             push: None,

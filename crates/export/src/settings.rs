@@ -2,6 +2,7 @@
 //! builds it from its flags and the environment (every flag-compatibility rule lives there,
 //! in one function); tests build it directly and call [`crate::export`] in process.
 
+use hart::PackageTarget;
 use std::path::PathBuf;
 
 use depot::{DepotSettings, Request};
@@ -69,7 +70,11 @@ pub struct CacheSources {
 pub struct ExportSettings {
     /// The packages asked for, in order (the first service is the primary one).
     pub packages: Vec<Request>,
+    /// The depot's settings; its `target` is replaced by each of [`Self::targets`] in turn.
     pub depot: DepotSettings,
+    /// The targets of a multi-platform image (one image per target, tied by an index);
+    /// empty: one image, for `depot.target`.
+    pub targets: Vec<PackageTarget>,
     /// `None`: an image without the Supervisor (no `/init.sh`).
     pub supervisor: Option<SupervisorPackages>,
     /// The plan's options; its `supervisor` is filled in once the closure is resolved.
@@ -96,6 +101,23 @@ impl ExportSettings {
             .as_ref()
             .map(SupervisorPackages::all)
             .unwrap_or_default()
+    }
+
+    /// The targets to build for, without repeats, in a fixed order (so the same flags in
+    /// any order give the same index): `targets`, else the depot's target.
+    pub fn targets(&self) -> Vec<PackageTarget> {
+        let mut targets = self.targets.clone();
+        if targets.is_empty() {
+            targets.push(
+                self.depot
+                    .target
+                    .clone()
+                    .unwrap_or_else(PackageTarget::host_linux),
+            );
+        }
+        targets.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+        targets.dedup();
+        targets
     }
 
     /// Per-package layers (prebuilt while decoding) are worth building.

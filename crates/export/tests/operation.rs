@@ -96,6 +96,7 @@ impl Fixture {
     fn settings(&self, out: &str, cache: bool, max_layers: usize) -> ExportSettings {
         ExportSettings {
             packages: vec![Request::parse("gen/app").expect("request")],
+            targets: Vec::new(),
             depot: self.depot(),
             supervisor: None,
             plan: PlanOptions {

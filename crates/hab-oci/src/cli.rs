@@ -56,9 +56,10 @@ pub(crate) struct SourceArgs {
     pub(crate) sources: Vec<PathBuf>,
     #[command(flatten)]
     pub(crate) keys: KeysArgs,
-    /// Platform of the image.
-    #[arg(long, value_name = "TARGET", default_value = "x86_64-linux")]
-    pub(crate) target: String,
+    /// Habitat target of the packages (default x86_64-linux). `export` takes it more than
+    /// once (or comma-separated): one image per target, tied by an image index.
+    #[arg(long = "target", value_name = "TARGET", value_delimiter = ',')]
+    pub(crate) targets: Vec<String>,
     /// Most bytes one package's payload may unpack to: a small hart that inflates beyond it
     /// is refused (a decompression bomb cannot fill the disk).
     #[arg(long, value_name = "SIZE", default_value = "8G", value_parser = parse_size)]
@@ -135,9 +136,15 @@ pub(crate) struct ExportArgs {
     pub(crate) packages: Vec<String>,
     #[command(flatten)]
     pub(crate) source: SourceArgs,
+    /// Docker-style platforms, another way to give --target: linux/amd64 (x86_64-linux),
+    /// linux/arm64 (aarch64-linux). Repeatable or comma-separated.
+    #[arg(long = "platform", value_name = "OS/ARCH", value_delimiter = ',')]
+    pub(crate) platforms: Vec<String>,
     /// Where the image goes (repeatable): oci:DIR, oci-archive:FILE, docker-archive:FILE
     /// (loads with `docker load`, read by skopeo/umoci too) or docker-daemon. Default:
-    /// docker-daemon when a Docker daemon answers.
+    /// docker-daemon when a Docker daemon answers. With several targets, oci: and
+    /// oci-archive: hold the image index; docker-archive: and docker-daemon hold the host's
+    /// platform (else the first target's).
     #[arg(long = "output", short = 'o', value_name = "OUTPUT")]
     pub(crate) outputs: Vec<String>,
     /// Replace an existing output path even if hab-oci did not write it.

@@ -74,7 +74,10 @@ pub(crate) fn metadata_dir(root: &std::path::Path) -> PathBuf {
 /// `use_cache`: keep package metadata in hab-oci's cache, so a package seen before is
 /// verified but not decoded again.
 pub(crate) fn depot(args: &SourceArgs, use_cache: bool) -> Result<DepotSettings> {
-    let target = PackageTarget::parse(&args.target).context("--target")?;
+    let target = match args.targets.as_slice() {
+        [] => PackageTarget::parse(DEFAULT_TARGET)?,
+        [t, ..] => parse_target(t)?,
+    };
     Ok(DepotSettings {
         sources: args.sources.clone(),
         artifact_caches: habitat_cache("HAB_CACHE_ARTIFACT_PATH", "artifacts"),
@@ -85,6 +88,40 @@ pub(crate) fn depot(args: &SourceArgs, use_cache: bool) -> Result<DepotSettings>
         max_unpacked: args.max_unpacked_size,
         builder: builder(args)?,
     })
+}
+
+/// The target when none is given, as `hab` on a Linux x86_64 machine.
+const DEFAULT_TARGET: &str = "x86_64-linux";
+
+fn parse_target(t: &str) -> Result<PackageTarget> {
+    let target = PackageTarget::parse(t.trim()).with_context(|| {
+        format!(
+            "--target {t}: not a Habitat target (known: {})",
+            PackageTarget::known().join(", ")
+        )
+    })?;
+    if export::platform::of(&target).is_none() {
+        bail!(
+            "--target {t}: this target makes no container images (x86_64-linux, aarch64-linux do)"
+        );
+    }
+    Ok(target)
+}
+
+/// `export`'s targets: every --target and --platform, or none (the depot's default).
+fn targets(a: &ExportArgs) -> Result<Vec<PackageTarget>> {
+    let mut targets = a
+        .source
+        .targets
+        .iter()
+        .map(|t| parse_target(t))
+        .collect::<Result<Vec<_>>>()?;
+    for p in &a.platforms {
+        targets.push(export::platform::target_of(p).with_context(|| {
+            format!("--platform {p}: Habitat builds packages for linux/amd64 and linux/arm64 only")
+        })?);
+    }
+    Ok(targets)
 }
 
 /// Habitat's default Builder.
@@ -463,9 +500,20 @@ pub(crate) fn export(a: &ExportArgs) -> Result<(ExportSettings, Option<PushSetti
             root,
             max_bytes: a.cache_max_size,
         });
+    let targets = targets(a)?;
+    let mut depot = depot(&a.source, !a.no_cache)?;
+    if let Some(t) = targets.first() {
+        depot.target = Some(t.clone());
+    }
+    if !native && targets.len() > 1 {
+        bail!(
+            "several targets need the native engine: docker and buildah build one platform\nhint: drop --engine, or export once per --target"
+        );
+    }
     let settings = ExportSettings {
         packages,
-        depot: depot(&a.source, !a.no_cache)?,
+        targets,
+        depot,
         supervisor,
         plan,
         compression,

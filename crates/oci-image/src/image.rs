@@ -9,7 +9,8 @@ use std::str::FromStr;
 
 use oci_spec::image::{
     Arch, ConfigBuilder, Descriptor, DescriptorBuilder, Digest, HistoryBuilder,
-    ImageConfigurationBuilder, ImageManifestBuilder, MediaType, Os, RootFsBuilder,
+    ImageConfigurationBuilder, ImageIndexBuilder, ImageManifestBuilder, MediaType, Os,
+    PlatformBuilder, RootFsBuilder,
 };
 use serde::Serialize;
 
@@ -43,12 +44,61 @@ pub struct HistoryEntry {
     pub comment: Option<String>,
 }
 
+/// The platform an image is for, as OCI names it (`linux/arm64/v8`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Platform {
+    pub os: String,
+    /// OCI architecture, e.g. `amd64`.
+    pub architecture: String,
+    /// The CPU variant, e.g. `v8` for `arm64`.
+    pub variant: Option<String>,
+}
+
+impl Platform {
+    /// The platform of the machine we run on, for the outputs that hold one image
+    /// (`docker load` runs images of the host's platform).
+    pub fn host() -> Platform {
+        let (architecture, variant) = match std::env::consts::ARCH {
+            "x86_64" => ("amd64", None),
+            "aarch64" => ("arm64", Some("v8")),
+            other => (other, None),
+        };
+        Platform {
+            os: "linux".into(),
+            architecture: architecture.into(),
+            variant: variant.map(str::to_owned),
+        }
+    }
+
+    /// Same OS and architecture, and the variant when both name one.
+    pub fn matches(&self, other: &Platform) -> bool {
+        self.os == other.os
+            && self.architecture == other.architecture
+            && match (&self.variant, &other.variant) {
+                (Some(a), Some(b)) => a == b,
+                _ => true,
+            }
+    }
+}
+
+impl std::fmt::Display for Platform {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.os, self.architecture)?;
+        if let Some(v) = &self.variant {
+            write!(f, "/{v}")?;
+        }
+        Ok(())
+    }
+}
+
 /// The runtime configuration and metadata of an image.
 #[derive(Debug, Clone, Default)]
 pub struct ImageConfigSpec {
     /// OCI architecture, e.g. `amd64`.
     pub architecture: String,
     pub os: String,
+    /// The CPU variant (`v8` for `arm64`), when the platform has one.
+    pub variant: Option<String>,
     /// RFC 3339.
     pub created: String,
     pub user: Option<String>,
@@ -79,6 +129,119 @@ pub struct BuiltImage {
     pub manifest: Vec<u8>,
     pub manifest_digest: String,
     pub layers: Vec<LayerDescriptor>,
+}
+
+/// An image index over one image per platform, with its bytes and digest.
+#[derive(Debug, Clone)]
+pub struct BuiltIndex {
+    pub bytes: Vec<u8>,
+    pub digest: String,
+    /// In the index's order.
+    pub images: Vec<(Platform, BuiltImage)>,
+}
+
+/// What an export's tags point at: one image, or an index of one image per platform.
+#[derive(Debug, Clone)]
+pub enum Built {
+    Image(BuiltImage),
+    Index(BuiltIndex),
+}
+
+impl Built {
+    /// The digest the tags point at.
+    pub fn digest(&self) -> &str {
+        match self {
+            Built::Image(i) => &i.manifest_digest,
+            Built::Index(x) => &x.digest,
+        }
+    }
+
+    /// The bytes the tags point at (manifest or index).
+    pub fn bytes(&self) -> &[u8] {
+        match self {
+            Built::Image(i) => &i.manifest,
+            Built::Index(x) => &x.bytes,
+        }
+    }
+
+    pub fn media_type(&self) -> &'static str {
+        match self {
+            Built::Image(_) => MEDIA_MANIFEST,
+            Built::Index(_) => MEDIA_INDEX,
+        }
+    }
+
+    /// Every image (one, or one per platform, in the index's order).
+    pub fn images(&self) -> Vec<&BuiltImage> {
+        match self {
+            Built::Image(i) => vec![i],
+            Built::Index(x) => x.images.iter().map(|(_, i)| i).collect(),
+        }
+    }
+
+    /// The image for `platform`, else the first, and whether it was `platform`'s: for
+    /// the outputs that hold one image.
+    pub fn for_platform(&self, platform: &Platform) -> (&BuiltImage, bool) {
+        match self {
+            Built::Image(i) => (i, true),
+            Built::Index(x) => x
+                .images
+                .iter()
+                .find(|(p, _)| p.matches(platform))
+                .map(|(_, i)| (i, true))
+                .unwrap_or((&x.images[0].1, false)),
+        }
+    }
+
+    /// The descriptor an `index.json` lists for it.
+    pub fn descriptor(
+        &self,
+        annotations: &BTreeMap<String, String>,
+    ) -> Result<Descriptor, ImageError> {
+        match self {
+            Built::Image(i) => manifest_descriptor(i, annotations),
+            Built::Index(x) => descriptor(
+                MediaType::ImageIndex,
+                &x.digest,
+                x.bytes.len() as u64,
+                annotations,
+            ),
+        }
+    }
+}
+
+pub const MEDIA_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+pub const MEDIA_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+
+/// The index of `images` (one per platform), in the order given: the caller fixes the
+/// order, so the same images always give the same index bytes.
+pub fn build_index(images: Vec<(Platform, BuiltImage)>) -> Result<BuiltIndex, ImageError> {
+    let manifests = images
+        .iter()
+        .map(|(p, i)| {
+            let mut platform = PlatformBuilder::default()
+                .os(Os::from(p.os.as_str()))
+                .architecture(Arch::from(p.architecture.as_str()));
+            if let Some(v) = &p.variant {
+                platform = platform.variant(v.clone());
+            }
+            let mut d = manifest_descriptor(i, &BTreeMap::new())?;
+            d.set_platform(Some(platform.build().map_err(spec_err("platform"))?));
+            Ok(d)
+        })
+        .collect::<Result<Vec<_>, ImageError>>()?;
+    let index = ImageIndexBuilder::default()
+        .schema_version(2u32)
+        .media_type(MediaType::ImageIndex)
+        .manifests(manifests)
+        .build()
+        .map_err(spec_err("index"))?;
+    let bytes = canonical_json(&index)?;
+    Ok(BuiltIndex {
+        digest: sha256_digest(&bytes),
+        bytes,
+        images,
+    })
 }
 
 fn digest(s: &str) -> Result<Digest, ImageError> {
@@ -160,15 +323,17 @@ pub fn build_image(
         )
         .build()
         .map_err(spec_err("rootfs"))?;
-    let image_config = ImageConfigurationBuilder::default()
+    let mut image_config = ImageConfigurationBuilder::default()
         .created(spec.created.clone())
         .architecture(Arch::from(spec.architecture.as_str()))
         .os(Os::from(spec.os.as_str()))
         .config(config.build().map_err(spec_err("config"))?)
         .rootfs(rootfs)
-        .history(history)
-        .build()
-        .map_err(spec_err("configuration"))?;
+        .history(history);
+    if let Some(v) = &spec.variant {
+        image_config = image_config.variant(v.clone());
+    }
+    let image_config = image_config.build().map_err(spec_err("configuration"))?;
     with_config(canonical_json(&image_config)?, layers)
 }
 

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use oci_spec::image::{ImageIndexBuilder, MediaType};
 use serde::Serialize;
 
-use crate::image::{BuiltImage, ImageError, canonical_json, manifest_descriptor};
+use crate::image::{Built, ImageError, canonical_json};
 
 #[derive(Debug, thiserror::Error)]
 pub enum LayoutError {
@@ -74,9 +74,9 @@ fn hex_of(digest: &str) -> Result<&str, LayoutError> {
         })
 }
 
-/// One image in an index, with the references it is known by.
+/// One image (or index of images) in an `index.json`, with the references it is known by.
 pub struct IndexEntry<'a> {
-    pub image: &'a BuiltImage,
+    pub image: &'a Built,
     /// Full references (`name:tag`), for `io.containerd.image.name`.
     pub names: Vec<String>,
     /// Tags, for `org.opencontainers.image.ref.name` (what `oci:DIR:TAG` selects).
@@ -116,15 +116,21 @@ impl OciDir {
         w.commit(digest)
     }
 
-    /// Writes config and manifest blobs of `entries` and the `index.json` listing them.
+    /// Writes config and manifest blobs (and an index's blob) of `entries` and the
+    /// `index.json` listing them.
     pub fn write_images(
         &self,
         entries: &[IndexEntry<'_>],
         annotations: &BTreeMap<String, String>,
     ) -> Result<(), LayoutError> {
         for e in entries {
-            self.put_blob(&e.image.config_digest, &e.image.config)?;
-            self.put_blob(&e.image.manifest_digest, &e.image.manifest)?;
+            for image in e.image.images() {
+                self.put_blob(&image.config_digest, &image.config)?;
+                self.put_blob(&image.manifest_digest, &image.manifest)?;
+            }
+            if let Built::Index(x) = e.image {
+                self.put_blob(&x.digest, &x.bytes)?;
+            }
         }
         let index = index_json(entries, annotations)?;
         let path = self.root.join("index.json");
@@ -139,14 +145,14 @@ fn index_json(
     let mut manifests = Vec::new();
     for e in entries {
         if e.tags.is_empty() {
-            manifests.push(manifest_descriptor(e.image, &BTreeMap::new())?);
+            manifests.push(e.image.descriptor(&BTreeMap::new())?);
         }
         for (tag, name) in e.tags.iter().zip(e.names.iter()) {
             let ann = BTreeMap::from([
                 ("io.containerd.image.name".to_owned(), name.clone()),
                 ("org.opencontainers.image.ref.name".to_owned(), tag.clone()),
             ]);
-            manifests.push(manifest_descriptor(e.image, &ann)?);
+            manifests.push(e.image.descriptor(&ann)?);
         }
     }
     let mut index = ImageIndexBuilder::default()
@@ -186,8 +192,9 @@ struct DockerManifestEntry<'a> {
 }
 
 /// Streams a tar of the layout for `entry` into `out`: `oci-layout`, `index.json`, for Docker
-/// `manifest.json`, then the blobs (config, manifest, layers bottom to top). Entries carry
-/// fixed metadata, so the same image gives the same archive bytes.
+/// `manifest.json`, then the blobs (an index's, then per image config, manifest, layers
+/// bottom to top; each blob once). Entries carry fixed metadata, so the same image gives the
+/// same archive bytes. A Docker archive holds one image: `docker load` takes no index.
 pub fn write_archive<W: Write>(
     dir: &OciDir,
     entry: &IndexEntry<'_>,
@@ -195,7 +202,6 @@ pub fn write_archive<W: Write>(
     annotations: &BTreeMap<String, String>,
     out: W,
 ) -> Result<W, LayoutError> {
-    let image = entry.image;
     let mut tar = tar::Builder::new(out);
     let err = io_at(dir.root());
     let add = |tar: &mut tar::Builder<W>, name: &str, data: &[u8]| -> io::Result<()> {
@@ -213,6 +219,12 @@ pub fn write_archive<W: Write>(
     let blob_name =
         |d: &str| -> Result<String, LayoutError> { Ok(format!("blobs/sha256/{}", hex_of(d)?)) };
     if kind == ArchiveKind::Docker {
+        let Built::Image(image) = entry.image else {
+            return Err(LayoutError::Image(ImageError::Spec {
+                what: "docker archive",
+                detail: "a docker archive holds one image, not an index (internal error)".into(),
+            }));
+        };
         let m = [DockerManifestEntry {
             config: blob_name(&image.config_digest)?,
             repo_tags: &entry.names,
@@ -234,24 +246,30 @@ pub fn write_archive<W: Write>(
         h.set_size(0);
         tar.append_data(&mut h, d, io::empty()).map_err(&err)?;
     }
-    add(&mut tar, &blob_name(&image.config_digest)?, &image.config).map_err(&err)?;
-    add(
-        &mut tar,
-        &blob_name(&image.manifest_digest)?,
-        &image.manifest,
-    )
-    .map_err(&err)?;
     let mut seen = std::collections::HashSet::new();
-    for l in &image.layers {
-        if !seen.insert(l.digests.digest.clone()) {
-            continue;
+    if let Built::Index(x) = entry.image {
+        add(&mut tar, &blob_name(&x.digest)?, &x.bytes).map_err(&err)?;
+    }
+    for image in entry.image.images() {
+        for (digest, bytes) in [
+            (&image.config_digest, &image.config),
+            (&image.manifest_digest, &image.manifest),
+        ] {
+            if seen.insert(digest.clone()) {
+                add(&mut tar, &blob_name(digest)?, bytes).map_err(&err)?;
+            }
         }
-        let path = dir.blob_path(&l.digests.digest)?;
-        let f = File::open(&path).map_err(io_at(&path))?;
-        let mut h = fixed_header(tar::EntryType::Regular, 0o644);
-        h.set_size(l.digests.size);
-        tar.append_data(&mut h, blob_name(&l.digests.digest)?, f)
-            .map_err(io_at(&path))?;
+        for l in &image.layers {
+            if !seen.insert(l.digests.digest.clone()) {
+                continue;
+            }
+            let path = dir.blob_path(&l.digests.digest)?;
+            let f = File::open(&path).map_err(io_at(&path))?;
+            let mut h = fixed_header(tar::EntryType::Regular, 0o644);
+            h.set_size(l.digests.size);
+            tar.append_data(&mut h, blob_name(&l.digests.digest)?, f)
+                .map_err(io_at(&path))?;
+        }
     }
     tar.into_inner().map_err(&err)
 }

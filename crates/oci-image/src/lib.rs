@@ -13,7 +13,10 @@ pub mod layer;
 pub mod layout;
 pub mod reference;
 
-pub use image::{BuiltImage, HistoryEntry, ImageConfigSpec, LayerDescriptor};
+pub use image::{
+    Built, BuiltImage, BuiltIndex, HistoryEntry, ImageConfigSpec, LayerDescriptor, Platform,
+    build_index,
+};
 pub use import::{ImportError, import_archive};
 pub use layer::{
     Compression, EntryMeta, EntrySink, LayerDigests, LayerWriter, decompressed, sha256_digest,

@@ -103,8 +103,19 @@ pub struct PushRequest {
     pub manifest: Vec<u8>,
     pub manifest_digest: String,
     pub manifest_media_type: String,
+    /// Manifests the tagged one refers to (an index's platform manifests), pushed by
+    /// digest after the blobs and before the tags.
+    pub children: Vec<Manifest>,
     /// Other repositories of the same registry that may hold the blobs (mount sources).
     pub mount_from: Vec<String>,
+}
+
+/// A manifest pushed by its digest.
+#[derive(Debug, Clone)]
+pub struct Manifest {
+    pub bytes: Vec<u8>,
+    pub digest: String,
+    pub media_type: String,
 }
 
 /// What happened to one blob.

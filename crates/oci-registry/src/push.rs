@@ -358,36 +358,20 @@ pub(crate) async fn finish(
                 .await?;
         outcomes.extend(rest);
 
-        // Every blob is confirmed: now, and only now, the tags.
-        let content_type = HeaderValue::from_str(&req.manifest_media_type).map_err(|_| {
-            RegistryError::Request {
-                what: "manifest media type".into(),
-                registry: ctx.registry.clone(),
-                detail: req.manifest_media_type.clone(),
-            }
-        })?;
+        // Every blob is confirmed: the manifests an index refers to, then, and only
+        // then, the tags.
+        for m in &req.children {
+            put_manifest(ctx, &m.digest, &m.bytes, &m.media_type, &m.digest).await?;
+        }
         for tag in pending_tags {
-            let url = s.url(&format!("/v2/{}/manifests/{tag}", repo.path));
-            let put = |c: &reqwest::Client| {
-                Ok(c.put(url.clone())
-                    .header(CONTENT_TYPE, content_type.clone())
-                    .body(req.manifest.clone()))
-            };
-            let resp = s
-                .retrying(|| s.expect(&[StatusCode::CREATED, StatusCode::OK], &put))
-                .await
-                .map_err(|f| ctx.fail(&format!("writing tag {tag}"), f))?;
-            if let Some(d) = header(&resp, "docker-content-digest")
-                && d != req.manifest_digest
-            {
-                return Err(ctx.fail(
-                    &format!("writing tag {tag}"),
-                    Failure::other(format!(
-                        "the registry stored the manifest as {d}, not {}",
-                        req.manifest_digest
-                    )),
-                ));
-            }
+            put_manifest(
+                ctx,
+                &tag,
+                &req.manifest,
+                &req.manifest_media_type,
+                &req.manifest_digest,
+            )
+            .await?;
             stats.tags_written += 1;
             references.push(format!("{}:{tag}@{}", req.repository, req.manifest_digest));
         }
@@ -405,6 +389,50 @@ pub(crate) async fn finish(
     stats.requests = s.requests();
     stats.token_requests = s.token_requests();
     Ok(stats)
+}
+
+/// PUTs `bytes` as the manifest `reference` (a tag or a digest) and checks the registry
+/// stored it under `digest`.
+async fn put_manifest(
+    ctx: &Ctx,
+    reference: &str,
+    bytes: &[u8],
+    media_type: &str,
+    digest: &str,
+) -> Result<(), RegistryError> {
+    let s = &ctx.s;
+    let content_type = HeaderValue::from_str(media_type).map_err(|_| RegistryError::Request {
+        what: "manifest media type".into(),
+        registry: ctx.registry.clone(),
+        detail: media_type.to_owned(),
+    })?;
+    let url = s.url(&format!("/v2/{}/manifests/{reference}", ctx.repo.path));
+    let body = bytes.to_vec();
+    let put = |c: &reqwest::Client| {
+        Ok(c.put(url.clone())
+            .header(CONTENT_TYPE, content_type.clone())
+            .body(body.clone()))
+    };
+    let what = if reference.starts_with("sha256:") {
+        format!("writing manifest {reference}")
+    } else {
+        format!("writing tag {reference}")
+    };
+    let resp = s
+        .retrying(|| s.expect(&[StatusCode::CREATED, StatusCode::OK], &put))
+        .await
+        .map_err(|f| ctx.fail(&what, f))?;
+    if let Some(d) = header(&resp, "docker-content-digest")
+        && d != digest
+    {
+        return Err(ctx.fail(
+            &what,
+            Failure::other(format!(
+                "the registry stored the manifest as {d}, not {digest}"
+            )),
+        ));
+    }
+    Ok(())
 }
 
 fn header(resp: &reqwest::Response, name: &str) -> Option<String> {

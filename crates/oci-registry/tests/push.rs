@@ -88,6 +88,7 @@ impl Image {
             manifest: self.manifest.clone(),
             manifest_digest: self.digest.clone(),
             manifest_media_type: MANIFEST_TYPE.into(),
+            children: Vec::new(),
             mount_from: Vec::new(),
         }
     }

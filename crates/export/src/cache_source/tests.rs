@@ -92,7 +92,7 @@ fn image(layers: &[LayerDescriptor], architecture: &str) -> RemoteImage {
 }
 
 fn amd64() -> Platform {
-    Platform::of(&PackageTarget::parse("x86_64-linux").expect("target")).expect("platform")
+    crate::platform::of(&PackageTarget::parse("x86_64-linux").expect("target")).expect("platform")
 }
 
 #[test]

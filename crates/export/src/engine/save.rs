@@ -62,12 +62,16 @@ pub(crate) fn push_saved(
             source,
         }
     })?;
+    let built = oci_image::Built::Image(image);
     let report = session
-        .finish(&store, &image, naming)
+        .finish(&store, &built, naming)
         .map_err(|source| ExportError::Push {
             name: naming.name.clone(),
             source,
         })?;
+    let oci_image::Built::Image(image) = built else {
+        unreachable!("made an image above")
+    };
     Ok((image, report))
 }
 

@@ -11,8 +11,8 @@ use std::collections::HashMap;
 use export::cache_source::{Platform, RemoteImage};
 use export::{LayerReady, Naming, PublishError, PushSession, RemoteBlob};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
-use oci_image::{BuiltImage, OciDir};
-use oci_registry::{Blob, BlobOutcome, Credentials, PushProgress, PushRequest, Pusher};
+use oci_image::{Built, OciDir};
+use oci_registry::{Blob, BlobOutcome, Credentials, Manifest, PushProgress, PushRequest, Pusher};
 
 use crate::printer::Printer;
 use crate::settings::PushSettings;
@@ -202,13 +202,14 @@ impl PushSession for Session {
     fn finish(
         self: Box<Self>,
         store: &OciDir,
-        image: &BuiltImage,
+        built: &Built,
         naming: &Naming,
     ) -> Result<PushReport, PublishError> {
         let confirmed = self.confirmed.lock().map(|c| c.clone()).unwrap_or_default();
         let mut blobs: Vec<Blob> = Vec::new();
         let mut reused = (0, 0);
-        for l in &image.layers {
+        let images = built.images();
+        for l in images.iter().flat_map(|i| &i.layers) {
             match confirmed.get(&l.digests.digest) {
                 Some(BlobOutcome::Mounted) => reused.1 += 1,
                 Some(_) => reused.0 += 1,
@@ -224,18 +225,32 @@ impl PushSession for Session {
                 });
             }
         }
-        blobs.push(Blob {
-            digest: image.config_digest.clone(),
-            size: image.config.len() as u64,
-            path: store.blob_path(&image.config_digest)?,
-        });
+        for image in &images {
+            blobs.push(Blob {
+                digest: image.config_digest.clone(),
+                size: image.config.len() as u64,
+                path: store.blob_path(&image.config_digest)?,
+            });
+        }
+        let children = match built {
+            Built::Image(_) => Vec::new(),
+            Built::Index(_) => images
+                .iter()
+                .map(|i| Manifest {
+                    bytes: i.manifest.clone(),
+                    digest: i.manifest_digest.clone(),
+                    media_type: oci_image::image::MEDIA_MANIFEST.into(),
+                })
+                .collect(),
+        };
         let req = PushRequest {
             repository: naming.name.clone(),
             tags: naming.tags.clone(),
             blobs,
-            manifest: image.manifest.clone(),
-            manifest_digest: image.manifest_digest.clone(),
-            manifest_media_type: "application/vnd.oci.image.manifest.v1+json".into(),
+            manifest: built.bytes().to_vec(),
+            manifest_digest: built.digest().to_owned(),
+            manifest_media_type: built.media_type().into(),
+            children,
             mount_from: self.mount_from.clone(),
         };
         let mut stats = self.pusher.finish(&req)?;

@@ -28,6 +28,9 @@ pub(crate) fn run(args: &ResolveArgs, printer: &Printer) -> Result<ExitCode> {
         .iter()
         .map(|p| Request::parse(p))
         .collect::<Result<Vec<_>, _>>()?;
+    if args.source.targets.len() > 1 {
+        anyhow::bail!("resolve takes one --target (run it once per target)");
+    }
     let depot_settings = settings::depot(&args.source, !args.no_cache)?;
     if let Some(m) = &depot_settings.metadata_cache {
         crate::interrupt::watch(m);
