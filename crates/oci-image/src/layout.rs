@@ -283,3 +283,127 @@ fn fixed_header(kind: tar::EntryType, mode: u32) -> tar::Header {
     h.set_gid(0);
     h
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::image::{ImageConfigSpec, LayerDescriptor, Platform, build_image, build_index};
+    use crate::layer::{LayerDigests, sha256_digest};
+
+    /// Two platform images sharing one layer, in a layout.
+    fn two_platforms(dir: &OciDir) -> Built {
+        let layer = b"the same layer bytes".to_vec();
+        let digest = sha256_digest(&layer);
+        dir.put_blob(&digest, &layer).expect("layer");
+        let descriptor = LayerDescriptor {
+            digests: LayerDigests {
+                diff_id: digest.clone(),
+                digest,
+                size: layer.len() as u64,
+                media_type: "application/vnd.oci.image.layer.v1.tar",
+            },
+            annotations: BTreeMap::new(),
+        };
+        let image = |architecture: &str, variant: Option<&str>| {
+            let spec = ImageConfigSpec {
+                architecture: architecture.into(),
+                os: "linux".into(),
+                variant: variant.map(str::to_owned),
+                created: "2024-01-01T00:00:00Z".into(),
+                ..Default::default()
+            };
+            let platform = Platform {
+                os: "linux".into(),
+                architecture: architecture.into(),
+                variant: variant.map(str::to_owned),
+            };
+            (
+                platform,
+                build_image(&spec, std::slice::from_ref(&descriptor)).expect("image"),
+            )
+        };
+        Built::Index(
+            build_index(vec![image("arm64", Some("v8")), image("amd64", None)]).expect("index"),
+        )
+    }
+
+    #[test]
+    fn an_index_is_reproducible_and_names_each_platform() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let dir = OciDir::create(tmp.path()).expect("layout");
+        let a = two_platforms(&dir);
+        let b = two_platforms(&dir);
+        assert_eq!(a.digest(), b.digest());
+        assert_eq!(a.media_type(), crate::image::MEDIA_INDEX);
+        let index: serde_json::Value = serde_json::from_slice(a.bytes()).expect("json");
+        assert_eq!(index["manifests"][0]["platform"]["variant"], "v8");
+        assert_eq!(index["manifests"][1]["platform"]["architecture"], "amd64");
+        assert!(index["manifests"][1]["platform"].get("variant").is_none());
+        let (host, found) = a.for_platform(&Platform {
+            os: "linux".into(),
+            architecture: "amd64".into(),
+            variant: None,
+        });
+        assert!(found);
+        assert_eq!(host.manifest_digest, index["manifests"][1]["digest"]);
+        let config: serde_json::Value =
+            serde_json::from_slice(&a.images()[0].config).expect("config");
+        assert_eq!(config["variant"], "v8");
+    }
+
+    #[test]
+    fn a_layout_of_an_index_points_at_it_and_holds_each_blob_once() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let dir = OciDir::create(&tmp.path().join("layout")).expect("layout");
+        let built = two_platforms(&dir);
+        let entry = IndexEntry {
+            image: &built,
+            names: vec!["example/app:latest".into()],
+            tags: vec!["latest".into()],
+        };
+        dir.write_images(std::slice::from_ref(&entry), &BTreeMap::new())
+            .expect("write");
+        let index: serde_json::Value =
+            serde_json::from_slice(&fs::read(dir.root().join("index.json")).expect("index"))
+                .expect("json");
+        assert_eq!(index["manifests"].as_array().map(Vec::len), Some(1));
+        assert_eq!(
+            index["manifests"][0]["mediaType"],
+            crate::image::MEDIA_INDEX
+        );
+        assert_eq!(index["manifests"][0]["digest"], built.digest());
+        assert!(dir.blob_path(built.digest()).expect("path").exists());
+
+        let tar = write_archive(&dir, &entry, ArchiveKind::Oci, &BTreeMap::new(), Vec::new())
+            .expect("archive");
+        let mut names = Vec::new();
+        for e in tar::Archive::new(&tar[..]).entries().expect("entries") {
+            names.push(
+                e.expect("entry")
+                    .path()
+                    .expect("path")
+                    .display()
+                    .to_string(),
+            );
+        }
+        let blobs = names
+            .iter()
+            .filter(|n| n.starts_with("blobs/sha256/") && n.len() > 14);
+        // The index, two manifests, two configs, one shared layer.
+        assert_eq!(blobs.count(), 6, "{names:?}");
+        let again = write_archive(&dir, &entry, ArchiveKind::Oci, &BTreeMap::new(), Vec::new())
+            .expect("archive");
+        assert_eq!(tar, again, "the same index gives the same archive bytes");
+        assert!(
+            write_archive(
+                &dir,
+                &entry,
+                ArchiveKind::Docker,
+                &BTreeMap::new(),
+                Vec::new()
+            )
+            .is_err(),
+            "a docker archive holds one image"
+        );
+    }
+}
