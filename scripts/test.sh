@@ -11,10 +11,11 @@ cd "$(dirname "$0")/.."
 log() { printf '\n==> %s\n' "$*" >&2; }
 
 # System packages the tests and benchmarks use: real tools check our images (skopeo, umoci,
-# docker load/run against a real dockerd, a real registry); busybox-static is a real
+# docker load/run against a real dockerd, podman load/run, containerd's ctr import/run against
+# dockerd's containerd, a real registry); busybox-static is a real
 # executable inside test packages. In CI (CI set) a test whose service is missing fails;
 # elsewhere the test runner reports it as skipped (crates/hab-oci/tests/common/mod.rs).
-apt_packages=(xz-utils curl openssl apache2-utils docker.io docker-registry skopeo umoci busybox-static buildah)
+apt_packages=(xz-utils curl openssl apache2-utils docker.io containerd docker-registry skopeo umoci busybox-static buildah podman)
 missing=()
 for p in "${apt_packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

@@ -1,7 +1,8 @@
 //! The OCI image layout directory (`oci-layout`, `index.json`, `blobs/sha256/…`) and tar
 //! archives of it. The docker flavour adds a `manifest.json` whose paths point at the same
 //! blobs: Docker's `docker load` reads that, OCI tools read the layout (this is the layout
-//! `docker save` itself writes since Docker 25).
+//! `docker save` itself writes since Docker 25). An oci-archive that lists its image under
+//! several tags carries that `manifest.json` too, for `podman load` ([`write_archive`]).
 
 use std::collections::BTreeMap;
 use std::fs::{self, File};
@@ -177,7 +178,8 @@ fn index_json(
 /// What kind of tar archive to write.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ArchiveKind {
-    /// The OCI layout only (`oci-archive:`).
+    /// The OCI layout (`oci-archive:`); with several tags, Docker's `manifest.json` as well
+    /// ([`write_archive`] says why).
     Oci,
     /// The OCI layout plus Docker's `manifest.json` (`docker-archive:`, `docker load`).
     Docker,
@@ -195,6 +197,14 @@ struct DockerManifestEntry<'a> {
 /// `manifest.json`, then the blobs (an index's, then per image config, manifest, layers
 /// bottom to top; each blob once). Entries carry fixed metadata, so the same image gives the
 /// same archive bytes. A Docker archive holds one image: `docker load` takes no index.
+///
+/// An oci-archive whose `index.json` lists one image once per tag (several descriptors, as
+/// containerd's `ctr export` and Docker 25's `docker save` write them) gets `manifest.json`
+/// too: `podman load` (containers/image, podman 4 and 5) takes an OCI archive only when its
+/// index has exactly one descriptor ("more than one image in oci, choose an image",
+/// podman#4646) and otherwise reads the same tar as a docker-archive, through
+/// `manifest.json`, with every tag. With one tag the oci-archive stays the plain layout; an
+/// index (several platforms) gets no `manifest.json`, which names one image only.
 pub fn write_archive<W: Write>(
     dir: &OciDir,
     entry: &IndexEntry<'_>,
@@ -218,13 +228,18 @@ pub fn write_archive<W: Write>(
     .map_err(&err)?;
     let blob_name =
         |d: &str| -> Result<String, LayoutError> { Ok(format!("blobs/sha256/{}", hex_of(d)?)) };
-    if kind == ArchiveKind::Docker {
-        let Built::Image(image) = entry.image else {
+    let docker_image = match (kind, entry.image) {
+        (ArchiveKind::Docker, Built::Image(i)) => Some(i),
+        (ArchiveKind::Docker, Built::Index(_)) => {
             return Err(LayoutError::Image(ImageError::Spec {
                 what: "docker archive",
                 detail: "a docker archive holds one image, not an index (internal error)".into(),
             }));
-        };
+        }
+        (ArchiveKind::Oci, Built::Image(i)) if entry.tags.len() > 1 => Some(i),
+        (ArchiveKind::Oci, _) => None,
+    };
+    if let Some(image) = docker_image {
         let m = [DockerManifestEntry {
             config: blob_name(&image.config_digest)?,
             repo_tags: &entry.names,
@@ -288,7 +303,7 @@ fn fixed_header(kind: tar::EntryType, mode: u32) -> tar::Header {
 mod tests {
     use super::*;
     use crate::image::{ImageConfigSpec, LayerDescriptor, Platform, build_image, build_index};
-    use crate::layer::{LayerDigests, sha256_digest};
+    use crate::layer::{Compression, EntryMeta, LayerDigests, LayerWriter, sha256_digest};
 
     /// Two platform images sharing one layer, in a layout.
     fn two_platforms(dir: &OciDir) -> Built {
@@ -404,6 +419,99 @@ mod tests {
             )
             .is_err(),
             "a docker archive holds one image"
+        );
+    }
+
+    /// A one-layer image whose layer blob is in a fresh layout.
+    fn image_in(dir: &OciDir) -> Built {
+        let mut w =
+            LayerWriter::new(dir.blob_writer().expect("blob"), Compression::Gzip).expect("writer");
+        let meta = EntryMeta {
+            mode: 0o644,
+            mtime: 1_700_000_000,
+        };
+        w.file("hab/file", meta, 5, &mut &b"hello"[..])
+            .expect("file");
+        let (digests, blob) = w.finish().expect("finish");
+        blob.commit(&digests.digest).expect("commit");
+        let spec = ImageConfigSpec {
+            architecture: "amd64".into(),
+            os: "linux".into(),
+            created: "2024-01-01T00:00:00Z".into(),
+            ..Default::default()
+        };
+        let layer = LayerDescriptor {
+            digests,
+            annotations: BTreeMap::new(),
+        };
+        Built::Image(build_image(&spec, &[layer]).expect("image"))
+    }
+
+    /// The archive's entries by name.
+    fn archive(
+        dir: &OciDir,
+        entry: &IndexEntry<'_>,
+        kind: ArchiveKind,
+    ) -> BTreeMap<String, Vec<u8>> {
+        let bytes = write_archive(dir, entry, kind, &BTreeMap::new(), Vec::new()).expect("archive");
+        let mut tar = tar::Archive::new(&bytes[..]);
+        tar.entries()
+            .expect("entries")
+            .map(|e| {
+                let mut e = e.expect("entry");
+                let name = e.path().expect("path").display().to_string();
+                let mut data = Vec::new();
+                io::Read::read_to_end(&mut e, &mut data).expect("read");
+                (name, data)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn an_oci_archive_with_several_tags_carries_manifest_json_for_podman_load() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let dir = OciDir::create(tmp.path()).expect("layout");
+        let built = image_in(&dir);
+        let Built::Image(image) = &built else {
+            unreachable!("one image")
+        };
+        let one = IndexEntry {
+            image: &built,
+            names: vec!["app:latest".into()],
+            tags: vec!["latest".into()],
+        };
+        let oci = archive(&dir, &one, ArchiveKind::Oci);
+        assert!(oci.contains_key("index.json"));
+        assert!(
+            !oci.contains_key("manifest.json"),
+            "one tag: one descriptor, which podman load takes as an OCI archive"
+        );
+        assert!(archive(&dir, &one, ArchiveKind::Docker).contains_key("manifest.json"));
+
+        let several = IndexEntry {
+            image: &built,
+            names: vec!["app:latest".into(), "app:1.0".into()],
+            tags: vec!["latest".into(), "1.0".into()],
+        };
+        let oci = archive(&dir, &several, ArchiveKind::Oci);
+        let index: serde_json::Value = serde_json::from_slice(&oci["index.json"]).expect("index");
+        assert_eq!(index["manifests"].as_array().map(Vec::len), Some(2));
+        let manifest: serde_json::Value =
+            serde_json::from_slice(&oci["manifest.json"]).expect("manifest.json");
+        let blob = |d: &str| format!("blobs/sha256/{}", d.trim_start_matches("sha256:"));
+        assert_eq!(
+            manifest,
+            serde_json::json!([{
+                "Config": blob(&image.config_digest),
+                "RepoTags": ["app:latest", "app:1.0"],
+                "Layers": [blob(&image.layers[0].digests.digest)],
+            }])
+        );
+        assert!(oci.contains_key(&blob(&image.layers[0].digests.digest)));
+        assert_eq!(
+            oci,
+            archive(&dir, &several, ArchiveKind::Docker),
+            "the same bytes as the docker-archive"
         );
     }
 }
