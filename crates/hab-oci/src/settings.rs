@@ -68,7 +68,7 @@ pub(crate) fn cache_root() -> Option<PathBuf> {
 /// computes changes: old records would otherwise still answer (records that no longer
 /// parse are rebuilt anyway).
 pub(crate) fn metadata_dir(root: &std::path::Path) -> PathBuf {
-    root.join("metadata-v2")
+    root.join("metadata-v3")
 }
 
 /// `use_cache`: keep package metadata in hab-oci's cache, so a package seen before is

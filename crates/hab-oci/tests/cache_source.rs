@@ -151,7 +151,7 @@ fn blob_reads(log: &[LoggedRequest]) -> Vec<String> {
 
 /// Packages a runner decoded (its metadata cache holds one record per decoded hart).
 fn decoded(run: &Path) -> usize {
-    std::fs::read_dir(run.join("hab-oci-cache/metadata-v2"))
+    std::fs::read_dir(run.join("hab-oci-cache/metadata-v3"))
         .map(|d| d.count())
         .unwrap_or(0)
 }
