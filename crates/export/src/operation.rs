@@ -58,6 +58,17 @@ pub trait Publisher: Sync {
         reference: &str,
         platform: &Platform,
     ) -> Result<Option<RemoteImage>, PublishError>;
+    /// Attaches `artifact` (an SBOM) to the manifest `subject` in the repository of
+    /// `naming` as an OCI 1.1 referrer, keeping the referrers-tag fallback up to date where
+    /// the registry has no referrers API.
+    fn attach(
+        &self,
+        _naming: &Naming,
+        _subject: &crate::sbom::Subject,
+        _artifact: &crate::sbom::Artifact,
+    ) -> Result<crate::sbom::AttachReport, PublishError> {
+        Err("this registry client cannot attach artifacts".into())
+    }
 }
 
 /// A blob a cache source holds, to be confirmed in the push's repository.
@@ -240,7 +251,9 @@ pub fn export(
     match &settings.engine {
         Engine::Native { outputs } => {
             let push = Started { session, sources };
-            native(settings, outputs, &images, lead, &layers, events, push)
+            native(
+                settings, outputs, &images, lead, &layers, events, push, publisher,
+            )
         }
         Engine::External(opts) => {
             let [(closure, plan)] = images.as_slice() else {
@@ -585,6 +598,7 @@ fn native(
     layers: &Layers,
     events: &dyn Events,
     push: Started,
+    publisher: Option<&dyn Publisher>,
 ) -> Result<Exported, ExportError> {
     let Started { session, sources } = push;
     let naming = &images[lead].1.naming;
@@ -690,6 +704,7 @@ fn native(
         }
         None => None,
     };
+    let sbom = crate::sbom::produce(settings, images, &top, naming, events, publisher)?;
     outputs.write(staging, &store, &top, naming, events)?;
     let first = top.images()[0];
     let mut report = Report::new(
@@ -704,6 +719,7 @@ fn native(
     report.push = push;
     report.cache = layers.stats();
     report.cache_sources = sources;
+    report.sbom = sbom;
     finish_report(settings, &report, &first.config_digest, naming)?;
     let digest = top.digest();
     let references = if naming.tags.is_empty() {
