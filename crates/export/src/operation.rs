@@ -250,10 +250,12 @@ pub fn export(
     events.layers_planned(images.iter().map(|(_, p)| p.layers.len() + 1).sum());
     match &settings.engine {
         Engine::Native { outputs } => {
-            let push = Started { session, sources };
-            native(
-                settings, outputs, &images, lead, &layers, events, push, publisher,
-            )
+            let push = Started {
+                session,
+                sources,
+                publisher,
+            };
+            native(settings, outputs, &images, lead, &layers, events, push)
         }
         Engine::External(opts) => {
             let [(closure, plan)] = images.as_slice() else {
@@ -583,9 +585,11 @@ fn warn_about_packages(closure: &ResolvedClosure, warned: &mut Vec<String>) {
 
 /// A native push as started before the dependencies were loaded: its session and what the
 /// cache sources gave.
-struct Started {
+struct Started<'a> {
     session: Option<Box<dyn PushSession>>,
     sources: Vec<SourceReport>,
+    /// Attaches the SBOM after the push.
+    publisher: Option<&'a dyn Publisher>,
 }
 
 /// The native engine: layers (pushed as they are built), one image per target (and an
@@ -597,10 +601,13 @@ fn native(
     lead: usize,
     layers: &Layers,
     events: &dyn Events,
-    push: Started,
-    publisher: Option<&dyn Publisher>,
+    push: Started<'_>,
 ) -> Result<Exported, ExportError> {
-    let Started { session, sources } = push;
+    let Started {
+        session,
+        sources,
+        publisher,
+    } = push;
     let naming = &images[lead].1.naming;
     for (closure, plan) in images {
         if plan.naming != *naming {
