@@ -28,6 +28,15 @@ if [ "${#missing[@]}" -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
+# The SBOM validators the tests run on hab-oci's documents (crates/hab-oci/tests/sbom.rs):
+# pyspdxtools (SPDX 2.3) and cyclonedx-python-lib's strict JSON schema validator (CycloneDX
+# 1.6), pinned.
+sbom_validators=("spdx-tools==0.8.5" "cyclonedx-python-lib[json-validation]==11.12.0")
+if ! python3 -c 'import spdx_tools, cyclonedx.validation.json, jsonschema' >/dev/null 2>&1; then
+  log "installing ${sbom_validators[*]}"
+  python3 -m pip install -q "${sbom_validators[@]}"
+fi
+
 if ! cargo nextest --version >/dev/null 2>&1; then
   log "installing cargo-nextest"
   cargo install --locked cargo-nextest

@@ -24,6 +24,7 @@ mod prebuild;
 pub mod record;
 pub mod report;
 mod rewrite;
+pub mod sbom;
 pub mod settings;
 
 pub use error::ExportError;

@@ -58,6 +58,17 @@ pub trait Publisher: Sync {
         reference: &str,
         platform: &Platform,
     ) -> Result<Option<RemoteImage>, PublishError>;
+    /// Attaches `artifact` (an SBOM) to the manifest `subject` in the repository of
+    /// `naming` as an OCI 1.1 referrer, keeping the referrers-tag fallback up to date where
+    /// the registry has no referrers API.
+    fn attach(
+        &self,
+        _naming: &Naming,
+        _subject: &crate::sbom::Subject,
+        _artifact: &crate::sbom::Artifact,
+    ) -> Result<crate::sbom::AttachReport, PublishError> {
+        Err("this registry client cannot attach artifacts".into())
+    }
 }
 
 /// A blob a cache source holds, to be confirmed in the push's repository.
@@ -239,7 +250,11 @@ pub fn export(
     events.layers_planned(images.iter().map(|(_, p)| p.layers.len() + 1).sum());
     match &settings.engine {
         Engine::Native { outputs } => {
-            let push = Started { session, sources };
+            let push = Started {
+                session,
+                sources,
+                publisher,
+            };
             native(settings, outputs, &images, lead, &layers, events, push)
         }
         Engine::External(opts) => {
@@ -570,9 +585,11 @@ fn warn_about_packages(closure: &ResolvedClosure, warned: &mut Vec<String>) {
 
 /// A native push as started before the dependencies were loaded: its session and what the
 /// cache sources gave.
-struct Started {
+struct Started<'a> {
     session: Option<Box<dyn PushSession>>,
     sources: Vec<SourceReport>,
+    /// Attaches the SBOM after the push.
+    publisher: Option<&'a dyn Publisher>,
 }
 
 /// The native engine: layers (pushed as they are built), one image per target (and an
@@ -584,9 +601,13 @@ fn native(
     lead: usize,
     layers: &Layers,
     events: &dyn Events,
-    push: Started,
+    push: Started<'_>,
 ) -> Result<Exported, ExportError> {
-    let Started { session, sources } = push;
+    let Started {
+        session,
+        sources,
+        publisher,
+    } = push;
     let naming = &images[lead].1.naming;
     for (closure, plan) in images {
         if plan.naming != *naming {
@@ -690,6 +711,7 @@ fn native(
         }
         None => None,
     };
+    let sbom = crate::sbom::produce(settings, images, &top, naming, events, publisher)?;
     outputs.write(staging, &store, &top, naming, events)?;
     let first = top.images()[0];
     let mut report = Report::new(
@@ -704,6 +726,7 @@ fn native(
     report.push = push;
     report.cache = layers.stats();
     report.cache_sources = sources;
+    report.sbom = sbom;
     finish_report(settings, &report, &first.config_digest, naming)?;
     let digest = top.digest();
     let references = if naming.tags.is_empty() {

@@ -100,6 +100,14 @@ impl PackageRecord {
             setuid: self.setuid.clone(),
             entries: self.entries,
             unpacked_size: self.unpacked_size,
+            // Records do not carry the MANIFEST: an SBOM says the facts are unknown.
+            manifest: hart::ManifestFacts {
+                note: Some(
+                    "taken from a cache source's record, which does not carry its MANIFEST: license and source unknown"
+                        .into(),
+                ),
+                ..Default::default()
+            },
             files: Default::default(),
         }
     }

@@ -90,6 +90,9 @@ pub struct Report {
     /// The cache sources read (native engine, push-only exports).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub cache_sources: Vec<SourceReport>,
+    /// The SBOMs made (native engine): where written, where attached.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sbom: Option<crate::sbom::SbomReport>,
 }
 
 /// What a push did (filled by the caller that pushed).
@@ -130,6 +133,7 @@ impl Report {
             cache: None,
             engine: None,
             cache_sources: Vec::new(),
+            sbom: None,
             layers: layer_reports(image, ready),
         }
     }
@@ -189,6 +193,7 @@ impl Report {
             cache: None,
             engine: Some(engine),
             cache_sources: Vec::new(),
+            sbom: None,
         }
     }
 }

@@ -88,6 +88,8 @@ pub struct ExportSettings {
     /// Push every tag to the registry of the image name: through the caller's
     /// [`crate::Publisher`], unless an engine pushes itself ([`EngineOptions::push`]).
     pub push: bool,
+    /// The SBOM: its format, where to write it (attached to the image when pushed).
+    pub sbom: crate::sbom::SbomSettings,
     /// Where to write the JSON report.
     pub report: Option<PathBuf>,
     /// Habitat's `results/` directory (`last_container_export.env`).

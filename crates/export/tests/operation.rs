@@ -117,6 +117,7 @@ impl Fixture {
             }),
             cache_sources: Default::default(),
             push: false,
+            sbom: Default::default(),
             report: Some(self.path(&format!("{out}.report.json"))),
             results_dir: self.path("results"),
         }

@@ -153,6 +153,15 @@ pub(crate) struct ExportArgs {
     /// Write a JSON report (name, tags, digests, per-layer packages) to FILE.
     #[arg(long, value_name = "FILE")]
     pub(crate) report: Option<PathBuf>,
+    /// The SBOM of the image (native engine): SPDX 2.3 JSON, CycloneDX 1.6 JSON, or none.
+    /// Pushed images get it attached as an OCI referrer (with the `sha256-DIGEST` tag
+    /// fallback for registries without the referrers API).
+    #[arg(long, value_enum, value_name = "FORMAT", default_value_t = SbomArg::Spdx)]
+    pub(crate) sbom: SbomArg,
+    /// Also write the SBOM to FILE (several platforms: FILE.OS-ARCH[-VARIANT] each,
+    /// before its extension).
+    #[arg(long, value_name = "FILE")]
+    pub(crate) sbom_output: Option<PathBuf>,
     /// Image name template (Handlebars variables pkg_origin, pkg_name, pkg_version,
     /// pkg_release, channel). Default: {{pkg_origin}}/{{pkg_name}}.
     #[arg(long, short = 'i', value_name = "IMAGE_NAME")]
@@ -367,6 +376,14 @@ pub(crate) enum RegistryTypeArg {
     Docker,
     Amazon,
     Azure,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum SbomArg {
+    Spdx,
+    #[value(name = "cyclonedx")]
+    CycloneDx,
+    None,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

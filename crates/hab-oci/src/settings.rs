@@ -68,7 +68,29 @@ pub(crate) fn cache_root() -> Option<PathBuf> {
 /// computes changes: old records would otherwise still answer (records that no longer
 /// parse are rebuilt anyway).
 pub(crate) fn metadata_dir(root: &std::path::Path) -> PathBuf {
-    root.join("metadata-v2")
+    root.join("metadata-v3")
+}
+
+/// `--sbom` and `--sbom-output`: SBOMs are made by the native engine only.
+fn sbom(a: &ExportArgs, native: bool) -> Result<export::sbom::SbomSettings> {
+    use export::sbom::SbomFormat;
+    let format = match a.sbom {
+        crate::cli::SbomArg::Spdx => Some(SbomFormat::Spdx),
+        crate::cli::SbomArg::CycloneDx => Some(SbomFormat::CycloneDx),
+        crate::cli::SbomArg::None => None,
+    };
+    if a.sbom_output.is_some() && format.is_none() {
+        bail!("--sbom-output needs an SBOM: drop --sbom none");
+    }
+    if a.sbom_output.is_some() && !native {
+        bail!(
+            "--sbom-output needs the native engine: docker and buildah images get no SBOM yet\nhint: drop --engine"
+        );
+    }
+    Ok(export::sbom::SbomSettings {
+        format: format.filter(|_| native),
+        output: a.sbom_output.clone(),
+    })
 }
 
 /// `use_cache`: keep package metadata in hab-oci's cache, so a package seen before is
@@ -529,6 +551,7 @@ pub(crate) fn export(a: &ExportArgs) -> Result<(ExportSettings, Option<PushSetti
             verify: a.verify_cache_source,
         },
         push: a.push_image,
+        sbom: sbom(a, native)?,
         report: a.report.clone(),
         results_dir: PathBuf::from("results"),
     };

@@ -79,7 +79,7 @@ fn a_warm_export_is_identical_and_builds_nothing() {
         "{cold}"
     );
     // Package metadata is kept too: a package seen before is verified, not decoded again.
-    let records = fs::read_dir(t.join("hab-oci-cache/metadata-v2"))
+    let records = fs::read_dir(t.join("hab-oci-cache/metadata-v3"))
         .expect("metadata records")
         .count();
     assert_eq!(records, 8);

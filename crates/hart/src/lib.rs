@@ -19,5 +19,5 @@ pub use artifact::{
 };
 pub use ident::{IdentError, PackageIdent, PackageTarget};
 pub use keys::{KeyDirs, KeyError, KeyLookupError, NamedRevision, PublicKey, SecretKey};
-pub use metadata::{MetadataRecord, PackageMetadata};
+pub use metadata::{ManifestFacts, MetadataRecord, PackageMetadata};
 pub use pack::{PackError, PackOptions, Packed, pack};

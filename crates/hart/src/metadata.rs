@@ -44,6 +44,82 @@ pub const METAFILES: &[&str] = &[
 /// largest, are tens of KB).
 pub const MAX_METAFILE: u64 = 8 * 1024 * 1024;
 
+/// A MANIFEST larger than this is not read: it is informational (nothing of the image
+/// depends on it), so instead of failing the package its facts are left out, with a note.
+/// Real ones are tens of KB, the plan source included.
+pub const MAX_MANIFEST: u64 = 1024 * 1024;
+
+/// What a package's MANIFEST (Markdown written by Habitat's plan-build) says about where the
+/// package comes from: the facts an SBOM carries. Every field is optional in real packages.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ManifestFacts {
+    /// `pkg_license` as written (Habitat joins the plan's list with spaces, so this is the
+    /// list of words): usually SPDX identifiers, sometimes not (`apachev2`).
+    pub licenses: Vec<String>,
+    /// `pkg_maintainer`.
+    pub maintainer: Option<String>,
+    /// `pkg_upstream_url`: the project's home page.
+    pub upstream_url: Option<String>,
+    /// `pkg_source`: where the plan downloaded the upstream source from.
+    pub source_url: Option<String>,
+    /// `pkg_shasum`: the SHA-256 of that source archive, lowercase hex.
+    pub source_sha256: Option<String>,
+    /// Why the facts above are absent although the package has a MANIFEST (too large, not
+    /// UTF-8), or come from elsewhere: said as a warning by whoever reports them.
+    pub note: Option<String>,
+}
+
+impl ManifestFacts {
+    /// The facts of a MANIFEST's text. Both layouts plan-build has written are read: the
+    /// current `* __Key__: value` list and the 2016 `Key: value` lines. Only the header
+    /// (before the plan section) counts, so a plan's own source cannot pose as a fact.
+    pub fn parse(text: &str) -> ManifestFacts {
+        let mut facts = ManifestFacts::default();
+        let mut seen = std::collections::BTreeSet::new();
+        for line in text.lines() {
+            let line = line.trim();
+            if line.starts_with("```") || line == "# Plan" || line == "Plan" {
+                break;
+            }
+            let item = line.strip_prefix("* ").unwrap_or(line);
+            let Some((key, value)) = item.split_once(':') else {
+                continue;
+            };
+            let key = key.trim().trim_matches('_').trim();
+            let value = value.trim();
+            // The first occurrence wins, as in Builder's reader.
+            if !seen.insert(key.to_owned()) {
+                continue;
+            }
+            match key {
+                "License" => {
+                    facts.licenses = value.split_whitespace().map(str::to_owned).collect();
+                }
+                "Maintainer" if !value.is_empty() => facts.maintainer = Some(value.to_owned()),
+                "Upstream URL" => facts.upstream_url = link(value),
+                "Source" => facts.source_url = link(value),
+                "SHA" => {
+                    let sha = value.trim_matches('`').trim();
+                    if sha.len() == 64 && sha.bytes().all(|b| b.is_ascii_hexdigit()) {
+                        facts.source_sha256 = Some(sha.to_ascii_lowercase());
+                    }
+                }
+                _ => {}
+            }
+        }
+        facts
+    }
+}
+
+/// The target of a Markdown link `[text](target)`; plan-build writes a sentence instead
+/// when there is none ("source URL not provided or required").
+fn link(value: &str) -> Option<String> {
+    let rest = value.strip_prefix('[')?;
+    let (_, rest) = rest.split_once("](")?;
+    let target = rest.strip_suffix(')')?.trim();
+    (!target.is_empty() && !target.contains(char::is_whitespace)).then(|| target.to_owned())
+}
+
 /// What a package says about itself.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PackageMetadata {
@@ -74,6 +150,8 @@ pub struct PackageMetadata {
     /// Number of tar entries and bytes of regular-file content.
     pub entries: u64,
     pub unpacked_size: u64,
+    /// Licenses and upstream source from the MANIFEST (for SBOMs).
+    pub manifest: ManifestFacts,
     /// Every metafile found, trimmed, by name.
     #[serde(skip)]
     pub files: BTreeMap<String, String>,
@@ -253,6 +331,31 @@ pub fn metadata_from_tar(
                 scan.run_script.get_or_insert_with(|| "hooks/run".into());
             }
             ["hooks", "install"] => scan.has_install_hook = true,
+            // Informational: one too large or not text costs its facts, not the package.
+            ["MANIFEST"] if kind.is_file() && entry.size() > MAX_MANIFEST => {
+                scan.manifest_note = Some(format!(
+                    "its MANIFEST is {} bytes, more than the {MAX_MANIFEST} read: license and source left out",
+                    entry.size()
+                ));
+            }
+            ["MANIFEST"] if kind.is_file() => {
+                let mut buf = Vec::with_capacity(entry.size() as usize);
+                (&mut entry)
+                    .take(MAX_MANIFEST)
+                    .read_to_end(&mut buf)
+                    .map_err(payload_err)?;
+                match String::from_utf8(buf) {
+                    Ok(text) => {
+                        scan.files
+                            .insert("MANIFEST".to_owned(), text.trim().to_owned());
+                    }
+                    Err(_) => {
+                        scan.manifest_note = Some(
+                            "its MANIFEST is not UTF-8 text: license and source left out".into(),
+                        );
+                    }
+                }
+            }
             [name] if kind.is_file() && METAFILES.contains(name) => {
                 if entry.size() > MAX_METAFILE {
                     return Err(meta_err(format!(
@@ -301,6 +404,8 @@ struct Scan {
     has_install_hook: bool,
     setuid: Vec<String>,
     run_script: Option<String>,
+    /// Why the MANIFEST was not read.
+    manifest_note: Option<String>,
     /// Non-directory entries as (parent, name) relative to the prefix; filtered against
     /// PATH at the end, since PATH may come after them in the tar.
     leaves: Vec<(String, String)>,
@@ -322,6 +427,7 @@ impl Scan {
             has_install_hook,
             setuid,
             run_script,
+            manifest_note,
             leaves,
         } = self;
         let ident_text = files
@@ -384,6 +490,14 @@ impl Scan {
                 .collect()
         };
         let word = |name: &str| files.get(name).filter(|s| !s.is_empty()).cloned();
+        let manifest = match (files.get("MANIFEST"), manifest_note) {
+            (_, Some(note)) => ManifestFacts {
+                note: Some(note),
+                ..ManifestFacts::default()
+            },
+            (Some(text), None) => ManifestFacts::parse(text),
+            (None, None) => ManifestFacts::default(),
+        };
         Ok(PackageMetadata {
             exposes: files
                 .get("EXPOSES")
@@ -405,7 +519,123 @@ impl Scan {
             setuid,
             entries,
             unpacked_size,
+            manifest,
             files,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A MANIFEST as plan-build writes it today (the fixtures' `neurosis/testapp` layout).
+    const CURRENT: &str = "# core / zlib\nCompression library\n\n\
+        * __Maintainer__: The Habitat Maintainers <humans@habitat.sh>\n\
+        * __Version__: 1.3.1\n\
+        * __Release__: 20240105173710\n\
+        * __Target__: x86_64-linux\n\
+        * __Upstream URL__: [https://zlib.net](https://zlib.net)\n\
+        * __License__: Zlib \n\
+        * __Source__: [https://zlib.net/fossils/zlib-1.3.1.tar.gz](https://zlib.net/fossils/zlib-1.3.1.tar.gz)\n\
+        * __SHA__: `9A93B2B7DFDAC77CEBA5A558A580E74667DD6FEDE4585B91EEFB60F03B72DF23`\n\
+        * __Path__: `/hab/pkgs/core/zlib/1.3.1/20240105173710`\n\
+        \n# Plan\n\n## Plan Source\n\n```bash\n* __License__: not-this-one\npkg_source=x\n```\n";
+
+    #[test]
+    fn current_manifest_facts() {
+        let f = ManifestFacts::parse(CURRENT);
+        assert_eq!(f.licenses, ["Zlib"]);
+        assert_eq!(
+            f.maintainer.as_deref(),
+            Some("The Habitat Maintainers <humans@habitat.sh>")
+        );
+        assert_eq!(f.upstream_url.as_deref(), Some("https://zlib.net"));
+        assert_eq!(
+            f.source_url.as_deref(),
+            Some("https://zlib.net/fossils/zlib-1.3.1.tar.gz")
+        );
+        assert_eq!(
+            f.source_sha256.as_deref(),
+            Some("9a93b2b7dfdac77ceba5a558a580e74667dd6fede4585b91eefb60f03b72df23")
+        );
+        assert_eq!(f.note, None);
+    }
+
+    #[test]
+    fn placeholders_and_the_2016_layout() {
+        let f = ManifestFacts::parse(
+            "* __License__:  \n* __Source__: source URL not provided or required\n\
+             * __SHA__: SHA256 checksum not provided or required\n",
+        );
+        assert_eq!(f, ManifestFacts::default());
+        let old = ManifestFacts::parse(
+            "happyhumans possums\n=====\n\nMaintainer: Humans <h@example.org>\n\
+             License: apachev2 MIT\nSource: [nosuchfile.tar.gz](nosuchfile.tar.gz)\nSHA: \n\nPlan\n====\n",
+        );
+        assert_eq!(old.licenses, ["apachev2", "MIT"]);
+        assert_eq!(old.source_url.as_deref(), Some("nosuchfile.tar.gz"));
+        assert_eq!(old.source_sha256, None);
+        assert_eq!(old.maintainer.as_deref(), Some("Humans <h@example.org>"));
+    }
+
+    /// A package's tar with `manifest` as its MANIFEST.
+    fn package_tar(manifest: &[u8]) -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        let p = "hab/pkgs/o/n/1.0/20240101000000";
+        for (name, data) in [
+            ("IDENT", &b"o/n/1.0/20240101000000\n"[..]),
+            ("TARGET", b"x86_64-linux\n"),
+            ("MANIFEST", manifest),
+        ] {
+            let mut h = tar::Header::new_gnu();
+            h.set_size(data.len() as u64);
+            h.set_mode(0o644);
+            h.set_cksum();
+            b.append_data(&mut h, format!("{p}/{name}"), data)
+                .expect("append");
+        }
+        b.into_inner().expect("tar")
+    }
+
+    #[test]
+    fn manifest_facts_are_read_with_the_metadata() {
+        let m = metadata_from_tar(&package_tar(CURRENT.as_bytes())[..], Path::new("t"), false)
+            .expect("metadata");
+        assert_eq!(m.manifest.licenses, ["Zlib"]);
+        assert!(m.file("MANIFEST").is_some());
+    }
+
+    #[test]
+    fn bad_manifest_costs_its_facts_not_the_package() {
+        let mut not_utf8 = CURRENT.as_bytes().to_vec();
+        not_utf8.extend_from_slice(&[0xff, 0xfe]);
+        let m = metadata_from_tar(&package_tar(&not_utf8)[..], Path::new("t"), false)
+            .expect("metadata");
+        assert_eq!(m.manifest.licenses, Vec::<String>::new());
+        assert_eq!(m.manifest.source_url, None);
+        assert!(
+            m.manifest
+                .note
+                .as_deref()
+                .is_some_and(|n| n.contains("not UTF-8")),
+            "{:?}",
+            m.manifest
+        );
+
+        let mut large = CURRENT.as_bytes().to_vec();
+        large.resize(MAX_MANIFEST as usize + 1, b' ');
+        let m =
+            metadata_from_tar(&package_tar(&large)[..], Path::new("t"), false).expect("metadata");
+        assert_eq!(m.manifest.licenses, Vec::<String>::new());
+        assert!(m.file("MANIFEST").is_none());
+        assert!(
+            m.manifest
+                .note
+                .as_deref()
+                .is_some_and(|n| n.contains("1048577 bytes")),
+            "{:?}",
+            m.manifest
+        );
     }
 }

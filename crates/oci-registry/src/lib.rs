@@ -8,6 +8,7 @@
 mod pull;
 mod push;
 mod reference;
+mod referrer;
 mod session;
 
 pub use pull::{ImageDocuments, read_image};
@@ -211,6 +212,58 @@ pub fn push(
     progress: Arc<dyn PushProgress + Send>,
 ) -> Result<PushStats, RegistryError> {
     runtime()?.block_on(push::push(req, creds, opts, progress))
+}
+
+/// A manifest an artifact refers to (its `subject`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Descriptor {
+    pub media_type: String,
+    /// `sha256:HEX`.
+    pub digest: String,
+    pub size: u64,
+}
+
+/// An artifact to attach to `subject` as an OCI 1.1 referrer (see [`attach`]).
+#[derive(Debug, Clone)]
+pub struct AttachRequest {
+    /// `registry/repository` holding the subject, e.g. `127.0.0.1:5000/team/app`.
+    pub repository: String,
+    pub subject: Descriptor,
+    /// The referrer's `artifactType`, also the media type of its one layer, `blob`.
+    pub artifact_type: String,
+    pub blob: Vec<u8>,
+    /// The referrer manifest's annotations (repeated in the referrers list).
+    pub annotations: std::collections::BTreeMap<String, String>,
+}
+
+/// What [`attach`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AttachStats {
+    /// `sha256:HEX` of the referrer manifest.
+    pub manifest_digest: String,
+    /// The registry answered `OCI-Subject`: it lists the referrer itself.
+    pub referrers_api: bool,
+    /// Otherwise the referrers tag (`sha256-HEX` of the subject) whose index lists it.
+    pub fallback_tag: Option<String>,
+    /// Blobs uploaded (the empty config and the artifact, when not there yet).
+    pub blobs_uploaded: u64,
+    /// HTTP requests, the handshake included.
+    pub requests: u64,
+}
+
+/// Attaches an artifact to a manifest as an OCI 1.1 referrer: the empty config blob and the
+/// artifact's blob, then its manifest (with `subject`) by digest; where the registry has no
+/// referrers API (no `OCI-Subject` in its answer), the `sha256-HEX` referrers tag's index
+/// gets its descriptor (made when missing, unchanged when it lists it already). Blocking.
+pub fn attach(
+    req: &AttachRequest,
+    creds: &Credentials,
+    opts: &RegistryOptions,
+) -> Result<AttachStats, RegistryError> {
+    runtime()?.block_on(async {
+        let ctx = push::connect(&req.repository, &[], creds, opts, Arc::new(NoProgress)).await?;
+        referrer::attach(&ctx, req).await
+    })
 }
 
 /// Entry points for the fuzz targets (`fuzz/`): the parsers of what a registry or a user

@@ -93,7 +93,17 @@ impl Ctx {
         }
     }
 
-    fn fail(&self, what: &str, f: Failure) -> RegistryError {
+    /// The session, for the other requests of a connected target (referrers).
+    pub(crate) fn session(&self) -> &Session {
+        &self.s
+    }
+
+    /// The repository's path in its registry (`team/app`).
+    pub(crate) fn repo_path(&self) -> &str {
+        &self.repo.path
+    }
+
+    pub(crate) fn fail(&self, what: &str, f: Failure) -> RegistryError {
         let registry = self.registry.clone();
         let mut detail = clean(&f.detail, &self.creds);
         if f.auth {
@@ -435,7 +445,7 @@ async fn put_manifest(
     Ok(())
 }
 
-fn header(resp: &reqwest::Response, name: &str) -> Option<String> {
+pub(crate) fn header(resp: &reqwest::Response, name: &str) -> Option<String> {
     resp.headers()
         .get(name)
         .and_then(|v| v.to_str().ok())

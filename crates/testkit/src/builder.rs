@@ -1955,7 +1955,7 @@ mod tests {
             v["manifest"]
                 .as_str()
                 .expect("manifest")
-                .starts_with("# core/app/1.0.0/20240101000000")
+                .starts_with("# core / app\n")
         );
         assert_eq!(v["target"], json!(T));
         assert_eq!(v["channels"], json!(["stable", "unstable"]));

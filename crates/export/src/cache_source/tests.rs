@@ -34,6 +34,7 @@ fn package(ident: &str, sum: char) -> ResolvedPackage {
             setuid: Vec::new(),
             entries: 1,
             unpacked_size: 10,
+            manifest: Default::default(),
             files: BTreeMap::new(),
         },
         height: 0,

@@ -128,6 +128,55 @@ impl export::Publisher for Publisher<'_> {
         }))
     }
 
+    /// The SBOM as a referrer of the pushed manifest, with the push's credentials.
+    fn attach(
+        &self,
+        naming: &Naming,
+        subject: &export::sbom::Subject,
+        artifact: &export::sbom::Artifact,
+    ) -> Result<export::sbom::AttachReport, PublishError> {
+        let registry = registry_of(&naming.name);
+        let creds = match &self.settings.login {
+            Some((username, password)) => Credentials::Basic {
+                username: username.clone(),
+                password: password.clone(),
+            },
+            None => Credentials::from_docker_config(&registry),
+        };
+        let stats = oci_registry::attach(
+            &oci_registry::AttachRequest {
+                repository: naming.name.clone(),
+                subject: oci_registry::Descriptor {
+                    media_type: subject.media_type.clone(),
+                    digest: subject.digest.clone(),
+                    size: subject.size,
+                },
+                artifact_type: artifact.artifact_type.clone(),
+                blob: artifact.bytes.clone(),
+                annotations: artifact.annotations.clone(),
+            },
+            &creds,
+            &self.settings.registry,
+        )?;
+        self.printer.status(&format!(
+            "Attached {} to {}@{} as {}{}",
+            artifact.artifact_type,
+            naming.name,
+            subject.digest,
+            stats.manifest_digest,
+            match &stats.fallback_tag {
+                Some(tag) => format!(" (listed under the referrers tag {tag})"),
+                None => String::new(),
+            }
+        ));
+        Ok(export::sbom::AttachReport {
+            manifest_digest: stats.manifest_digest,
+            referrers_api: stats.referrers_api,
+            fallback_tag: stats.fallback_tag,
+            requests: stats.requests,
+        })
+    }
+
     /// A cache source's manifest and config, with the push's login when it is in the
     /// push's registry, else what docker would use for its registry.
     fn read_image(

@@ -33,6 +33,8 @@ pub(crate) enum Need {
     File(&'static str),
     /// Mounting a tmpfs (root).
     Tmpfs,
+    /// A Python module `python3` imports (the SBOM validators scripts/test.sh installs).
+    Python(&'static str),
 }
 
 impl Need {
@@ -48,6 +50,9 @@ impl Need {
             Need::Tool(name) => format!("`{name}` (`{name} --version`)"),
             Need::File(path) => format!("the file {path}"),
             Need::Tmpfs => "mounting a tmpfs (root)".into(),
+            Need::Python(module) => {
+                format!("the Python module {module} (`python3 -c 'import {module}'`)")
+            }
         }
     }
 
@@ -81,6 +86,9 @@ impl Need {
             }
             Need::Tool(name) => succeeds(StdCommand::new(name).arg("--version")),
             Need::File(path) => Path::new(path).exists(),
+            Need::Python(module) => {
+                succeeds(StdCommand::new("python3").args(["-c", &format!("import {module}")]))
+            }
             Need::Tmpfs => {
                 let Ok(dir) = tempfile::tempdir() else {
                     return false;
