@@ -1362,7 +1362,6 @@ fn walk_layer(blob: &mut dyn Read, compression: Compression) -> io::Result<Chang
         }
         c.added.push((path, kind.is_dir()));
     }
-    drop(tar);
     // Tar padding and the compressed trailer: read so that the blob's end is reached.
     io::copy(&mut stream, &mut io::sink())?;
     Ok(c)
