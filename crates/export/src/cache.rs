@@ -5,6 +5,10 @@
 //! and a rename, so concurrent exports and interrupted ones never see half an entry. Every
 //! use re-hashes the blob: a corrupted entry is removed and the layer rebuilt, never used.
 //! Least-recently-used entries (JSON mtime, touched on use) are evicted above a size bound.
+//!
+//! Base-image blobs (`--base-image`, for local outputs) live beside the entries, in
+//! `base/sha256/<hex>`: named by their digest only once their bytes hashed to it
+//! ([`LayerCache::base_blob_writer`]), evicted with the entries by the same bound.
 
 use std::fs;
 use std::io;
@@ -12,6 +16,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use filetime::FileTime;
+use oci_image::base::{BlobDir, CheckedBlobWriter};
 use oci_image::digest::sha256_file;
 use oci_image::{Compression, LayerDigests, OciDir};
 use serde::{Deserialize, Serialize};
@@ -102,6 +107,9 @@ pub struct LayerCache {
     written: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
+/// Keys of base blobs among the entries: `base:<hex>`.
+const BASE_KEY: &str = "base:";
+
 fn compression_from(name: &str) -> Option<Compression> {
     [Compression::Gzip, Compression::Zstd, Compression::None]
         .into_iter()
@@ -143,6 +151,10 @@ impl LayerCache {
     }
 
     fn remove(&self, key: &str) {
+        if let Some(hex) = key.strip_prefix(BASE_KEY) {
+            let _ = fs::remove_file(self.base_blobs().root().join("sha256").join(hex));
+            return;
+        }
         let (blob, json) = self.paths(key);
         let _ = fs::remove_file(json);
         let _ = fs::remove_file(blob);
@@ -267,6 +279,26 @@ impl LayerCache {
         (record.key == key).then_some((blob, record.digest))
     }
 
+    /// Where base-image blobs are kept (`sha256/<hex>` under it; created on first write).
+    pub fn base_blobs(&self) -> BlobDir {
+        BlobDir::new(self.dir.join("base"))
+    }
+
+    /// The cached blob `digest` of a base image, if an earlier run fetched it (its bytes
+    /// hashed to the digest when they were written; [`oci_image::base::BaseImage`] checks
+    /// them again as it reads them). Marks it used, for eviction.
+    pub fn base_blob(&self, digest: &str) -> Option<PathBuf> {
+        let path = self.base_blobs().path(digest).filter(|p| p.is_file())?;
+        let _ = filetime::set_file_mtime(&path, FileTime::now());
+        Some(path)
+    }
+
+    /// A writer for a base blob: [`CheckedBlobWriter::commit`] names it only when its
+    /// bytes hash to the digest given, and drops them otherwise.
+    pub fn base_blob_writer(&self) -> io::Result<CheckedBlobWriter> {
+        self.base_blobs().writer()
+    }
+
     /// Counts a layer assembled from cached member layers.
     pub fn note_regrouped(&self) {
         self.regrouped.fetch_add(1, Ordering::Relaxed);
@@ -367,6 +399,22 @@ impl LayerCache {
                 key.to_owned(),
             ));
         }
+        // Base blobs, each its own entry: its mtime is its last use.
+        if let Ok(rd) = fs::read_dir(self.base_blobs().root().join("sha256")) {
+            for e in rd.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                let Ok(meta) = e.metadata() else { continue };
+                if name.starts_with('.') || !meta.is_file() {
+                    continue;
+                }
+                out.push((
+                    e.path(),
+                    FileTime::from_last_modification_time(&meta),
+                    meta.len(),
+                    format!("{BASE_KEY}{name}"),
+                ));
+            }
+        }
         out
     }
 
@@ -401,9 +449,20 @@ impl LayerCache {
             removed += 1;
         }
         // Blobs without a record and stale temporary files (older than an hour: a running
-        // export may still be writing the young ones).
+        // export may still be writing the young ones), here and among the base blobs.
+        let hour_ago = FileTime::from_unix_time(FileTime::now().unix_seconds() - 3600, 0);
+        if let Ok(rd) = fs::read_dir(self.base_blobs().root().join("sha256")) {
+            for e in rd.flatten() {
+                let old = e
+                    .metadata()
+                    .map(|m| FileTime::from_last_modification_time(&m) < hour_ago)
+                    .unwrap_or(false);
+                if e.file_name().to_string_lossy().starts_with('.') && old {
+                    let _ = fs::remove_file(e.path());
+                }
+            }
+        }
         if let Ok(rd) = fs::read_dir(&self.dir) {
-            let hour_ago = FileTime::from_unix_time(FileTime::now().unix_seconds() - 3600, 0);
             for e in rd.flatten() {
                 let name = e.file_name().to_string_lossy().into_owned();
                 let orphan = name
@@ -446,5 +505,42 @@ impl LayerCache {
             regrouped: self.regrouped.load(Ordering::Relaxed),
             staged: self.staged.load(Ordering::Relaxed),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write as _;
+
+    #[test]
+    fn base_blobs_are_named_only_when_they_hash_to_their_digest() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let cache = LayerCache::open(dir.path(), 1 << 30);
+        let data = b"base layer bytes";
+        let digest = oci_image::sha256_digest(data);
+        assert_eq!(cache.base_blob(&digest), None);
+
+        let mut w = cache.base_blob_writer().expect("writer");
+        w.write_all(b"other bytes").expect("write");
+        assert!(w.commit(&digest).is_err());
+        assert_eq!(cache.base_blob(&digest), None);
+
+        let mut w = cache.base_blob_writer().expect("writer");
+        w.write_all(data).expect("write");
+        let path = w.commit(&digest).expect("commit");
+        assert_eq!(cache.base_blob(&digest), Some(path.clone()));
+        assert_eq!(fs::read(&path).expect("read"), data);
+        let info = cache.info();
+        assert_eq!((info.entries, info.bytes), (1, data.len() as u64));
+
+        // Evicted with the entries, least recently used first.
+        filetime::set_file_mtime(&path, FileTime::from_unix_time(1_000_000, 0)).expect("mtime");
+        let mut w = cache.base_blob_writer().expect("writer");
+        w.write_all(b"newer").expect("write");
+        let (newer, _) = w.commit_hashed().expect("commit");
+        assert_eq!(cache.prune(5).expect("prune"), 1);
+        assert_eq!(cache.base_blob(&digest), None);
+        assert!(cache.base_blob(&newer).is_some());
     }
 }

@@ -8,6 +8,7 @@
 //! The layer format (v1) is what makes digests reproducible: docs/layer-format-v1.md.
 //! This crate never prints, never sees clap and never talks to a registry.
 
+pub mod base;
 pub mod cache;
 pub mod cache_source;
 pub mod engine;

@@ -56,10 +56,10 @@ pub enum ImportError {
 
 /// Most bytes of one JSON file (manifest, index, config) kept in memory: far above any real
 /// one, low enough that a hostile archive cannot fill memory with them.
-const MAX_JSON: u64 = 64 << 20;
+pub(crate) const MAX_JSON: u64 = 64 << 20;
 
 /// Links followed from one name at most (a chain of symlinks, or a loop).
-const MAX_HOPS: usize = 16;
+pub(crate) const MAX_HOPS: usize = 16;
 
 /// Reads the image in `archive` into `store`: layer blobs compressed with `compression`,
 /// the config blob as it was. Returns the image (an OCI manifest over those blobs); its
@@ -326,7 +326,7 @@ fn compress(
 }
 
 /// Up to `n` first bytes of `r` (fewer only at its end), and the rest of it.
-fn peek(r: &mut dyn Read, n: usize) -> io::Result<(Vec<u8>, &mut dyn Read)> {
+pub(crate) fn peek(r: &mut dyn Read, n: usize) -> io::Result<(Vec<u8>, &mut dyn Read)> {
     let mut head = vec![0u8; n];
     let mut got = 0;
     while got < n {
@@ -342,7 +342,7 @@ fn peek(r: &mut dyn Read, n: usize) -> io::Result<(Vec<u8>, &mut dyn Read)> {
 }
 
 /// A name as the archive's manifests spell it: no `./`, no trailing `/`, `..` resolved.
-fn clean(path: &str) -> String {
+pub(crate) fn clean(path: &str) -> String {
     let mut parts: Vec<&str> = Vec::new();
     for c in path.split('/') {
         match c {
@@ -356,11 +356,11 @@ fn clean(path: &str) -> String {
     parts.join("/")
 }
 
-fn parent(path: &str) -> &str {
+pub(crate) fn parent(path: &str) -> &str {
     path.rsplit_once('/').map_or("", |(p, _)| p)
 }
 
-fn join(dir: &str, rel: &str) -> String {
+pub(crate) fn join(dir: &str, rel: &str) -> String {
     if rel.starts_with('/') || dir.is_empty() {
         clean(rel)
     } else {

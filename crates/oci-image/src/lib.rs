@@ -4,8 +4,10 @@
 //! layout directory, and tar archives of it (oci-archive, and the dual docker-archive that
 //! `docker load` and OCI tools both read) ([`layout`]); and reading another tool's image
 //! archive (`docker save`) into a layout, each layer re-compressed as its exact bytes
-//! ([`import`]).
+//! ([`import`]); a base image for `--base-image`, opened for one platform, its layers
+//! checked against their digests and the files they leave visible ([`base`]).
 
+pub mod base;
 pub mod digest;
 pub mod image;
 pub mod import;

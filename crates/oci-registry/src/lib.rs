@@ -3,7 +3,9 @@
 //! cross-repository mount when another repository of the same registry has it, otherwise a
 //! monolithic upload streamed from the blob file (chunked when the registry refuses a large
 //! body). Manifests are written last, one per tag, only after every blob is confirmed; a tag
-//! whose manifest already has our digest costs one `HEAD`. Habitat-free.
+//! whose manifest already has our digest costs one `HEAD`. Reading: an image's manifest and
+//! config for a platform ([`read_platform_image`]), a blob streamed and checked
+//! ([`fetch_blob`]). Habitat-free.
 
 mod pull;
 mod push;
@@ -11,7 +13,7 @@ mod reference;
 mod referrer;
 mod session;
 
-pub use pull::{ImageDocuments, read_image};
+pub use pull::{ImageDocuments, PlatformRead, fetch_blob, read_image, read_platform_image};
 
 use std::fmt;
 use std::path::PathBuf;
@@ -183,6 +185,17 @@ pub enum RegistryError {
     #[error("reading blob {}", path.display())]
     Blob {
         path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{what}: the bytes hash to {actual}, not {expected}")]
+    Digest {
+        what: String,
+        expected: String,
+        actual: String,
+    },
+    #[error("writing {what}")]
+    Write {
+        what: String,
         source: std::io::Error,
     },
     #[error("starting the network runtime: {0}")]

@@ -8,8 +8,10 @@
 //!
 //! [`registry`] is an in-process fake OCI registry (auth, faults, a request log) for push tests;
 //! [`builder`] an in-process fake Habitat Builder (packages in channels, origin keys, bearer
-//! token, faults, a request log) for download tests.
+//! token, faults, a request log) for download tests; [`base_image`] a busybox base image
+//! (OCI layout, oci-archive, docker-archive, pushed with skopeo) for `--base-image` tests.
 
+pub mod base_image;
 pub mod builder;
 mod http;
 pub mod registry;

@@ -364,6 +364,18 @@ impl FakeRegistry {
         digest
     }
 
+    /// Stores `data` in `repo` under `digest`, whatever it hashes to: a registry (or a
+    /// proxy's cache) that serves damaged bytes.
+    pub fn put_damaged_blob(&self, repo: &str, digest: &str, data: &[u8]) {
+        let mut st = self.shared.state();
+        st.blobs.insert(digest.to_owned(), Arc::from(data));
+        st.repos
+            .entry(repo.to_owned())
+            .or_default()
+            .blobs
+            .insert(digest.to_owned());
+    }
+
     /// Forgets a blob everywhere, as a garbage collection that removed it would.
     pub fn remove_blob(&self, digest: &str) {
         let mut st = self.shared.state();
