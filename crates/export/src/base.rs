@@ -422,3 +422,71 @@ mod tests {
         );
     }
 }
+
+/// The base under a plan: its layers (bottom of the image, unchanged) and what the report
+/// and the SBOM say of it.
+#[derive(Debug, Clone)]
+pub struct PlanBase {
+    /// As given (`--base-image`).
+    pub reference: String,
+    /// What the reference resolved to (the index's digest when it is an index).
+    pub digest: String,
+    /// The platform manifest taken.
+    pub manifest_digest: String,
+    /// Bottom to top, with where their bytes are.
+    pub layers: Vec<(oci_image::LayerDescriptor, std::path::PathBuf)>,
+    /// `registry/repository` of a registry base, for mounting its layers on push.
+    pub repository: Option<String>,
+}
+
+/// Puts `plan` on `base`: config merged ([`merge_config`]), Habitat's users and groups
+/// added to the base's files, the base's layers under the plan's. Returns the warnings: our
+/// extras that hide a base file, ids that clash.
+pub fn apply(
+    plan: &mut crate::ImagePlan,
+    base: &crate::base_source::Based,
+    user_set: bool,
+    workdir_set: bool,
+) -> Result<Vec<String>, crate::ExportError> {
+    let image = &base.image;
+    let files = &base.files;
+    let mut warnings: Vec<String> = hidden_paths(&plan.extras, files)
+        .into_iter()
+        .map(|p| {
+            format!(
+                "the base image's {p} is hidden by the same path in hab-oci's extras layer"
+            )
+        })
+        .collect();
+    for e in &mut plan.extras {
+        let (base_text, merge, what): (Option<&str>, fn(Option<&str>, &str) -> String, &str) =
+            match e.path.as_str() {
+                "etc/passwd" => (files.passwd.as_deref(), merge_passwd, "user"),
+                "etc/group" => (files.group.as_deref(), merge_group, "group"),
+                _ => continue,
+            };
+        let ExtraKind::File(bytes) = &e.kind else {
+            continue;
+        };
+        let ours = String::from_utf8_lossy(bytes).into_owned();
+        for (name, id, theirs) in id_clashes(base_text, &ours) {
+            warnings.push(format!(
+                "Habitat's {what} {name} has id {id}, which the base image's /{} gives to {theirs}",
+                e.path
+            ));
+        }
+        e.kind = ExtraKind::File(merge(base_text, &ours).into_bytes());
+    }
+    plan.config = merge_config(image, &plan.config, user_set, workdir_set);
+    plan.base = Some(PlanBase {
+        reference: image.reference.clone(),
+        digest: image
+            .index_digest
+            .clone()
+            .unwrap_or_else(|| image.manifest_digest.clone()),
+        manifest_digest: image.manifest_digest.clone(),
+        layers: base.layers()?,
+        repository: base.repository.clone(),
+    });
+    Ok(warnings)
+}

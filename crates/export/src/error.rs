@@ -84,6 +84,13 @@ pub enum ExportError {
         "target {target} makes no container images (Linux targets only: x86_64-linux, aarch64-linux)"
     )]
     NoPlatform { target: String },
+    #[error(transparent)]
+    Base(#[from] oci_image::base::BaseError),
+    #[error("base image {base}")]
+    BaseRegistry {
+        base: String,
+        source: crate::PublishError,
+    },
     /// A multi-platform export where some targets failed: each with its own error.
     #[error("the image cannot be made for every target:{}", per_target(.0))]
     Targets(Vec<(String, ExportError)>),

@@ -97,6 +97,8 @@ pub enum LayerSource {
     Built,
     /// Not built: a cache source in the registry holds it (no byte of it read or sent).
     Registry,
+    /// A layer of the base image (`--base-image`), unchanged.
+    Base,
 }
 
 /// A package layer is in the store: the event the push subscribes to.
@@ -342,14 +344,17 @@ impl Layers {
         if records_left_out {
             records.clear();
         }
-        let mut layers: Vec<LayerDescriptor> = ready
+        // The base image's layers first, unchanged (their bytes are placed in the store,
+        // or confirmed in the registry, by the caller).
+        let mut layers: Vec<LayerDescriptor> = plan
+            .base
             .iter()
-            .enumerate()
-            .map(|(i, l)| LayerDescriptor {
-                digests: l.digests.clone(),
-                annotations: annotations(&l.members, records.get(i).cloned()),
-            })
+            .flat_map(|b| b.layers.iter().map(|(d, _)| d.clone()))
             .collect();
+        layers.extend(ready.iter().enumerate().map(|(i, l)| LayerDescriptor {
+            digests: l.digests.clone(),
+            annotations: annotations(&l.members, records.get(i).cloned()),
+        }));
         let extras = native::build_extras(plan, store, self.compression, progress)?;
         layers.push(LayerDescriptor {
             digests: extras,

@@ -9,6 +9,7 @@
 //! This crate never prints, never sees clap and never talks to a registry.
 
 pub mod base;
+pub mod base_source;
 pub mod cache;
 pub mod cache_source;
 pub mod engine;

@@ -11,6 +11,7 @@ use depot::{Depot, Records, ResolvedClosure};
 use oci_image::{Built, OciDir};
 use rayon::prelude::*;
 
+use crate::base_source::{Based, Bases};
 use crate::cache::LayerCache;
 use crate::cache_source::{self, Platform, RemoteImage, SourceLayer};
 use crate::engine::{self, EngineHost, EngineOptions, EngineReport};
@@ -68,6 +69,27 @@ pub trait Publisher: Sync {
         _artifact: &crate::sbom::Artifact,
     ) -> Result<crate::sbom::AttachReport, PublishError> {
         Err("this registry client cannot attach artifacts".into())
+    }
+    /// A base image (`--base-image` of a registry): the manifest of `reference` for
+    /// `platform` and its config. The binary gives every export a publisher, pushing or
+    /// not, for this.
+    fn read_base(
+        &self,
+        _reference: &str,
+        _platform: &Platform,
+    ) -> Result<crate::base_source::BaseRead, PublishError> {
+        Err("this registry client cannot read base images".into())
+    }
+    /// Streams the blob `digest` (`size` bytes) of `reference`'s repository into `dest`,
+    /// checking its digest.
+    fn fetch_blob(
+        &self,
+        _reference: &str,
+        _digest: &str,
+        _size: u64,
+        _dest: &mut dyn std::io::Write,
+    ) -> Result<u64, PublishError> {
+        Err("this registry client cannot fetch blobs".into())
     }
 }
 
@@ -141,6 +163,14 @@ pub fn export(
             "an image for several targets is built by the native engine only".into(),
         ));
     }
+    // The base first: a base that cannot be read fails the export before any package work.
+    let bases = crate::base_source::open(
+        settings.base_image.as_deref(),
+        &targets,
+        layers.cache(),
+        publisher,
+        events,
+    )?;
     let mut depots = targets
         .iter()
         .map(|t| open_depot(settings, t, &layers, events))
@@ -217,7 +247,15 @@ pub fn export(
         session = Some(s);
     }
     let records_used = layers.reuses_any();
-    let images = match complete_all(settings, &targets, &depots, requested, &layers, events) {
+    let images = match complete_all(
+        settings,
+        &targets,
+        &depots,
+        requested,
+        &layers,
+        bases.as_ref(),
+        events,
+    ) {
         Ok(r) => r,
         // Records are believed, not proven: if the closure they give does not resolve
         // (a cycle, inconsistent TDEPS, a hart that is not what was recorded), the export
@@ -236,7 +274,15 @@ pub fn export(
             }
             layers.set_remote(HashMap::new());
             let requested = load(&depots)?;
-            complete_all(settings, &targets, &depots, requested, &layers, events)?
+            complete_all(
+                settings,
+                &targets,
+                &depots,
+                requested,
+                &layers,
+                bases.as_ref(),
+                events,
+            )?
         }
         Err(e) => return Err(e),
     };
@@ -307,16 +353,19 @@ fn complete_all(
     depots: &[Depot],
     requested: Vec<depot::Requested>,
     layers: &Layers,
+    bases: Option<&Bases>,
     events: &dyn Events,
 ) -> Result<Vec<(ResolvedClosure, ImagePlan)>, ExportError> {
     let results = depots
         .iter()
         .zip(requested)
-        .map(|(depot, r)| {
+        .enumerate()
+        .map(|(i, (depot, r))| {
+            let base = bases.map(|b| &b.per_target[i]);
             depot
                 .complete(r)
                 .map_err(ExportError::from)
-                .and_then(|c| plan_with_harts(settings, depot, c, layers, events))
+                .and_then(|c| plan_with_harts(settings, depot, c, layers, base, events))
         })
         .collect();
     per_target(targets, results)
@@ -493,10 +542,11 @@ fn plan_with_harts(
     depot: &Depot,
     mut closure: ResolvedClosure,
     layers: &Layers,
+    base: Option<&Based>,
     events: &dyn Events,
 ) -> Result<(ResolvedClosure, ImagePlan), ExportError> {
     loop {
-        let plan = plan(settings, &closure)?;
+        let plan = plan(settings, &closure, base, events)?;
         let needed: Vec<usize> = (0..plan.layers.len())
             .filter(|&i| !layers.in_registry(&Layers::members(&closure, &plan, i)))
             .flat_map(|i| plan.layers[i].members.iter().copied())
@@ -528,7 +578,13 @@ fn plan_with_harts(
     }
 }
 
-fn plan(settings: &ExportSettings, closure: &ResolvedClosure) -> Result<ImagePlan, ExportError> {
+/// The plan of `closure`, on `base` when there is one.
+fn plan(
+    settings: &ExportSettings,
+    closure: &ResolvedClosure,
+    base: Option<&Based>,
+    events: &dyn Events,
+) -> Result<ImagePlan, ExportError> {
     let supervisor = match &settings.supervisor {
         None => None,
         Some(s) => {
@@ -549,11 +605,37 @@ fn plan(settings: &ExportSettings, closure: &ResolvedClosure) -> Result<ImagePla
             })
         }
     };
-    let opts = PlanOptions {
+    let mut opts = PlanOptions {
         supervisor,
         ..settings.plan.clone()
     };
-    ImagePlan::new(closure, &opts)
+    let Some(base) = base else {
+        return ImagePlan::new(closure, &opts);
+    };
+    // The base's layers count toward Docker's depth limit: the packages get what is left.
+    let base_layers = base.image.layers.len();
+    let left = crate::plan::DOCKER_MAX_LAYERS.saturating_sub(base_layers);
+    if left < 2 {
+        return Err(ExportError::LayerBudget {
+            max: opts.max_layers,
+            problem: format!(
+                "the base image has {base_layers} layers, leaving fewer than 2 of Docker's {} for the packages and the extras",
+                crate::plan::DOCKER_MAX_LAYERS
+            ),
+        });
+    }
+    opts.max_layers = opts.max_layers.min(left);
+    let mut plan = ImagePlan::new(closure, &opts)?;
+    let warnings = crate::base::apply(
+        &mut plan,
+        base,
+        settings.plan.user.is_some(),
+        settings.plan.working_dir.is_some(),
+    )?;
+    for w in warnings {
+        events.warning(&w);
+    }
+    Ok(plan)
 }
 
 /// Adds the warnings about `closure`'s packages to `warned`, once each (the targets of a
@@ -669,6 +751,9 @@ fn native(
                 s.layer_ready(l);
             }
         };
+        if let Some(base) = &plan.base {
+            place_base(base, &store, session.as_deref(), outputs, naming, events)?;
+        }
         let built = layers.build(closure, plan, &store, events, &on_ready)?;
         if built.records_left_out {
             events.warning(&format!(
@@ -723,6 +808,16 @@ fn native(
     if let Built::Index(x) = &top {
         report.set_index(x, &readies);
     }
+    report.base = images
+        .iter()
+        .filter_map(|(_, p)| p.base.as_ref())
+        .map(|b| report::BaseReport {
+            reference: b.reference.clone(),
+            digest: b.digest.clone(),
+            manifest_digest: b.manifest_digest.clone(),
+            layers: b.layers.len(),
+        })
+        .collect();
     report.push = push;
     report.cache = layers.stats();
     report.cache_sources = sources;
@@ -745,6 +840,61 @@ fn native(
         layers: first.layers.len(),
         image_id: None,
     })
+}
+
+/// Makes the base's layers part of the image's blobs: confirmed in the push's repository
+/// (found with a `HEAD`, or mounted from the base's repository of the same registry: no
+/// byte sent), and linked into the store (from the layer cache or the base's own layout)
+/// where a local output needs them or the push could not confirm them.
+fn place_base(
+    base: &crate::base::PlanBase,
+    store: &OciDir,
+    session: Option<&dyn PushSession>,
+    outputs: &OutputSet,
+    naming: &Naming,
+    events: &dyn Events,
+) -> Result<(), ExportError> {
+    let confirmed = match session {
+        Some(s) => {
+            let blobs: Vec<RemoteBlob> = base
+                .layers
+                .iter()
+                .map(|(d, _)| RemoteBlob {
+                    digest: d.digests.digest.clone(),
+                    size: d.digests.size,
+                    repository: base
+                        .repository
+                        .clone()
+                        .unwrap_or_else(|| naming.name.clone()),
+                })
+                .collect();
+            let confirmed = s.confirm(&blobs);
+            let n = confirmed.iter().filter(|c| **c).count();
+            events.status(&format!(
+                "Base image {}: {n} of its {} layers are in {} (found or mounted, not uploaded)",
+                base.reference,
+                blobs.len(),
+                naming.name
+            ));
+            confirmed
+        }
+        None => Vec::new(),
+    };
+    for (i, (d, path)) in base.layers.iter().enumerate() {
+        let needed = !outputs.outputs.is_empty() || !confirmed.get(i).copied().unwrap_or(false);
+        let dest = store.blob_path(&d.digests.digest)?;
+        if !needed || dest.exists() {
+            continue;
+        }
+        if std::fs::hard_link(path, &dest).is_err() {
+            // Through a temporary name: a blob path never holds partial content.
+            let mut w = store.blob_writer()?;
+            let mut f = std::fs::File::open(path).map_err(crate::error::io_at(path))?;
+            std::io::copy(&mut f, &mut w).map_err(crate::error::io_at(path))?;
+            w.commit(&d.digests.digest)?;
+        }
+    }
+    Ok(())
 }
 
 /// docker or buildah: the same plan built from a context by the engine's own command, then

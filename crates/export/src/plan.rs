@@ -90,6 +90,9 @@ pub struct ImagePlan {
     pub naming: Naming,
     /// Index of the primary package (decides users, init.sh and Cmd).
     pub primary: usize,
+    /// The base image under the package layers (`--base-image`), once applied
+    /// ([`crate::base::apply`]).
+    pub base: Option<crate::base::PlanBase>,
 }
 
 /// Seconds since the epoch of a 14-digit UTC release (`YYYYMMDDhhmmss`); 0 if malformed.
@@ -175,6 +178,7 @@ impl ImagePlan {
             config,
             naming: naming::naming(&opts.naming, p.ident())?,
             primary,
+            base: None,
         })
     }
 }

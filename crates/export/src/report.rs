@@ -62,6 +62,19 @@ pub struct PlatformReport {
     pub layers: Vec<LayerReport>,
 }
 
+/// The base image under one platform's image.
+#[derive(Debug, Serialize)]
+pub struct BaseReport {
+    /// As given.
+    pub reference: String,
+    /// What it resolved to (its index's digest when it is an index): the
+    /// `org.opencontainers.image.base.digest` label.
+    pub digest: String,
+    pub manifest_digest: String,
+    /// Its layers, bottom of the image.
+    pub layers: usize,
+}
+
 #[derive(Debug, Serialize)]
 pub struct Report {
     pub name: String,
@@ -76,6 +89,9 @@ pub struct Report {
     pub index_digest: Option<String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub platforms: Vec<PlatformReport>,
+    /// The base image (`--base-image`): one per platform, in the order of `platforms`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub base: Vec<BaseReport>,
     pub outputs: Vec<String>,
     /// The layers of the image (the first target's, with several).
     pub layers: Vec<LayerReport>,
@@ -128,6 +144,7 @@ impl Report {
             config_digest: image.config_digest.clone(),
             index_digest: None,
             platforms: Vec::new(),
+            base: Vec::new(),
             outputs,
             push: None,
             cache: None,
@@ -156,13 +173,21 @@ impl Report {
     }
 }
 
+/// One report per layer of `image`: the base's (below the package layers), the package
+/// layers (`ready`), then the extras.
 fn layer_reports(image: &BuiltImage, ready: &[LayerReady]) -> Vec<LayerReport> {
+    let base = image.layers.len().saturating_sub(ready.len() + 1);
     image
         .layers
         .iter()
         .enumerate()
         .map(|(i, l)| {
-            let r = ready.get(i);
+            if i < base {
+                let mut report = LayerReport::of(l, &[]);
+                report.source = Some(crate::LayerSource::Base);
+                return report;
+            }
+            let r = ready.get(i - base);
             let mut report = LayerReport::of(l, r.map_or(&[][..], |r| &r.members[..]));
             report.source = r.map(|r| r.source);
             report
@@ -187,6 +212,7 @@ impl Report {
             config_digest: engine.image_id.clone(),
             index_digest: None,
             platforms: Vec::new(),
+            base: Vec::new(),
             outputs,
             layers: Vec::new(),
             push: None,

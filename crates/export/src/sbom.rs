@@ -194,7 +194,11 @@ pub fn produce(
             created: plan.config.created.clone(),
         };
         let packages: Vec<&ResolvedPackage> = closure.packages.iter().collect();
-        let sbom = document(format, &subject, &packages, None)?;
+        let base = plan.base.as_ref().map(|b| BaseComponent {
+            reference: b.reference.clone(),
+            digest: b.digest.clone(),
+        });
+        let sbom = document(format, &subject, &packages, base.as_ref())?;
         for n in &sbom.notes {
             events.warning(&format!("SBOM ({platform}): {n}"));
         }

@@ -75,6 +75,9 @@ pub struct ExportSettings {
     /// The targets of a multi-platform image (one image per target, tied by an index);
     /// empty: one image, for `depot.target`.
     pub targets: Vec<PackageTarget>,
+    /// The base image (`--base-image`: a registry reference, `oci:DIR[:TAG]`,
+    /// `oci-archive:FILE` or `docker-archive:FILE`); native engine only.
+    pub base_image: Option<String>,
     /// `None`: an image without the Supervisor (no `/init.sh`).
     pub supervisor: Option<SupervisorPackages>,
     /// The plan's options; its `supervisor` is filled in once the closure is resolved.

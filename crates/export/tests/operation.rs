@@ -97,6 +97,7 @@ impl Fixture {
         ExportSettings {
             packages: vec![Request::parse("gen/app").expect("request")],
             targets: Vec::new(),
+            base_image: None,
             depot: self.depot(),
             supervisor: None,
             plan: PlanOptions {

@@ -136,6 +136,13 @@ pub(crate) struct ExportArgs {
     pub(crate) packages: Vec<String>,
     #[command(flatten)]
     pub(crate) source: SourceArgs,
+    /// Put the packages on this base image (native engine): a registry reference
+    /// (`debian:bookworm-slim`, `REGISTRY/REPO@sha256:…`), or `oci:DIR[:TAG]`,
+    /// `oci-archive:FILE`, `docker-archive:FILE`. Its layers come first, unchanged; its
+    /// config is merged (its Env kept, PATH with Habitat's paths first; its User/WorkingDir
+    /// unless given); Habitat's users and groups are added to its /etc/passwd and /etc/group.
+    #[arg(long, value_name = "REF")]
+    pub(crate) base_image: Option<String>,
     /// Docker-style platforms, another way to give --target: linux/amd64 (x86_64-linux),
     /// linux/arm64 (aarch64-linux). Repeatable or comma-separated.
     #[arg(long = "platform", value_name = "OS/ARCH", value_delimiter = ',')]

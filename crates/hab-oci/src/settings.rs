@@ -527,6 +527,14 @@ pub(crate) fn export(a: &ExportArgs) -> Result<(ExportSettings, Option<PushSetti
     if let Some(t) = targets.first() {
         depot.target = Some(t.clone());
     }
+    if !native && a.base_image.is_some() {
+        bail!(
+            "--base-image needs the native engine\nhint: with --engine docker|buildah, drop --base-image (their images start FROM scratch)"
+        );
+    }
+    if let Some(b) = &a.base_image {
+        oci_image::base::BaseSpec::parse(b).context("--base-image")?;
+    }
     if !native && targets.len() > 1 {
         bail!(
             "several targets need the native engine: docker and buildah build one platform\nhint: drop --engine, or export once per --target"
@@ -535,6 +543,7 @@ pub(crate) fn export(a: &ExportArgs) -> Result<(ExportSettings, Option<PushSetti
     let settings = ExportSettings {
         packages,
         targets,
+        base_image: a.base_image.clone(),
         depot,
         supervisor,
         plan,
@@ -556,7 +565,8 @@ pub(crate) fn export(a: &ExportArgs) -> Result<(ExportSettings, Option<PushSetti
         results_dir: PathBuf::from("results"),
     };
     // hab-oci's own push: native images, and engine images unless the engine pushes.
-    let push = (a.push_image && (native || !a.engine_push)).then(|| PushSettings {
+    // The registry client serves a registry base image too, pushing or not.
+    let push = ((a.push_image && (native || !a.engine_push)) || a.base_image.is_some()).then(|| PushSettings {
         login,
         registry: oci_registry::RegistryOptions {
             insecure: a.insecure_registry.clone(),
@@ -567,10 +577,17 @@ pub(crate) fn export(a: &ExportArgs) -> Result<(ExportSettings, Option<PushSetti
         },
         // Cache sources in other repositories of the push's registry are mount sources too
         // (which also gives the push's token pull access to them).
+        // So is a registry base image: its layers are mounted, not uploaded.
         mount_from: a
             .mount_from
             .iter()
             .chain(&a.cache_from)
+            .chain(a.base_image.iter().filter(|b| {
+                matches!(
+                    oci_image::base::BaseSpec::parse(b),
+                    Ok(oci_image::base::BaseSpec::Registry(_))
+                )
+            }))
             .map(|r| {
                 export::naming::parse_reference(r)
                     .map(|(name, _, _)| name)

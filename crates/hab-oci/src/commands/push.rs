@@ -8,11 +8,14 @@ use export::naming::registry_of;
 use export::report::PushReport;
 use std::collections::HashMap;
 
+use export::base_source::BaseRead;
 use export::cache_source::{Platform, RemoteImage};
 use export::{LayerReady, Naming, PublishError, PushSession, RemoteBlob};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use oci_image::{Built, OciDir};
-use oci_registry::{Blob, BlobOutcome, Credentials, Manifest, PushProgress, PushRequest, Pusher};
+use oci_registry::{
+    Blob, BlobOutcome, Credentials, Manifest, PlatformRead, PushProgress, PushRequest, Pusher,
+};
 
 use crate::printer::Printer;
 use crate::settings::PushSettings;
@@ -184,8 +187,66 @@ impl export::Publisher for Publisher<'_> {
         reference: &str,
         platform: &Platform,
     ) -> Result<Option<RemoteImage>, PublishError> {
+        let read = oci_registry::read_image(
+            reference,
+            &platform.os,
+            &platform.architecture,
+            &self.creds_for(reference),
+            &self.settings.registry,
+        )?;
+        Ok(read.map(|d| RemoteImage {
+            repository: d.repository,
+            manifest_digest: d.manifest_digest,
+            manifest: d.manifest,
+            config: d.config,
+        }))
+    }
+
+    fn read_base(&self, reference: &str, platform: &Platform) -> Result<BaseRead, PublishError> {
+        Ok(
+            match oci_registry::read_platform_image(
+                reference,
+                platform,
+                &self.creds_for(reference),
+                &self.settings.registry,
+            )? {
+                PlatformRead::Found(d) => BaseRead::Found {
+                    repository: d.repository,
+                    index_digest: d.index_digest,
+                    manifest: d.manifest,
+                    config: d.config,
+                },
+                PlatformRead::NoImage => BaseRead::NoImage,
+                PlatformRead::NoPlatform(p) => BaseRead::NoPlatform(p),
+                PlatformRead::Unsupported { media_type } => BaseRead::Unsupported { media_type },
+            },
+        )
+    }
+
+    fn fetch_blob(
+        &self,
+        reference: &str,
+        digest: &str,
+        size: u64,
+        dest: &mut dyn std::io::Write,
+    ) -> Result<u64, PublishError> {
+        Ok(oci_registry::fetch_blob(
+            reference,
+            digest,
+            size,
+            dest,
+            &self.creds_for(reference),
+            &self.settings.registry,
+        )?)
+    }
+}
+
+impl Publisher<'_> {
+    /// The push's login for a reference in the push's registry, else what docker would use
+    /// for its registry.
+    fn creds_for(&self, reference: &str) -> Credentials {
         let registry = registry_of(reference);
-        let creds = match &self.settings.login {
+        match &self.settings.login {
             Some((username, password))
                 if self.push_registry.lock().is_ok_and(|r| *r == registry) =>
             {
@@ -195,20 +256,7 @@ impl export::Publisher for Publisher<'_> {
                 }
             }
             _ => Credentials::from_docker_config(&registry),
-        };
-        let read = oci_registry::read_image(
-            reference,
-            &platform.os,
-            &platform.architecture,
-            &creds,
-            &self.settings.registry,
-        )?;
-        Ok(read.map(|d| RemoteImage {
-            repository: d.repository,
-            manifest_digest: d.manifest_digest,
-            manifest: d.manifest,
-            config: d.config,
-        }))
+        }
     }
 }
 
