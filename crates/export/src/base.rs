@@ -439,6 +439,9 @@ pub struct PlanBase {
     pub repository: Option<String>,
 }
 
+/// [`merge_passwd`] or [`merge_group`].
+type Merge = fn(Option<&str>, &str) -> String;
+
 /// Puts `plan` on `base`: config merged ([`merge_config`]), Habitat's users and groups
 /// added to the base's files, the base's layers under the plan's. Returns the warnings: our
 /// extras that hide a base file, ids that clash.
@@ -453,18 +456,15 @@ pub fn apply(
     let mut warnings: Vec<String> = hidden_paths(&plan.extras, files)
         .into_iter()
         .map(|p| {
-            format!(
-                "the base image's {p} is hidden by the same path in hab-oci's extras layer"
-            )
+            format!("the base image's {p} is hidden by the same path in hab-oci's extras layer")
         })
         .collect();
     for e in &mut plan.extras {
-        let (base_text, merge, what): (Option<&str>, fn(Option<&str>, &str) -> String, &str) =
-            match e.path.as_str() {
-                "etc/passwd" => (files.passwd.as_deref(), merge_passwd, "user"),
-                "etc/group" => (files.group.as_deref(), merge_group, "group"),
-                _ => continue,
-            };
+        let (base_text, merge, what): (Option<&str>, Merge, &str) = match e.path.as_str() {
+            "etc/passwd" => (files.passwd.as_deref(), merge_passwd, "user"),
+            "etc/group" => (files.group.as_deref(), merge_group, "group"),
+            _ => continue,
+        };
         let ExtraKind::File(bytes) = &e.kind else {
             continue;
         };

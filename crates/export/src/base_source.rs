@@ -47,12 +47,7 @@ impl Based {
     /// The base's layers as our manifest lists them, with where their bytes are.
     pub fn layers(&self) -> Result<Vec<(LayerDescriptor, PathBuf)>, ExportError> {
         (0..self.image.layers.len())
-            .map(|i| {
-                Ok((
-                    self.image.layers[i].descriptor(),
-                    self.image.layer_path(i)?,
-                ))
-            })
+            .map(|i| Ok((self.image.layers[i].descriptor(), self.image.layer_path(i)?)))
             .collect()
     }
 }
@@ -99,8 +94,7 @@ pub fn open(
             None => {
                 let publisher = publisher.ok_or_else(|| {
                     ExportError::Plan(
-                        "a registry base image without a registry client (internal error)"
-                            .into(),
+                        "a registry base image without a registry client (internal error)".into(),
                     )
                 })?;
                 registry_image(reference, &platform, publisher, &blobs, events)?
@@ -167,8 +161,7 @@ fn registry_image(
                 .into());
             }
         };
-    let mut image =
-        BaseImage::from_documents(reference, index_digest, manifest, config, platform)?;
+    let mut image = BaseImage::from_documents(reference, index_digest, manifest, config, platform)?;
     let missing: Vec<usize> = (0..image.layers.len())
         .filter(|&i| !blobs.contains(&image.layers[i].digest))
         .collect();

@@ -196,7 +196,7 @@ pub fn produce(
         let packages: Vec<&ResolvedPackage> = closure.packages.iter().collect();
         let base = plan.base.as_ref().map(|b| BaseComponent {
             reference: b.reference.clone(),
-            digest: b.digest.clone(),
+            digest: b.manifest_digest.clone(),
         });
         let sbom = document(format, &subject, &packages, base.as_ref())?;
         for n in &sbom.notes {

@@ -566,35 +566,38 @@ pub(crate) fn export(a: &ExportArgs) -> Result<(ExportSettings, Option<PushSetti
     };
     // hab-oci's own push: native images, and engine images unless the engine pushes.
     // The registry client serves a registry base image too, pushing or not.
-    let push = ((a.push_image && (native || !a.engine_push)) || a.base_image.is_some()).then(|| PushSettings {
-        login,
-        registry: oci_registry::RegistryOptions {
-            insecure: a.insecure_registry.clone(),
-            ca_certs: a.ca_cert.clone(),
-            jobs: usize::from(a.jobs),
-            chunk_size: a.push_chunk_size,
-            ..oci_registry::RegistryOptions::default()
-        },
-        // Cache sources in other repositories of the push's registry are mount sources too
-        // (which also gives the push's token pull access to them).
-        // So is a registry base image: its layers are mounted, not uploaded.
-        mount_from: a
-            .mount_from
-            .iter()
-            .chain(&a.cache_from)
-            .chain(a.base_image.iter().filter(|b| {
-                matches!(
-                    oci_image::base::BaseSpec::parse(b),
-                    Ok(oci_image::base::BaseSpec::Registry(_))
-                )
-            }))
-            .map(|r| {
-                export::naming::parse_reference(r)
-                    .map(|(name, _, _)| name)
-                    .unwrap_or_else(|_| r.clone())
-            })
-            .collect(),
-    });
+    let push =
+        ((a.push_image && (native || !a.engine_push)) || a.base_image.is_some()).then(|| {
+            PushSettings {
+                login,
+                registry: oci_registry::RegistryOptions {
+                    insecure: a.insecure_registry.clone(),
+                    ca_certs: a.ca_cert.clone(),
+                    jobs: usize::from(a.jobs),
+                    chunk_size: a.push_chunk_size,
+                    ..oci_registry::RegistryOptions::default()
+                },
+                // Cache sources in other repositories of the push's registry are mount sources too
+                // (which also gives the push's token pull access to them).
+                // So is a registry base image: its layers are mounted, not uploaded.
+                mount_from: a
+                    .mount_from
+                    .iter()
+                    .chain(&a.cache_from)
+                    .chain(a.base_image.iter().filter(|b| {
+                        matches!(
+                            oci_image::base::BaseSpec::parse(b),
+                            Ok(oci_image::base::BaseSpec::Registry(_))
+                        )
+                    }))
+                    .map(|r| {
+                        export::naming::parse_reference(r)
+                            .map(|(name, _, _)| name)
+                            .unwrap_or_else(|_| r.clone())
+                    })
+                    .collect(),
+            }
+        });
     Ok((settings, push))
 }
 

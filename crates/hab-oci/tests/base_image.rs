@@ -122,8 +122,208 @@ fn a_docker_archive_written_by_skopeo_is_a_base() {
     assert!(files.paths.contains("var/old/b") && !files.paths.contains("var/old/a"));
 }
 
+/// A source with `gen/app`, a service whose `run` is a shell script: the shell is the base's.
+fn app_source(tmp: &Path) -> std::path::PathBuf {
+    let src = tmp.join("src");
+    if src.exists() {
+        return src;
+    }
+    let key = hart::SecretKey::generate("gen").expect("key");
+    key.write_pair(&src.join("keys")).expect("keys");
+    pack_simple(
+        tmp,
+        &key,
+        &src.join("artifacts"),
+        "gen/app/1.0.0/20240101000000",
+        &[
+            (
+                "run",
+                "#!/bin/sh\necho \"hello on $(cat /etc/motd 2>/dev/null || echo a base)\"\n",
+                0o755,
+            ),
+            ("SVC_USER", "hab\n", 0o644),
+            ("SVC_GROUP", "hab\n", 0o644),
+        ],
+    );
+    src
+}
+
+fn export_on(tmp: &Path, base: &str, args: &[&str]) -> serde_json::Value {
+    let report = tmp.join("report.json");
+    let _ = std::fs::remove_file(&report);
+    hab_oci(tmp)
+        .current_dir(tmp)
+        .args(["export", "--no-supervisor", "--sbom", "none", "--source"])
+        .arg(app_source(tmp))
+        .args(["--base-image", base, "--report"])
+        .arg(&report)
+        .args(args)
+        .arg("gen/app")
+        .assert()
+        .success();
+    read_json(&report)
+}
+
+fn docker(args: &[&str]) -> String {
+    run(std::process::Command::new("docker").args(args))
+}
+
+/// The demonstration, local: an image on testkit's busybox base (its own shell and
+/// /etc/passwd) whose shell works, whose /etc/passwd has the base's users and Habitat's
+/// `hab`, whose first layers are the base's (same digests), labelled with the base.
+fn an_image_on_a_base_keeps_its_shell_and_users() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let t = tmp.path();
+    let base = busybox_base("amd64").expect("fixture");
+    write_oci_layout(&t.join("base"), "1.0", &[&base]).expect("layout");
+    let image = format!("hab-oci-test/on-base-{}", std::process::id());
+    let report = export_on(
+        t,
+        "oci:base:1.0",
+        &[
+            "--image-name",
+            &image,
+            "--no-tag-version",
+            "--no-tag-version-release",
+            "-o",
+            "docker-archive:img.tar",
+        ],
+    );
+    let layers = layer_digests(&report);
+    assert_eq!(
+        layers[..2],
+        base.layer_digests()[..],
+        "the base's layers first, unchanged"
+    );
+    assert_eq!(report["layers"][0]["source"], "base");
+    assert_eq!(
+        report["base"][0]["manifest_digest"],
+        base.manifest_digest.as_str()
+    );
+    docker(&["load", "-i", &t.join("img.tar").display().to_string()]);
+    let tag = format!("{image}:latest");
+    let said = docker(&["run", "--rm", "--network", "none", &tag]);
+    let passwd = docker(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "--entrypoint",
+        "/bin/sh",
+        &tag,
+        "-c",
+        "cat /etc/passwd; echo; ls /bin/busybox",
+    ]);
+    let labels = docker(&[
+        "image",
+        "inspect",
+        "--format",
+        "{{json .Config.Labels}}",
+        &tag,
+    ]);
+    let _ = std::process::Command::new("docker")
+        .args(["rmi", "-f", &tag])
+        .output();
+    // The base's second layer deleted /etc/motd: the script falls back.
+    assert_eq!(said, "hello on a base\n");
+    assert!(
+        passwd.starts_with(PASSWD),
+        "the base's users first, as the base has them: {passwd}"
+    );
+    assert!(passwd.lines().any(|l| l.starts_with("hab:x:")), "{passwd}");
+    assert!(passwd.contains("/bin/busybox"), "{passwd}");
+    assert!(
+        labels.contains("org.opencontainers.image.base.name"),
+        "{labels}"
+    );
+    assert!(labels.contains(&base.manifest_digest), "{labels}");
+}
+
+/// Pushed to the registry its base is in: the base's layers are mounted, none of their
+/// bytes uploaded (the push's byte count is exactly our blobs'), and the pulled image runs.
+fn a_push_to_the_bases_registry_sends_none_of_its_bytes() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let t = tmp.path();
+    let layout = t.join("layout");
+    let (_, amd, _) = two_platform_layout(&layout);
+    let base_ref = format!("{}/{}:multi", registry(), unique("base"));
+    skopeo_push(&layout, "multi", &base_ref).expect("skopeo push");
+    let url = format!("{}/{}", registry(), unique("pushed"));
+    let report = export_on(t, &base_ref, &["--registry-url", &url, "--push-image"]);
+    assert_eq!(report["base"][0]["manifest_digest"], amd.as_str());
+    let base_layers: Vec<&serde_json::Value> = report["layers"]
+        .as_array()
+        .expect("layers")
+        .iter()
+        .filter(|l| l["source"] == "base")
+        .collect();
+    assert_eq!(base_layers.len(), 2);
+    let image = format!("{url}/gen/app:latest");
+    let manifest: serde_json::Value =
+        serde_json::from_str(&run(std::process::Command::new("skopeo").args([
+            "inspect",
+            "--raw",
+            "--tls-verify=false",
+            &format!("docker://{image}"),
+        ])))
+        .expect("manifest");
+    let ours: u64 = report["layers"]
+        .as_array()
+        .expect("layers")
+        .iter()
+        .filter(|l| l["source"] != "base")
+        .map(|l| l["size"].as_u64().expect("size"))
+        .sum::<u64>()
+        + manifest["config"]["size"].as_u64().expect("config size");
+    let push = &report["push"];
+    assert_eq!(push["bytes_uploaded"].as_u64(), Some(ours), "{push}");
+    assert_eq!(push["blobs_mounted"].as_u64(), Some(2), "{push}");
+    docker(&["pull", "-q", &image]);
+    let said = docker(&["run", "--rm", "--network", "none", &image]);
+    let _ = std::process::Command::new("docker")
+        .args(["rmi", "-f", &image])
+        .output();
+    assert_eq!(said, "hello on a base\n");
+}
+
+/// Bad bases fail before any output is written, naming the base and the problem.
+fn bad_bases_are_refused_before_any_output() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let t = tmp.path();
+    let arm = busybox_base("arm64").expect("fixture");
+    write_oci_layout(&t.join("arm-only"), "1", &[&arm]).expect("layout");
+    let amd = busybox_base("amd64").expect("fixture");
+    write_oci_layout(&t.join("broken"), "1", &[&amd]).expect("layout");
+    let blob = t
+        .join("broken/blobs/sha256")
+        .join(amd.layer_digests()[0].trim_start_matches("sha256:"));
+    std::fs::write(&blob, b"not the layer").expect("corrupt");
+    let missing = format!("{}/{}:1", registry(), unique("missing"));
+    for (base, says) in [
+        ("oci:nowhere:1", "nowhere"),
+        (missing.as_str(), "no such image"),
+        ("oci:arm-only:1", "linux/arm64"),
+        ("oci:broken:1", amd.layer_digests()[0].as_str()),
+    ] {
+        let out = hab_oci(t)
+            .current_dir(t)
+            .args(["export", "--no-supervisor", "--source"])
+            .arg(app_source(t))
+            .args(["--base-image", base, "-o", "oci:out", "gen/app"])
+            .assert()
+            .failure();
+        let err = String::from_utf8_lossy(&out.get_output().stderr).into_owned();
+        assert!(err.contains(says), "{base}: {err}");
+        assert!(!t.join("out").exists(), "{base}: no output");
+    }
+}
+
 tests![
     a_registry_base_gives_each_platform_its_manifest_and_checked_layers =>
         [Need::Registry, Need::Tool("skopeo")],
     a_docker_archive_written_by_skopeo_is_a_base => [Need::Tool("skopeo")],
+    an_image_on_a_base_keeps_its_shell_and_users => [Need::Docker, Need::File("/bin/busybox")],
+    a_push_to_the_bases_registry_sends_none_of_its_bytes =>
+        [Need::Docker, Need::Registry, Need::Tool("skopeo"), Need::File("/bin/busybox")],
+    bad_bases_are_refused_before_any_output => [Need::Registry, Need::File("/bin/busybox")],
 ];
