@@ -13,63 +13,6 @@ use serde_json::Value;
 mod common;
 use common::*;
 
-const BUSYBOX: &str = "core/busybox-static/1.36.1/20240101000000";
-const APP: &str = "gen/app/1.0.0/20240101000000";
-
-/// A source with `gen/app` (a service whose `run` prints a line with busybox's shell) and
-/// busybox for each of `targets`: the same bytes, only TARGET differs, as for packages
-/// built from one plan on two machines.
-fn two_platform_source(tmp: &Path, targets: &[&str]) -> PathBuf {
-    let src = tmp.join("src");
-    let core = hart::SecretKey::generate("core").expect("key");
-    let gen_key = hart::SecretKey::generate("gen").expect("key");
-    core.write_pair(&src.join("keys")).expect("keys");
-    gen_key.write_pair(&src.join("keys")).expect("keys");
-    let artifacts = src.join("artifacts");
-    for target in targets {
-        let work = tmp.join("pkgs").join(target);
-        let busybox = hab_oci_testkit::busybox_package(&work, "core").expect("busybox");
-        fs::write(busybox.join("TARGET"), format!("{target}\n")).expect("TARGET");
-        hart::pack(
-            &busybox,
-            &core,
-            None,
-            &artifacts,
-            &hart::PackOptions::default(),
-        )
-        .expect("pack busybox");
-        let app = work.join("hab/pkgs").join(APP);
-        fs::create_dir_all(&app).expect("app dir");
-        for (name, content, mode) in [
-            ("IDENT", format!("{APP}\n"), 0o644),
-            ("TARGET", format!("{target}\n"), 0o644),
-            ("DEPS", format!("{BUSYBOX}\n"), 0o644),
-            ("TDEPS", format!("{BUSYBOX}\n"), 0o644),
-            ("SVC_USER", "hab\n".to_owned(), 0o644),
-            ("SVC_GROUP", "hab\n".to_owned(), 0o644),
-            (
-                "run",
-                format!("#!/hab/pkgs/{BUSYBOX}/bin/sh\necho \"hello from gen/app\"\n"),
-                0o755,
-            ),
-        ] {
-            use std::os::unix::fs::PermissionsExt;
-            let p = app.join(name);
-            fs::write(&p, content).expect("write");
-            fs::set_permissions(&p, fs::Permissions::from_mode(mode)).expect("chmod");
-        }
-        hart::pack(
-            &app,
-            &gen_key,
-            None,
-            &artifacts,
-            &hart::PackOptions::default(),
-        )
-        .expect("pack app");
-    }
-    src
-}
-
 fn export(tmp: &Path, src: &Path, args: &[&str]) -> Value {
     let report = tmp.join(format!("report-{}.json", args.len()));
     let _ = fs::remove_file(&report);
@@ -319,6 +262,50 @@ fn targets_without_images_are_refused() {
     assert!(err.contains("native engine"), "{err}");
 }
 
+/// Each platform's image stands on the base's manifest of its own platform: the arm64
+/// image's first layers are the base's arm64 layers, the amd64 image's the amd64 ones.
+fn each_platform_stands_on_its_base() {
+    use hab_oci_testkit::base_image::{busybox_base, write_oci_layout};
+    let tmp = tempfile::tempdir().expect("tmp");
+    let t = tmp.path();
+    let src = two_platform_source(t, &["x86_64-linux", "aarch64-linux"]);
+    let amd = busybox_base("amd64").expect("fixture");
+    let arm = busybox_base("arm64").expect("fixture");
+    let base_index = write_oci_layout(&t.join("base"), "multi", &[&amd, &arm]).expect("layout");
+    let report = export(
+        t,
+        &src,
+        &[
+            "--target",
+            "x86_64-linux,aarch64-linux",
+            "--base-image",
+            "oci:base:multi",
+            "-o",
+            "oci:out",
+        ],
+    );
+    let platforms = report["platforms"].as_array().expect("platforms");
+    for (p, fixture) in platforms.iter().zip([&arm, &amd]) {
+        let layers: Vec<&str> = p["layers"]
+            .as_array()
+            .expect("layers")
+            .iter()
+            .take(2)
+            .map(|l| l["digest"].as_str().expect("digest"))
+            .collect();
+        assert_eq!(layers, fixture.layer_digests(), "{}", p["platform"]);
+    }
+    assert_eq!(report["base"][0]["digest"], base_index.as_str());
+    assert_eq!(
+        report["base"][0]["manifest_digest"],
+        arm.manifest_digest.as_str()
+    );
+    assert_eq!(
+        report["base"][1]["manifest_digest"],
+        amd.manifest_digest.as_str()
+    );
+}
+
 fn copy_dir(from: &Path, to: &Path) {
     fs::create_dir_all(to).expect("mkdir");
     for e in fs::read_dir(from).expect("read_dir") {
@@ -341,5 +328,6 @@ tests![
         Need::File("/bin/busybox"),
     ],
     missing_packages_are_listed_per_target => [Need::File("/bin/busybox")],
+    each_platform_stands_on_its_base => [Need::File("/bin/busybox")],
     targets_without_images_are_refused,
 ];

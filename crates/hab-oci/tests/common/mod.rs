@@ -481,3 +481,60 @@ pub(crate) fn supervisor_stand_ins(
         ),
     ]
 }
+
+pub(crate) const BUSYBOX: &str = "core/busybox-static/1.36.1/20240101000000";
+pub(crate) const APP: &str = "gen/app/1.0.0/20240101000000";
+
+/// A source with `gen/app` (a service whose `run` prints a line with busybox's shell) and
+/// busybox for each of `targets`: the same bytes, only TARGET differs, as for packages
+/// built from one plan on two machines.
+pub(crate) fn two_platform_source(tmp: &Path, targets: &[&str]) -> PathBuf {
+    let src = tmp.join("src");
+    let core = hart::SecretKey::generate("core").expect("key");
+    let gen_key = hart::SecretKey::generate("gen").expect("key");
+    core.write_pair(&src.join("keys")).expect("keys");
+    gen_key.write_pair(&src.join("keys")).expect("keys");
+    let artifacts = src.join("artifacts");
+    for target in targets {
+        let work = tmp.join("pkgs").join(target);
+        let busybox = hab_oci_testkit::busybox_package(&work, "core").expect("busybox");
+        fs::write(busybox.join("TARGET"), format!("{target}\n")).expect("TARGET");
+        hart::pack(
+            &busybox,
+            &core,
+            None,
+            &artifacts,
+            &hart::PackOptions::default(),
+        )
+        .expect("pack busybox");
+        let app = work.join("hab/pkgs").join(APP);
+        fs::create_dir_all(&app).expect("app dir");
+        for (name, content, mode) in [
+            ("IDENT", format!("{APP}\n"), 0o644),
+            ("TARGET", format!("{target}\n"), 0o644),
+            ("DEPS", format!("{BUSYBOX}\n"), 0o644),
+            ("TDEPS", format!("{BUSYBOX}\n"), 0o644),
+            ("SVC_USER", "hab\n".to_owned(), 0o644),
+            ("SVC_GROUP", "hab\n".to_owned(), 0o644),
+            (
+                "run",
+                format!("#!/hab/pkgs/{BUSYBOX}/bin/sh\necho \"hello from gen/app\"\n"),
+                0o755,
+            ),
+        ] {
+            use std::os::unix::fs::PermissionsExt;
+            let p = app.join(name);
+            fs::write(&p, content).expect("write");
+            fs::set_permissions(&p, fs::Permissions::from_mode(mode)).expect("chmod");
+        }
+        hart::pack(
+            &app,
+            &gen_key,
+            None,
+            &artifacts,
+            &hart::PackOptions::default(),
+        )
+        .expect("pack app");
+    }
+    src
+}
