@@ -5,7 +5,7 @@
 //! input: a target that lacks packages (listed per target), targets that make no images.
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command as StdCommand;
 
 use serde_json::Value;
