@@ -459,6 +459,15 @@ pub fn apply(
             format!("the base image's {p} is hidden by the same path in hab-oci's extras layer")
         })
         .collect();
+    // A base that has the file but whose text could not be taken (a link, a hard link,
+    // too large) would lose its users silently: say so.
+    for (path, text) in [("etc/passwd", &files.passwd), ("etc/group", &files.group)] {
+        if text.is_none() && files.paths.contains(path) {
+            warnings.push(format!(
+                "the base image's /{path} could not be read (a link, or too large): the image's /{path} has Habitat's entries only"
+            ));
+        }
+    }
     for e in &mut plan.extras {
         let (base_text, merge, what): (Option<&str>, Merge, &str) = match e.path.as_str() {
             "etc/passwd" => (files.passwd.as_deref(), merge_passwd, "user"),

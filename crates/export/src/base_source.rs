@@ -103,6 +103,12 @@ pub fn open(
         if image.blobs.is_none() {
             image.blobs = Some(blobs.clone());
         }
+        // Used now: the cache's eviction (least recently used first) keeps them longer.
+        if let Some(c) = cache {
+            for l in &image.layers {
+                let _ = c.base_blob(&l.digest);
+            }
+        }
         let files = base_files(&image)?;
         per_target.push(Based {
             image,

@@ -205,8 +205,8 @@ pub fn export(
         )
     };
     let requested = load(&depots)?;
-    // The image is named after the primary package of the host's target (else the first):
-    // on Builder, each target's build has its own release, and the tags follow one.
+    // The image is named after one target's primary package (see `lead_target`): on
+    // Builder, each target's build has its own release, and the tags follow one.
     let lead = lead_target(&targets);
     // The push starts before the dependencies are loaded: a wrong password fails before
     // the work, and the cache sources (read through the same registry client) decide
@@ -287,8 +287,13 @@ pub fn export(
         Err(e) => return Err(e),
     };
     let mut warned = Vec::new();
-    for (closure, _) in &images {
+    for (closure, plan) in &images {
         warn_about_packages(closure, &mut warned);
+        for w in &plan.warnings {
+            if !warned.contains(w) {
+                warned.push(w.clone());
+            }
+        }
     }
     for w in &warned {
         events.warning(w);
@@ -314,12 +319,12 @@ pub fn export(
     }
 }
 
-/// Which target names the image: the host's platform when it is among them, else the first.
+/// Which target names the image: x86_64-linux when it is among them, else the first (in
+/// the fixed order). Not the host's: the same flags give the same tags on any runner.
 fn lead_target(targets: &[hart::PackageTarget]) -> usize {
-    let host = oci_image::Platform::host();
     targets
         .iter()
-        .position(|t| crate::platform::of(t).is_some_and(|p| p.matches(&host)))
+        .position(|t| t.as_str() == "x86_64-linux")
         .unwrap_or(0)
 }
 
@@ -546,7 +551,7 @@ fn plan_with_harts(
     events: &dyn Events,
 ) -> Result<(ResolvedClosure, ImagePlan), ExportError> {
     loop {
-        let plan = plan(settings, &closure, base, events)?;
+        let plan = plan(settings, &closure, base)?;
         let needed: Vec<usize> = (0..plan.layers.len())
             .filter(|&i| !layers.in_registry(&Layers::members(&closure, &plan, i)))
             .flat_map(|i| plan.layers[i].members.iter().copied())
@@ -583,7 +588,6 @@ fn plan(
     settings: &ExportSettings,
     closure: &ResolvedClosure,
     base: Option<&Based>,
-    events: &dyn Events,
 ) -> Result<ImagePlan, ExportError> {
     let supervisor = match &settings.supervisor {
         None => None,
@@ -632,9 +636,7 @@ fn plan(
         settings.plan.user.is_some(),
         settings.plan.working_dir.is_some(),
     )?;
-    for w in warnings {
-        events.warning(&w);
-    }
+    plan.warnings = warnings;
     Ok(plan)
 }
 
@@ -822,7 +824,9 @@ fn native(
     report.cache = layers.stats();
     report.cache_sources = sources;
     report.sbom = sbom;
-    finish_report(settings, &report, &first.config_digest, naming)?;
+    // Habitat's results file names the image `docker-daemon` holds: the host's platform.
+    let (loaded, _) = top.for_platform(&oci_image::Platform::host());
+    finish_report(settings, &report, &loaded.config_digest, naming)?;
     let digest = top.digest();
     let references = if naming.tags.is_empty() {
         vec![format!("{}@{digest}", naming.name)]

@@ -93,6 +93,8 @@ pub struct ImagePlan {
     /// The base image under the package layers (`--base-image`), once applied
     /// ([`crate::base::apply`]).
     pub base: Option<crate::base::PlanBase>,
+    /// What putting it on the base found worth a warning (hidden base files, id clashes).
+    pub warnings: Vec<String>,
 }
 
 /// Seconds since the epoch of a 14-digit UTC release (`YYYYMMDDhhmmss`); 0 if malformed.
@@ -179,6 +181,7 @@ impl ImagePlan {
             naming: naming::naming(&opts.naming, p.ident())?,
             primary,
             base: None,
+            warnings: Vec::new(),
         })
     }
 }

@@ -199,6 +199,7 @@ pub fn produce(
             digest: b.manifest_digest.clone(),
         });
         let sbom = document(format, &subject, &packages, base.as_ref())?;
+        let mut notes = sbom.notes.clone();
         for n in &sbom.notes {
             events.warning(&format!("SBOM ({platform}): {n}"));
         }
@@ -217,7 +218,21 @@ pub fn produce(
                     format.name(),
                     naming.name
                 ));
-                Some(attach(p, naming, image, &subject, &sbom)?)
+                // The image is pushed and tagged by now: a registry that refuses the
+                // referrer (an old one that rejects `subject`) costs the SBOM's attachment,
+                // not the export.
+                match attach(p, naming, image, &subject, &sbom) {
+                    Ok(a) => Some(a),
+                    Err(e) => {
+                        let why = error_text(&e);
+                        events.warning(&format!(
+                            "the SBOM of {} ({platform}) could not be attached: {why}",
+                            naming.name
+                        ));
+                        notes.push(format!("not attached: {why}"));
+                        None
+                    }
+                }
             }
             None => None,
         };
@@ -228,7 +243,7 @@ pub fn produce(
             size: sbom.bytes.len() as u64,
             written,
             attached,
-            notes: sbom.notes,
+            notes,
         });
     }
     Ok(Some(SbomReport {
@@ -856,3 +871,15 @@ fn cyclonedx(
 
 #[cfg(test)]
 mod tests;
+
+/// An error and its causes, one line.
+fn error_text(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = err.to_string();
+    let mut cause = err.source();
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
+}

@@ -96,9 +96,11 @@ fn sbom(a: &ExportArgs, native: bool) -> Result<export::sbom::SbomSettings> {
 /// `use_cache`: keep package metadata in hab-oci's cache, so a package seen before is
 /// verified but not decoded again.
 pub(crate) fn depot(args: &SourceArgs, use_cache: bool) -> Result<DepotSettings> {
+    // Any target hab knows (`resolve` lists Windows closures too); `export` checks that
+    // its targets make images (`targets`).
     let target = match args.targets.as_slice() {
         [] => PackageTarget::parse(DEFAULT_TARGET)?,
-        [t, ..] => parse_target(t)?,
+        [t, ..] => known_target(t)?,
     };
     Ok(DepotSettings {
         sources: args.sources.clone(),
@@ -115,13 +117,18 @@ pub(crate) fn depot(args: &SourceArgs, use_cache: bool) -> Result<DepotSettings>
 /// The target when none is given, as `hab` on a Linux x86_64 machine.
 const DEFAULT_TARGET: &str = "x86_64-linux";
 
-fn parse_target(t: &str) -> Result<PackageTarget> {
-    let target = PackageTarget::parse(t.trim()).with_context(|| {
+fn known_target(t: &str) -> Result<PackageTarget> {
+    PackageTarget::parse(t.trim()).with_context(|| {
         format!(
             "--target {t}: not a Habitat target (known: {})",
             PackageTarget::known().join(", ")
         )
-    })?;
+    })
+}
+
+/// A target of an image: one hab knows, with an image platform.
+fn parse_target(t: &str) -> Result<PackageTarget> {
+    let target = known_target(t)?;
     if export::platform::of(&target).is_none() {
         bail!(
             "--target {t}: this target makes no container images (x86_64-linux, aarch64-linux do)"
@@ -142,6 +149,20 @@ fn targets(a: &ExportArgs) -> Result<Vec<PackageTarget>> {
         targets.push(export::platform::target_of(p).with_context(|| {
             format!("--platform {p}: Habitat builds packages for linux/amd64 and linux/arm64 only")
         })?);
+    }
+    // One image per platform: two targets of one platform would give an index with two
+    // entries a runtime cannot choose between.
+    for (i, a) in targets.iter().enumerate() {
+        for b in &targets[i + 1..] {
+            if a != b && export::platform::of(a) == export::platform::of(b) {
+                bail!(
+                    "--target {a} and {b} make images of the same platform ({}): give one of them",
+                    export::platform::of(a)
+                        .map(|p| p.to_string())
+                        .unwrap_or_default()
+                );
+            }
+        }
     }
     Ok(targets)
 }
@@ -249,6 +270,9 @@ pub(crate) fn login(
 #[derive(Debug, Clone)]
 pub(crate) struct PushSettings {
     pub(crate) login: Option<(String, String)>,
+    /// The registry `login` is for, when known before the push starts (from
+    /// `--registry-url`): a base image there is read with it.
+    pub(crate) login_registry: Option<String>,
     pub(crate) registry: oci_registry::RegistryOptions,
     pub(crate) mount_from: Vec<String>,
 }
@@ -570,6 +594,7 @@ pub(crate) fn export(a: &ExportArgs) -> Result<(ExportSettings, Option<PushSetti
         ((a.push_image && (native || !a.engine_push)) || a.base_image.is_some()).then(|| {
             PushSettings {
                 login,
+                login_registry: a.registry_url.as_deref().map(export::naming::registry_of),
                 registry: oci_registry::RegistryOptions {
                     insecure: a.insecure_registry.clone(),
                     ca_certs: a.ca_cert.clone(),

@@ -166,6 +166,25 @@ fn two_targets_make_one_index() {
         ],
     );
     assert_eq!(pushed["index_digest"].as_str(), Some(index_digest.as_str()));
+    // One SBOM per platform manifest, each attached to its own manifest (the loopback
+    // registry has no referrers API: through the `sha256-HEX` tag of that manifest).
+    let documents = pushed["sbom"]["documents"]
+        .as_array()
+        .expect("sbom documents");
+    assert_eq!(documents.len(), 2, "{}", pushed["sbom"]);
+    for (d, p) in documents.iter().zip(platforms) {
+        assert_eq!(d["subject"], p["manifest_digest"]);
+        let tag = d["attached"]["fallback_tag"]
+            .as_str()
+            .expect("fallback tag");
+        assert_eq!(
+            tag,
+            p["manifest_digest"]
+                .as_str()
+                .expect("digest")
+                .replace(':', "-")
+        );
+    }
     let image = format!("{url}/gen/app:latest");
     let remote = run(StdCommand::new("skopeo").args([
         "inspect",

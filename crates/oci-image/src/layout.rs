@@ -204,7 +204,8 @@ struct DockerManifestEntry<'a> {
 /// index has exactly one descriptor ("more than one image in oci, choose an image",
 /// podman#4646) and otherwise reads the same tar as a docker-archive, through
 /// `manifest.json`, with every tag. With one tag the oci-archive stays the plain layout; an
-/// index (several platforms) gets no `manifest.json`, which names one image only.
+/// index (several platforms) with several tags gets the `manifest.json` of the host's
+/// platform's image (the host's, as `docker load` would take; it names one image only).
 pub fn write_archive<W: Write>(
     dir: &OciDir,
     entry: &IndexEntry<'_>,
@@ -237,6 +238,10 @@ pub fn write_archive<W: Write>(
             }));
         }
         (ArchiveKind::Oci, Built::Image(i)) if entry.tags.len() > 1 => Some(i),
+        // podman then loads the host's image of the index, as `docker load` would.
+        (ArchiveKind::Oci, built @ Built::Index(_)) if entry.tags.len() > 1 => {
+            Some(built.for_platform(&crate::image::Platform::host()).0)
+        }
         (ArchiveKind::Oci, _) => None,
     };
     if let Some(image) = docker_image {

@@ -85,11 +85,14 @@ impl<'a> Publisher<'a> {
         multi: &MultiProgress,
         printer: &'a Printer,
     ) -> Publisher<'a> {
+        // Known before the push starts when --registry-url gives it: a base image read
+        // from that registry then gets the push's login too.
+        let push_registry = Mutex::new(settings.login_registry.clone().unwrap_or_default());
         Publisher {
             settings,
             multi: multi.clone(),
             printer,
-            push_registry: Mutex::new(String::new()),
+            push_registry,
         }
     }
 }
