@@ -136,6 +136,11 @@ pub struct PackageSpec {
 /// Writes the installed-package directory for `spec` under `root` (as
 /// `root/hab/pkgs/o/n/v/r`) and returns its path.
 pub fn write_package_dir(root: &Path, spec: &PackageSpec) -> Result<PathBuf> {
+    write_package_dir_for(root, spec, "x86_64-linux")
+}
+
+/// [`write_package_dir`] for `target`: the same files, TARGET (and MANIFEST's) aside.
+pub fn write_package_dir_for(root: &Path, spec: &PackageSpec, target: &str) -> Result<PathBuf> {
     let id = &spec.ident;
     let dir = root.join("hab/pkgs").join(id.to_string());
     fs::create_dir_all(dir.join("bin"))?;
@@ -143,13 +148,19 @@ pub fn write_package_dir(root: &Path, spec: &PackageSpec) -> Result<PathBuf> {
     fs::create_dir_all(dir.join("share/doc"))?;
     let lines = |v: &[PackageIdent]| v.iter().map(|d| format!("{d}\n")).collect::<String>();
     fs::write(dir.join("IDENT"), format!("{id}\n"))?;
-    fs::write(dir.join("TARGET"), "x86_64-linux\n")?;
+    fs::write(dir.join("TARGET"), format!("{target}\n"))?;
     if !spec.deps.is_empty() {
         fs::write(dir.join("DEPS"), lines(&spec.deps))?;
         fs::write(dir.join("TDEPS"), lines(&spec.tdeps))?;
     }
     fs::write(dir.join("PATH"), format!("/hab/pkgs/{id}/bin\n"))?;
-    fs::write(dir.join("MANIFEST"), manifest(spec))?;
+    fs::write(
+        dir.join("MANIFEST"),
+        manifest(spec).replace(
+            "* __Target__: x86_64-linux",
+            &format!("* __Target__: {target}"),
+        ),
+    )?;
     let mut rng = Rng::new(spec.seed);
     // Split the size over a few files: most in the library, some in the binary and docs.
     let total = spec.size as usize;
@@ -383,6 +394,17 @@ pub fn plan_closure(spec: &ClosureSpec) -> Vec<PackageSpec> {
 /// Generates the closure under `out` (creating `out/artifacts` and `out/keys`), signing with
 /// `key` or a fresh key for the spec's origin.
 pub fn generate(spec: &ClosureSpec, out: &Path, key: Option<SecretKey>) -> Result<Closure> {
+    generate_for(spec, out, key, "x86_64-linux")
+}
+
+/// [`generate`] for `target` (the same package contents; TARGET differs): with the same key
+/// into the same `out`, a closure for several targets, as for a multi-platform image.
+pub fn generate_for(
+    spec: &ClosureSpec,
+    out: &Path,
+    key: Option<SecretKey>,
+    target: &str,
+) -> Result<Closure> {
     let key = match key {
         Some(k) => k,
         None => SecretKey::generate(&spec.origin)?,
@@ -390,7 +412,13 @@ pub fn generate(spec: &ClosureSpec, out: &Path, key: Option<SecretKey>) -> Resul
     let artifacts = out.join("artifacts");
     let keys = out.join("keys");
     fs::create_dir_all(&artifacts)?;
-    key.write_pair(&keys)?;
+    // A second target's closure into the same directory keeps the key already there.
+    match key.write_pair(&keys) {
+        Err(hart::KeyError::Exists { .. }) => {}
+        r => {
+            r?;
+        }
+    }
     let specs = plan_closure(spec);
     let work = tempfile::tempdir_in(out).context("work directory")?;
     let opts = PackOptions {
@@ -400,7 +428,7 @@ pub fn generate(spec: &ClosureSpec, out: &Path, key: Option<SecretKey>) -> Resul
     };
     let mut harts = Vec::new();
     for s in &specs {
-        let dir = write_package_dir(work.path(), s)?;
+        let dir = write_package_dir_for(work.path(), s, target)?;
         let packed = hart::pack(&dir, &key, None, &artifacts, &opts)
             .with_context(|| format!("packing {}", s.ident))?;
         harts.push(packed.path);

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
-use hab_oci_testkit::{ClosureSpec, generate};
+use hab_oci_testkit::{ClosureSpec, generate_for};
 
 #[derive(Parser)]
 #[command(version, about = "Generate signed test closures of Habitat packages")]
@@ -51,12 +51,16 @@ impl ClosureArgs {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Generate a closure into DIR/artifacts and DIR/keys.
+    /// Generate a closure into DIR/artifacts and DIR/keys (signed with the key already in
+    /// DIR/keys, if any: run it once per --target for a multi-platform closure).
     Gen {
         #[command(flatten)]
         closure: ClosureArgs,
         #[arg(long, default_value = "20240101000000")]
         release: String,
+        /// The packages' TARGET.
+        #[arg(long, default_value = "x86_64-linux")]
+        target: String,
     },
     /// Rebuild one package of a closure made by `gen` (same closure arguments) and everything
     /// that depends on it, with a new release, signed with the closure's key in DIR/keys.
@@ -84,11 +88,25 @@ enum Command {
     },
 }
 
+/// The secret key a closure in `out` was signed with.
+fn existing_key(out: &std::path::Path) -> Result<hart::SecretKey> {
+    let key_path = std::fs::read_dir(out.join("keys"))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| p.to_string_lossy().ends_with(".sig.key"))
+        .ok_or_else(|| anyhow::anyhow!("no secret key in {}/keys", out.display()))?;
+    Ok(hart::SecretKey::from_file(&key_path)?)
+}
+
 #[allow(clippy::print_stdout)] // the generated idents are this tool's output
 fn main() -> Result<()> {
     match Cli::parse().command {
-        Command::Gen { closure, release } => {
-            let c = generate(&closure.spec(&release), &closure.out, None)?;
+        Command::Gen {
+            closure,
+            release,
+            target,
+        } => {
+            let key = existing_key(&closure.out).ok();
+            let c = generate_for(&closure.spec(&release), &closure.out, key, &target)?;
             println!("{}", c.primary());
         }
         Command::Rebuild {
@@ -97,13 +115,7 @@ fn main() -> Result<()> {
             release,
         } => {
             let specs = hab_oci_testkit::plan_closure(&closure.spec("20240101000000"));
-            let key_path = std::fs::read_dir(closure.out.join("keys"))?
-                .filter_map(|e| e.ok().map(|e| e.path()))
-                .find(|p| p.to_string_lossy().ends_with(".sig.key"))
-                .ok_or_else(|| {
-                    anyhow::anyhow!("no secret key in {}/keys", closure.out.display())
-                })?;
-            let key = hart::SecretKey::from_file(&key_path)?;
+            let key = existing_key(&closure.out)?;
             let mut c = hab_oci_testkit::Closure {
                 dir: closure.out.clone(),
                 key,
