@@ -1,6 +1,8 @@
-//! Package records (record format 1): what a later export needs of each package of a layer
+//! Package records (record format 2): what a later export needs of each package of a layer
 //! without its payload — closure order and grouping (DEPS, TDEPS, size), the extras layer
-//! (PATH binaries, SVC_USER/SVC_GROUP, EXPOSES) and the config (run script, signal) —
+//! (PATH binaries, SVC_USER/SVC_GROUP, EXPOSES), the config (run script, signal) and the
+//! SBOM (the MANIFEST's licenses and sources, so an image's SBOM is the same bytes whether
+//! its packages were decoded or recorded) —
 //! written as one annotation on each package layer (docs/layer-format-v1.md, §9). A cache
 //! source's records stand in for decoding (or downloading) the packages whose layers it holds.
 
@@ -13,7 +15,7 @@ pub const ANN_RECORD: &str = "sh.habitat.hab-oci.record";
 
 /// Changes whenever a field is added, removed or changes meaning; a reader skips records
 /// of another version (the layer is then built, never misread).
-pub const RECORD_FORMAT: u32 = 1;
+pub const RECORD_FORMAT: u32 = 2;
 
 /// A cache source's records are read from its manifest: this bounds what one layer's
 /// annotation may claim before it is believed (a layer of 125 packages with long TDEPS
@@ -53,6 +55,8 @@ pub struct PackageRecord {
     pub setuid: Vec<String>,
     pub entries: u64,
     pub unpacked_size: u64,
+    /// The MANIFEST's facts (format 2).
+    pub manifest: hart::ManifestFacts,
 }
 
 impl PackageRecord {
@@ -76,6 +80,7 @@ impl PackageRecord {
             setuid: m.setuid.clone(),
             entries: m.entries,
             unpacked_size: m.unpacked_size,
+            manifest: m.manifest.clone(),
         }
     }
 
@@ -100,14 +105,7 @@ impl PackageRecord {
             setuid: self.setuid.clone(),
             entries: self.entries,
             unpacked_size: self.unpacked_size,
-            // Records do not carry the MANIFEST: an SBOM says the facts are unknown.
-            manifest: hart::ManifestFacts {
-                note: Some(
-                    "taken from a cache source's record, which does not carry its MANIFEST: license and source unknown"
-                        .into(),
-                ),
-                ..Default::default()
-            },
+            manifest: self.manifest.clone(),
             files: Default::default(),
         }
     }
@@ -244,6 +242,11 @@ mod tests {
             setuid: Vec::new(),
             entries: 7,
             unpacked_size: 1234,
+            manifest: hart::ManifestFacts {
+                licenses: vec!["MIT".into()],
+                source_url: Some("https://example.org/b-1.tar.gz".into()),
+                ..Default::default()
+            },
         }
     }
 
@@ -262,24 +265,29 @@ mod tests {
         let t = text(std::slice::from_ref(&r));
         assert_eq!(decode(&t).expect("decodes"), vec![r.clone()]);
         assert!(
-            t.starts_with(r#"{"format":1,"packages":[{"binaries":"#),
+            t.starts_with(r#"{"format":2,"packages":[{"binaries":"#),
             "{t}"
         );
         assert!(!t.contains("svc_group"), "absent fields are omitted: {t}");
         let m = r.metadata();
         assert_eq!(m.ident, r.ident);
         assert_eq!(m.unpacked_size, 1234);
+        assert_eq!(
+            m.manifest.licenses,
+            ["MIT"],
+            "the SBOM's facts come through"
+        );
     }
 
     #[test]
     fn bad_records_are_refused_with_the_reason() {
         let sum = "ab".repeat(32);
         let good = text(&[record("a/b/1/20240101000000", &sum)]);
-        let other = good.replace(r#""format":1"#, r#""format":2"#);
+        let other = good.replace(r#""format":2"#, r#""format":1"#);
         assert!(
             decode(&other)
                 .expect_err("refused")
-                .contains("record format 2")
+                .contains("record format 1")
         );
         let upper = text(&[record("a/b/1/20240101000000", &"AB".repeat(32))]);
         assert!(
@@ -293,7 +301,7 @@ mod tests {
                 .expect_err("refused")
                 .contains("fully qualified")
         );
-        let extra = good.replace(r#""format":1,"#, r#""format":1,"x":1,"#);
+        let extra = good.replace(r#""format":2,"#, r#""format":2,"x":1,"#);
         assert!(
             decode(&extra)
                 .expect_err("refused")

@@ -332,6 +332,36 @@ fn pushed_sbom_is_found_through_the_referrers_tag() {
         1,
         "{index}"
     );
+
+    // A fresh runner (empty caches): the pushed image is its cache source, so its packages
+    // come from the layers' records, not decoded; the SBOM is the same bytes all the same
+    // (the records carry the MANIFEST facts), and the referrer stays the one.
+    let fresh = t.join("fresh");
+    fs::create_dir_all(&fresh).expect("mkdir");
+    let third = export(
+        &fresh,
+        &c.dir,
+        "fresh",
+        &["--registry-url", &url, "--push-image"],
+    );
+    let sources: Vec<&Value> = third["layers"]
+        .as_array()
+        .expect("layers")
+        .iter()
+        .map(|l| &l["source"])
+        .collect();
+    assert!(
+        sources.iter().filter(|s| **s == "registry").count() >= 8,
+        "the packages came from the cache source: {sources:?}"
+    );
+    assert_eq!(
+        third["sbom"]["documents"][0]["digest"], again["sbom"]["documents"][0]["digest"],
+        "the same SBOM bytes"
+    );
+    assert_eq!(
+        third["sbom"]["documents"][0]["attached"]["manifest_digest"],
+        attached["manifest_digest"]
+    );
 }
 
 tests![
