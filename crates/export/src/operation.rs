@@ -1028,7 +1028,7 @@ fn finish_report(
 }
 
 /// An error and its causes as one line, for a warning.
-fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+pub(crate) fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
     let mut text = err.to_string();
     let mut cause = err.source();
     while let Some(c) = cause {

@@ -224,7 +224,7 @@ pub fn produce(
                 match attach(p, naming, image, &subject, &sbom) {
                     Ok(a) => Some(a),
                     Err(e) => {
-                        let why = error_text(&e);
+                        let why = crate::operation::error_chain(&e);
                         events.warning(&format!(
                             "the SBOM of {} ({platform}) could not be attached: {why}",
                             naming.name
@@ -871,15 +871,3 @@ fn cyclonedx(
 
 #[cfg(test)]
 mod tests;
-
-/// An error and its causes, one line.
-fn error_text(err: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = err.to_string();
-    let mut cause = err.source();
-    while let Some(c) = cause {
-        text.push_str(": ");
-        text.push_str(&c.to_string());
-        cause = c.source();
-    }
-    text
-}

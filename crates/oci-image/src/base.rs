@@ -19,7 +19,7 @@ use serde_json::Value;
 use sha2::{Digest as _, Sha256};
 
 use crate::image::{LayerDescriptor, Platform, with_config};
-use crate::import::{MAX_HOPS, MAX_JSON, clean, join, parent, peek};
+use crate::import::{MAX_JSON, clean, peek};
 use crate::layer::{Compression, LayerDigests, decompressed, sha256_digest};
 
 pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
@@ -1131,14 +1131,8 @@ impl LocalBase {
 }
 
 impl Archive {
-    fn resolve<'a>(&'a self, mut path: &'a str) -> &'a str {
-        for _ in 0..MAX_HOPS {
-            match self.links.get(path) {
-                Some(t) => path = t,
-                None => break,
-            }
-        }
-        path
+    fn resolve<'a>(&'a self, path: &'a str) -> &'a str {
+        crate::import::resolve_link(&self.links, path)
     }
 }
 
@@ -1156,16 +1150,7 @@ fn unpack_archive(reference: &str, archive: File, blobs: &BlobDir) -> Result<Arc
         let path = clean(&e.path().map_err(read_err)?.to_string_lossy());
         let kind = e.header().entry_type();
         if kind.is_symlink() || kind.is_hard_link() {
-            let target = e
-                .link_name()
-                .map_err(read_err)?
-                .map(|t| t.to_string_lossy().into_owned())
-                .unwrap_or_default();
-            let target = if kind.is_symlink() {
-                join(parent(&path), &target)
-            } else {
-                clean(&target)
-            };
+            let target = crate::import::link_target(&e, &path).map_err(read_err)?;
             found.links.insert(path, target);
             continue;
         }

@@ -61,6 +61,18 @@ pub(crate) const MAX_JSON: u64 = 64 << 20;
 /// Links followed from one name at most (a chain of symlinks, or a loop).
 pub(crate) const MAX_HOPS: usize = 16;
 
+/// `path` after the archive's links (name → the name it stands for), at most
+/// [`MAX_HOPS`] of them: a loop ends rather than spins.
+pub(crate) fn resolve_link<'a>(links: &'a HashMap<String, String>, mut path: &'a str) -> &'a str {
+    for _ in 0..MAX_HOPS {
+        match links.get(path) {
+            Some(t) => path = t,
+            None => break,
+        }
+    }
+    path
+}
+
 /// Reads the image in `archive` into `store`: layer blobs compressed with `compression`,
 /// the config blob as it was. Returns the image (an OCI manifest over those blobs); its
 /// config and manifest blobs are not written to `store` (as for a built image).
@@ -76,17 +88,7 @@ pub fn import_archive(
         let path = clean(&e.path().map_err(ImportError::Read)?.to_string_lossy());
         let kind = e.header().entry_type();
         if kind.is_symlink() || kind.is_hard_link() {
-            let target = e
-                .link_name()
-                .map_err(ImportError::Read)?
-                .map(|t| t.to_string_lossy().into_owned())
-                .unwrap_or_default();
-            // A symlink points from its own directory, a hard link from the archive's root.
-            let target = if kind.is_symlink() {
-                join(parent(&path), &target)
-            } else {
-                clean(&target)
-            };
+            let target = link_target(&e, &path).map_err(ImportError::Read)?;
             found.links.insert(path, target);
         } else if kind.is_file() {
             let size = e.size();
@@ -134,14 +136,8 @@ impl Found {
     }
 
     /// `path` after its links.
-    fn resolve<'a>(&'a self, mut path: &'a str) -> &'a str {
-        for _ in 0..MAX_HOPS {
-            match self.links.get(path) {
-                Some(t) => path = t,
-                None => break,
-            }
-        }
-        path
+    fn resolve<'a>(&'a self, path: &'a str) -> &'a str {
+        resolve_link(&self.links, path)
     }
 
     fn json(&self, path: &str) -> Result<&[u8], ImportError> {
@@ -342,6 +338,21 @@ pub(crate) fn peek(r: &mut dyn Read, n: usize) -> io::Result<(Vec<u8>, &mut dyn 
 }
 
 /// A name as the archive's manifests spell it: no `./`, no trailing `/`, `..` resolved.
+/// The archive path the link entry `e` at `path` stands for: a symlink points from its own
+/// directory, a hard link from the archive's root.
+pub(crate) fn link_target<R: Read>(e: &tar::Entry<'_, R>, path: &str) -> io::Result<String> {
+    let kind = e.header().entry_type();
+    let target = e
+        .link_name()?
+        .map(|t| t.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    Ok(if kind.is_symlink() {
+        join(parent(path), &target)
+    } else {
+        clean(&target)
+    })
+}
+
 pub(crate) fn clean(path: &str) -> String {
     let mut parts: Vec<&str> = Vec::new();
     for c in path.split('/') {

@@ -487,22 +487,29 @@ async fn manifest_digest(
 }
 
 /// One blob: skip it if present, mount it if a source repository has it, else upload it.
+/// Does the repository `repo_path` hold the blob `digest`? One `HEAD`, retried.
+pub(crate) async fn blob_present(
+    s: &Session,
+    repo_path: &str,
+    digest: &str,
+) -> Result<bool, Failure> {
+    let url = s.url(&format!("/v2/{repo_path}/blobs/{digest}"));
+    s.retrying(|| async {
+        let resp = s
+            .expect(&[StatusCode::OK, StatusCode::NOT_FOUND], &|c| {
+                Ok(c.head(url.clone()))
+            })
+            .await?;
+        Ok(resp.status() == StatusCode::OK)
+    })
+    .await
+}
+
 /// Each attempt of the upload starts over in a new upload session, streaming from the
 /// file's start, so a fault mid-way leaves nothing half-written behind.
 async fn push_blob(ctx: &Ctx, blob: &Blob) -> Result<BlobOutcome, Failure> {
     let s = &ctx.s;
-    let url = s.url(&format!("/v2/{}/blobs/{}", ctx.repo.path, blob.digest));
-    let present = s
-        .retrying(|| async {
-            let resp = s
-                .expect(&[StatusCode::OK, StatusCode::NOT_FOUND], &|c| {
-                    Ok(c.head(url.clone()))
-                })
-                .await?;
-            Ok(resp.status() == StatusCode::OK)
-        })
-        .await?;
-    if present {
+    if blob_present(s, &ctx.repo.path, &blob.digest).await? {
         return Ok(BlobOutcome::Skipped);
     }
     let mut first = true;

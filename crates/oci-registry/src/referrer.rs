@@ -9,7 +9,7 @@ use reqwest::StatusCode;
 use reqwest::header::{ACCEPT, CONTENT_LENGTH, CONTENT_TYPE};
 use serde_json::{Value, json};
 
-use crate::push::{Ctx, header};
+use crate::push::{Ctx, blob_present, header};
 use crate::session::Failure;
 use crate::{AttachRequest, AttachStats, RegistryError};
 
@@ -102,18 +102,7 @@ pub(crate) fn fallback_tag(subject_digest: &str) -> String {
 /// `true` when it was uploaded.
 async fn put_blob(ctx: &Ctx, digest: &str, bytes: &[u8]) -> Result<bool, Failure> {
     let s = ctx.session();
-    let url = s.url(&format!("/v2/{}/blobs/{digest}", ctx.repo_path()));
-    let present = s
-        .retrying(|| async {
-            let resp = s
-                .expect(&[StatusCode::OK, StatusCode::NOT_FOUND], &|c| {
-                    Ok(c.head(url.clone()))
-                })
-                .await?;
-            Ok(resp.status() == StatusCode::OK)
-        })
-        .await?;
-    if present {
+    if blob_present(s, ctx.repo_path(), digest).await? {
         return Ok(false);
     }
     let uploads = s.url(&format!("/v2/{}/blobs/uploads/", ctx.repo_path()));
